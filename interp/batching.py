@@ -1,0 +1,102 @@
+"""Tokenized batches with the masks statistics need.
+
+A `Batch` carries, beside input ids and the attention mask, which tokens
+count (`mask`: not padding, not prompt), which document and group each row
+comes from, each token's position inside its document and, when asked, the
+word each token belongs to (via character offsets).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import CorpusError
+
+WORD_RE = re.compile(r"\S+")
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [batch, seq]
+    attention_mask: torch.Tensor  # [batch, seq], 1 for real tokens
+    mask: torch.Tensor  # [batch, seq] bool, tokens that count (not padding, not prompt)
+    positions: torch.Tensor  # [batch, seq] position of each token in its document
+    doc_index: torch.Tensor  # [batch] index of the document in the corpus
+    group_index: torch.Tensor  # [batch] index into the run's group list
+    word_ids: torch.Tensor | None = None  # [batch, seq] word number in the document, -1 if none
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.mask.sum())
+
+
+def _word_ids(text: str, offsets: list[tuple[int, int]]) -> list[int]:
+    """Word number (whitespace-separated words) of each token, -1 for none."""
+    starts = [m.start() for m in WORD_RE.finditer(text)]
+    ends = [m.end() for m in WORD_RE.finditer(text)]
+    out, w = [], 0
+    for a, b in offsets:
+        c = next((i for i in range(a, b) if not text[i].isspace()), None)
+        if c is None or a == b:
+            out.append(-1)
+            continue
+        while w < len(starts) and ends[w] <= c:
+            w += 1
+        out.append(w if w < len(starts) and starts[w] <= c else -1)
+        w = max(0, w)
+    return out
+
+
+def tokenize(
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    prompts: Sequence[str | None] | None = None,
+    doc_index: Sequence[int] | None = None,
+    group_index: Sequence[int] | None = None,
+    max_length: int = 512,
+    padding_side: str | None = None,
+    words: bool = False,
+) -> Batch:
+    """Tokenize `texts` into a padded `Batch` (offsets give prompt and word masks)."""
+    if not texts:
+        raise CorpusError("empty batch: no texts to tokenize")
+    side = padding_side or tokenizer.padding_side
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = side
+    try:
+        enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_length, return_offsets_mapping=True)
+    finally:
+        tokenizer.padding_side = old_side
+    attn = enc["attention_mask"]
+    mask = attn.bool().clone()
+    offsets = enc["offset_mapping"]
+    if prompts is not None:
+        for i, prompt in enumerate(prompts):
+            if prompt:
+                # a token is part of the prompt if it starts inside it
+                in_prompt = (offsets[i, :, 0] < len(prompt)) & attn[i].bool()
+                mask[i] &= ~in_prompt
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    n = len(texts)
+    word_ids = None
+    if words:
+        word_ids = torch.full_like(attn, -1)
+        for i, text in enumerate(texts):
+            real = attn[i].bool()
+            offs = [tuple(o) for o in offsets[i][real].tolist()]
+            word_ids[i, real] = torch.tensor(_word_ids(text, offs), dtype=word_ids.dtype)
+    return Batch(
+        input_ids=enc["input_ids"],
+        attention_mask=attn,
+        mask=mask,
+        positions=positions,
+        doc_index=torch.as_tensor(doc_index if doc_index is not None else range(n), dtype=torch.long),
+        group_index=torch.as_tensor(group_index if group_index is not None else [0] * n, dtype=torch.long),
+        word_ids=word_ids,
+    )

@@ -1,0 +1,86 @@
+"""The on-disk cache (`~/.cache/interp`, or `$INTERP_CACHE`) and atomic writes.
+
+Everything we write goes to a temporary sibling first and is renamed into
+place, so an interrupted run never leaves a half-written file or folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("INTERP_CACHE") or Path.home() / ".cache" / "interp").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` on success.
+
+    On an exception the temporary file or folder is removed and `target` is
+    left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)  # mkdtemp/mkstemp make them private
+        if directory:
+            for f in tmp.rglob("*"):
+                os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
+        if directory and target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def cached_folder(key: str, source: Path, build: Callable[[Path], None]) -> Path:
+    """Return `cache/models/<key>`, building it with `build(tmp_dir)` if absent or stale.
+
+    Staleness is judged by the source file's size and modification time,
+    recorded in `source.json` inside the folder.
+    """
+    folder = cache_dir() / "models" / key
+    stamp = {"source": str(source), "size": source.stat().st_size, "mtime": int(source.stat().st_mtime)}
+    marker = folder / "source.json"
+    if marker.exists():
+        try:
+            if json.loads(marker.read_text()) == stamp:
+                return folder
+        except (OSError, ValueError):
+            pass
+    with atomic_path(folder, directory=True) as tmp:
+        build(tmp)
+        (tmp / "source.json").write_text(json.dumps(stamp))
+    return folder

@@ -1,0 +1,176 @@
+"""Capturing activations: whole tensors for a few inputs, or streaming reducers over a corpus.
+
+`run_with_cache(model, inputs, sites)` returns `{site: tensor}` for one batch.
+`capture(model, sites, reducers)` registers one hook per site; `run.feed(corpus)`
+streams documents through the model in batches and updates every reducer in
+place. The forward pass stops after the last requested site, so the
+unembedding is skipped whenever no site needs it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .batching import Batch, tokenize
+from .errors import CorpusError, SiteError
+from .hooks import StopForward, hooks, site_hook
+from .models import Model
+from .reducers import Reducer
+
+# Models that compute their own (multimodal) position ids.
+_OWN_POSITIONS = ("qwen2_vl", "qwen2_5_vl")
+
+
+def _as_docs(corpus) -> list:
+    from .corpora import Document
+
+    docs = [Document(text=d) if isinstance(d, str) else d for d in corpus]
+    if not docs:
+        raise CorpusError("empty corpus: no documents to run")
+    if all(not d.text.strip() for d in docs):
+        raise CorpusError("empty corpus: every document is blank")
+    return docs
+
+
+def _check_sites(model: Model, sites: Sequence[str]) -> list:
+    if isinstance(sites, str):
+        sites = [sites]
+    if not sites:
+        raise SiteError("no sites given; list them with `interp sites --model M`")
+    return [model.adapter.resolve(s) for s in dict.fromkeys(sites)]
+
+
+def forward(model: Model, batch: Batch, *, stop: bool = True) -> None:
+    """Run the model on a batch (inference mode); a StopForward ends it quietly."""
+    kwargs = dict(input_ids=batch.input_ids.to(model.device),
+                  attention_mask=batch.attention_mask.to(model.device), use_cache=False)
+    if model.hf.config.model_type not in _OWN_POSITIONS:
+        kwargs["position_ids"] = batch.positions.to(model.device)
+    try:
+        with torch.inference_mode():
+            model.hf(**kwargs)
+    except StopForward:
+        pass
+
+
+def run_with_cache(
+    model: Model,
+    inputs: str | Sequence[str] | Batch,
+    sites: str | Sequence[str],
+    *,
+    max_length: int = 512,
+    stop_early: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Activations at `sites` for one batch: {site: [batch, seq, width]} (hook_z: [batch, seq, heads, d_head])."""
+    points = _check_sites(model, sites)
+    batch = inputs if isinstance(inputs, Batch) else tokenize(
+        model.tokenizer, [inputs] if isinstance(inputs, str) else list(inputs), max_length=max_length)
+    cache: dict[str, torch.Tensor] = {}
+    last = max(points, key=lambda p: (p.layer, p.order))
+
+    def keep(name):
+        def fn(x):
+            cache[name] = x.detach().clone()
+
+        return fn
+
+    regs = [lambda p=p: site_hook(p, keep(p.name), stop_after=stop_early and p is last) for p in points]
+    with hooks(regs):
+        forward(model, batch)
+    return {p.name: cache[p.name] for p in points}
+
+
+@dataclass
+class CaptureRun:
+    """A live capture: feed it documents; reducers update in place."""
+
+    model: Model
+    points: list
+    reducers: list[Reducer]
+    groups: list[str]
+    words: bool = False
+    tokens_seen: int = 0
+    batch: Batch | None = field(default=None, repr=False)
+
+    def _on_site(self, name: str):
+        def fn(x: torch.Tensor) -> None:
+            width = x.flatten(2).shape[-1] if x.dim() > 3 else x.shape[-1]
+            for r in self.reducers:
+                if name not in r.state:
+                    r.bind(name, width, self.groups)
+                r.update(name, x.detach().cpu() if x.device.type != "cpu" else x.detach(), self.batch)
+
+        return fn
+
+    def run_batch(self, batch: Batch) -> None:
+        self.batch = batch
+        forward(self.model, batch)
+        self.tokens_seen += batch.n_tokens
+
+    def feed(
+        self,
+        corpus,
+        *,
+        batch_size: int = 8,
+        max_length: int = 512,
+        padding_side: str | None = None,
+        progress: bool = True,
+        sort_by_length: bool = True,
+    ) -> "CaptureRun":
+        """Stream `corpus` (Documents or strings) through the model in batches."""
+        docs = _as_docs(corpus)
+        index = {g: i for i, g in enumerate(self.groups)}
+        unknown = {d.group for d in docs if (d.group or "all") not in index}
+        if unknown:
+            raise CorpusError(f"documents have groups {sorted(map(str, unknown))} not in the run's groups {self.groups}")
+        order = list(range(len(docs)))
+        if sort_by_length:
+            order.sort(key=lambda i: len(docs[i].text), reverse=True)
+        starts = range(0, len(order), batch_size)
+        for s in tqdm(starts, desc="capture", unit="batch", disable=not progress, leave=False):
+            ids = order[s : s + batch_size]
+            batch = tokenize(
+                self.model.tokenizer,
+                [docs[i].text for i in ids],
+                prompts=[docs[i].prompt for i in ids],
+                doc_index=ids,
+                group_index=[index[docs[i].group or "all"] for i in ids],
+                max_length=max_length,
+                padding_side=padding_side,
+                words=self.words,
+            )
+            self.run_batch(batch)
+        return self
+
+
+def groups_of(corpus) -> list[str]:
+    """Group labels of a corpus in first-seen order ('all' for unlabelled documents)."""
+    return list(dict.fromkeys((d.group or "all") if not isinstance(d, str) else "all" for d in corpus))
+
+
+@contextmanager
+def capture(
+    model: Model,
+    sites: str | Sequence[str],
+    reducers: Sequence[Reducer],
+    *,
+    groups: Sequence[str] | None = None,
+    words: bool = False,
+    stop_early: bool = True,
+) -> Iterator[CaptureRun]:
+    """Hook `sites`, yield a `CaptureRun`; hooks are removed on exit, even on error.
+
+    `groups` fixes the group labels (e.g. languages) the reducers count by;
+    without it, use `groups_of(corpus)` or the single group 'all'.
+    """
+    points = _check_sites(model, sites)
+    run = CaptureRun(model, points, list(reducers), list(groups or ["all"]), words=words)
+    last = max(points, key=lambda p: (p.layer, p.order))
+    regs = [lambda p=p: site_hook(p, run._on_site(p.name), stop_after=stop_early and p is last) for p in points]
+    with hooks(regs):
+        yield run

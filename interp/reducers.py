@@ -1,0 +1,303 @@
+"""Streaming reducers: statistics that grow with the model, not the corpus.
+
+Each reducer keeps per-site state and is updated with a site's activations
+`[batch, seq, width]` plus the `Batch` masks. All reducers can `merge` with
+another of their kind (data-parallel runs add counts and merge top-k) and
+round-trip through safetensors (`save` / `load`); never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .batching import Batch
+from .cache import atomic_path
+from .errors import InterpError
+
+
+def _valid(acts: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens that count, flattened: acts [N, width] and their row in the batch [N]."""
+    acts = acts.flatten(2) if acts.dim() > 3 else acts
+    rows = torch.arange(acts.shape[0]).unsqueeze(1).expand(batch.mask.shape)
+    return acts[batch.mask], rows[batch.mask]
+
+
+def _one_hot(index: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """[n, N] one-hot of `index` [N], for per-group sums as one matrix product."""
+    out = torch.zeros(n, index.numel(), dtype=dtype)
+    out[index, torch.arange(index.numel())] = 1
+    return out
+
+
+class Reducer:
+    """Base class: per-site state as named tensors, merge and save/load."""
+
+    kind: ClassVar[str] = "reducer"
+
+    def __init__(self) -> None:
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self.groups: list[str] = ["all"]
+
+    def bind(self, site: str, width: int, groups: list[str]) -> None:
+        """Allocate state for `site` (called once per site before updates)."""
+        if self.state and groups != self.groups:
+            raise InterpError(f"{self.kind}: group lists differ ({self.groups} vs {groups})")
+        self.groups = list(groups)
+        if site not in self.state:
+            self.state[site] = self._empty(width)
+
+    def _empty(self, width: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def merge(self, other: "Reducer") -> None:
+        """Fold another reducer's state (same kind, groups and settings) into this one."""
+        if type(other) is not type(self) or other.groups != self.groups:
+            raise InterpError(f"cannot merge {other.kind} ({other.groups}) into {self.kind} ({self.groups})")
+        for site, theirs in other.state.items():
+            if site not in self.state:
+                self.state[site] = {k: v.clone() for k, v in theirs.items()}
+            else:
+                self.state[site] = self._merge(self.state[site], theirs)
+
+    def _merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: a[k] + b[k] for k in a}
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.state)
+
+    def settings(self) -> dict:
+        return {}
+
+    # ---- persistence -----------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{site}/{k}": v.contiguous() for site, st in self.state.items() for k, v in st.items()}
+
+    def metadata(self) -> dict:
+        return {"kind": self.kind, "groups": self.groups, "sites": self.sites, "settings": self.settings()}
+
+    def save(self, path: str | Path) -> None:
+        """Write state to one safetensors file (metadata in its header), atomically."""
+        with atomic_path(path) as tmp:
+            save_file(self.tensors(), str(tmp), metadata={"interp": json.dumps(self.metadata())})
+
+    def load_tensors(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.groups = list(meta["groups"])
+        self.state = {}
+        for key, value in tensors.items():
+            site, name = key.rsplit("/", 1)
+            self.state.setdefault(site, {})[name] = value
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Reducer":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("interp", "{}"))
+        if meta.get("kind") != cls.kind and cls is not Reducer:
+            raise InterpError(f"{path}: holds a {meta.get('kind')!r} reducer, not {cls.kind!r}")
+        klass = cls if cls is not Reducer else REDUCERS[meta["kind"]]
+        obj = klass(**meta.get("settings", {}))
+        obj.load_tensors(meta, load_file(str(path)))
+        return obj
+
+
+class ActivationFrequency(Reducer):
+    """Per group: tokens with activation > threshold, [groups, width], and token counts [groups]."""
+
+    kind = "frequency"
+
+    def __init__(self, threshold: float = 0.0) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def settings(self) -> dict:
+        return {"threshold": self.threshold}
+
+    def _empty(self, width: int) -> dict[str, torch.Tensor]:
+        g = len(self.groups)
+        return {"counts": torch.zeros(g, width, dtype=torch.int64), "tokens": torch.zeros(g, dtype=torch.int64)}
+
+    def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
+        x, rows = _valid(acts, batch)
+        if x.shape[0] == 0:
+            return
+        st = self.state[site]
+        groups = batch.group_index[rows]
+        fired = (x > self.threshold).to(torch.float32)
+        if bool((groups == groups[0]).all()):
+            st["counts"][groups[0]] += fired.sum(0).round().long()
+        else:
+            st["counts"] += (_one_hot(groups, len(self.groups), torch.float32) @ fired).round().long()
+        st["tokens"] += torch.bincount(groups, minlength=len(self.groups))
+
+    def rate(self, site: str) -> torch.Tensor:
+        """Fraction of tokens with activation > threshold, [groups, width]."""
+        st = self.state[site]
+        return st["counts"].double() / st["tokens"].clamp(min=1).double().unsqueeze(1)
+
+
+class Moments(Reducer):
+    """Per group: sum, sum of squares and sum |x| over tokens (float64), [groups, width]."""
+
+    kind = "moments"
+
+    def _empty(self, width: int) -> dict[str, torch.Tensor]:
+        g = len(self.groups)
+        z = lambda: torch.zeros(g, width, dtype=torch.float64)  # noqa: E731
+        return {"sum": z(), "sumsq": z(), "sumabs": z(), "tokens": torch.zeros(g, dtype=torch.int64)}
+
+    def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
+        x, rows = _valid(acts, batch)
+        if x.shape[0] == 0:
+            return
+        st = self.state[site]
+        groups = batch.group_index[rows]
+        x = x.double()
+        hot = _one_hot(groups, len(self.groups), torch.float64)
+        st["sum"] += hot @ x
+        st["sumsq"] += hot @ (x * x)
+        st["sumabs"] += hot @ x.abs()
+        st["tokens"] += torch.bincount(groups, minlength=len(self.groups))
+
+    def mean(self, site: str) -> torch.Tensor:
+        st = self.state[site]
+        return st["sum"] / st["tokens"].clamp(min=1).unsqueeze(1)
+
+    def std(self, site: str) -> torch.Tensor:
+        st = self.state[site]
+        n = st["tokens"].clamp(min=1).unsqueeze(1).double()
+        return (st["sumsq"] / n - (st["sum"] / n) ** 2).clamp(min=0).sqrt()
+
+
+class TopK(Reducer):
+    """The k largest activations of each unit with where they occurred.
+
+    State per site: values [width, k] (descending; -inf where unfilled),
+    doc [width, k] and pos [width, k] (token position inside the document).
+    """
+
+    kind = "topk"
+
+    def __init__(self, k: int = 16) -> None:
+        super().__init__()
+        self.k = k
+
+    def settings(self) -> dict:
+        return {"k": self.k}
+
+    def _empty(self, width: int) -> dict[str, torch.Tensor]:
+        return {
+            "values": torch.full((width, self.k), float("-inf")),
+            "doc": torch.full((width, self.k), -1, dtype=torch.int64),
+            "pos": torch.full((width, self.k), -1, dtype=torch.int64),
+        }
+
+    def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
+        x, rows = _valid(acts, batch)
+        if x.shape[0] == 0:
+            return
+        kk = min(self.k, x.shape[0])
+        vals, idx = x.float().topk(kk, dim=0)  # [kk, width]
+        docs = batch.doc_index[rows][idx]
+        pos = batch.positions[batch.mask][idx]
+        self.state[site] = self._merge(self.state[site], {"values": vals.T, "doc": docs.T, "pos": pos.T})
+
+    def _merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        values = torch.cat([a["values"], b["values"]], dim=1)
+        top, idx = values.topk(self.k, dim=1)
+        return {
+            "values": top,
+            "doc": torch.cat([a["doc"], b["doc"]], 1).gather(1, idx),
+            "pos": torch.cat([a["pos"], b["pos"]], 1).gather(1, idx),
+        }
+
+
+class WordPooled(Reducer):
+    """Mean activation over the tokens of each word, kept per document in order.
+
+    For frequency tagging (HFTP): one sample per word. State per site is
+    `words` [total_words, width] plus `doc` [total_words] (document index)
+    and `word` [total_words] (word number in that document). Memory grows
+    with the corpus; pass `units` to keep only some columns.
+    """
+
+    kind = "words"
+
+    def __init__(self, units: list[int] | None = None) -> None:
+        super().__init__()
+        self.units = units
+
+    def settings(self) -> dict:
+        return {"units": self.units}
+
+    def _empty(self, width: int) -> dict[str, torch.Tensor]:
+        w = len(self.units) if self.units is not None else width
+        return {"words": torch.zeros(0, w), "doc": torch.zeros(0, dtype=torch.int64),
+                "word": torch.zeros(0, dtype=torch.int64)}
+
+    def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
+        if batch.word_ids is None:
+            raise InterpError("WordPooled needs word ids: capture with words=True")
+        acts = acts.flatten(2) if acts.dim() > 3 else acts
+        if self.units is not None:
+            acts = acts[..., self.units]
+        keep = batch.mask & (batch.word_ids >= 0)
+        x = acts[keep].float()
+        rows = torch.arange(acts.shape[0]).unsqueeze(1).expand(keep.shape)[keep]
+        words = batch.word_ids[keep]
+        key = rows * (int(words.max()) + 1 if words.numel() else 1) + words
+        uniq, inv = torch.unique(key, return_inverse=True)  # sorted: by row, then word
+        sums = torch.zeros(uniq.numel(), x.shape[1]).index_add_(0, inv, x)
+        counts = torch.bincount(inv, minlength=uniq.numel()).unsqueeze(1)
+        per = int(words.max()) + 1 if words.numel() else 1
+        st = self.state[site]
+        st["words"] = torch.cat([st["words"], sums / counts])
+        st["doc"] = torch.cat([st["doc"], batch.doc_index[uniq // per]])
+        st["word"] = torch.cat([st["word"], uniq % per])
+
+    def _merge(self, a, b):
+        return {k: torch.cat([a[k], b[k]]) for k in a}
+
+    def sequence(self, site: str, doc: int) -> torch.Tensor:
+        """Word-pooled activations of one document, [n_words, width]."""
+        st = self.state[site]
+        sel = st["doc"] == doc
+        order = st["word"][sel].argsort()
+        return st["words"][sel][order]
+
+
+class FullTensors(Reducer):
+    """Every counted token's activation (only when asked: memory grows with the corpus).
+
+    State per site: `acts` [total_tokens, width], `doc` and `pos` [total_tokens].
+    """
+
+    kind = "full"
+
+    def _empty(self, width: int) -> dict[str, torch.Tensor]:
+        return {"acts": torch.zeros(0, width), "doc": torch.zeros(0, dtype=torch.int64),
+                "pos": torch.zeros(0, dtype=torch.int64)}
+
+    def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
+        x, rows = _valid(acts, batch)
+        st = self.state[site]
+        st["acts"] = torch.cat([st["acts"], x.float()])
+        st["doc"] = torch.cat([st["doc"], batch.doc_index[rows]])
+        st["pos"] = torch.cat([st["pos"], batch.positions[batch.mask]])
+
+    def _merge(self, a, b):
+        return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+REDUCERS: dict[str, type[Reducer]] = {
+    r.kind: r for r in (ActivationFrequency, Moments, TopK, WordPooled, FullTensors)
+}

@@ -1,0 +1,1 @@
+"""Analyzers: turn captured activations into findings (never edit a model)."""
