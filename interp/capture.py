@@ -94,6 +94,7 @@ class CaptureRun:
     reducers: list[Reducer]
     groups: list[str]
     words: bool = False
+    by_group: bool = True  # False: every document counts as group 'all'
     tokens_seen: int = 0
     batch: Batch | None = field(default=None, repr=False)
 
@@ -125,7 +126,8 @@ class CaptureRun:
         """Stream `corpus` (Documents or strings) through the model in batches."""
         docs = _as_docs(corpus)
         index = {g: i for i, g in enumerate(self.groups)}
-        unknown = {d.group for d in docs if (d.group or "all") not in index}
+        label = (lambda d: d.group or "all") if self.by_group else (lambda d: "all")
+        unknown = {label(d) for d in docs if label(d) not in index}
         if unknown:
             raise CorpusError(f"documents have groups {sorted(map(str, unknown))} not in the run's groups {self.groups}")
         order = list(range(len(docs)))
@@ -139,7 +141,7 @@ class CaptureRun:
                 [docs[i].text for i in ids],
                 prompts=[docs[i].prompt for i in ids],
                 doc_index=ids,
-                group_index=[index[docs[i].group or "all"] for i in ids],
+                group_index=[index[label(docs[i])] for i in ids],
                 max_length=max_length,
                 padding_side=padding_side,
                 words=self.words,
@@ -165,11 +167,13 @@ def capture(
 ) -> Iterator[CaptureRun]:
     """Hook `sites`, yield a `CaptureRun`; hooks are removed on exit, even on error.
 
-    `groups` fixes the group labels (e.g. languages) the reducers count by;
-    without it, use `groups_of(corpus)` or the single group 'all'.
+    `groups` fixes the group labels (e.g. languages) the reducers count by
+    (`groups_of(corpus)` lists a corpus's labels); without it, all documents
+    are pooled into the single group 'all'.
     """
     points = _check_sites(model, sites)
-    run = CaptureRun(model, points, list(reducers), list(groups or ["all"]), words=words)
+    run = CaptureRun(model, points, list(reducers), list(groups or ["all"]), words=words,
+                     by_group=groups is not None)
     last = max(points, key=lambda p: (p.layer, p.order))
     regs = [lambda p=p: site_hook(p, run._on_site(p.name), stop_after=stop_early and p is last) for p in points]
     with hooks(regs):
