@@ -228,7 +228,10 @@ def _from_hub(spec: str, dtype: torch.dtype):
     if not looks_like_hub_id:
         raise ModelNotFoundError(f"unknown model {spec!r}: not an offline name ({offline}), folder, .gguf file or hub id")
     if _hub_offline():
-        raise ModelNotFoundError(f"{spec!r} is a hub id but the hub is offline; offline models: {offline}")
+        if "/" in spec:
+            raise ModelNotFoundError(f"{spec!r} is a hub id but the hub is offline; offline models: {offline}")
+        raise ModelNotFoundError(f"unknown model {spec!r}: not an offline name ({offline}), folder or .gguf "
+                                 "file, and the hub is offline")
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
