@@ -217,7 +217,8 @@ def load_model(
     if device is not None:
         hf.to(device)
     if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+        # padding is always masked out, so any existing token will do
+        tok.pad_token = tok.eos_token or tok.unk_token or tok.bos_token or tok.convert_ids_to_tokens(0)
     revision = getattr(hf.config, "_commit_hash", None)
     return Model(hf=hf, tokenizer=tok, adapter=adapter_for(hf), name=name, source=source, revision=revision)
 
