@@ -221,7 +221,14 @@ class TopK(Reducer):
         }
 
 
-class WordPooled(Reducer):
+class _Growing(Reducer):
+    """Reducers whose state is rows appended per token or word: merging concatenates."""
+
+    def _merge(self, a, b):
+        return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+class WordPooled(_Growing):
     """Mean activation over the tokens of each word, kept per document in order.
 
     For frequency tagging (HFTP): one sample per word. State per site is
@@ -254,18 +261,14 @@ class WordPooled(Reducer):
         x = acts[keep].float()
         rows = torch.arange(acts.shape[0]).unsqueeze(1).expand(keep.shape)[keep]
         words = batch.word_ids[keep]
-        key = rows * (int(words.max()) + 1 if words.numel() else 1) + words
-        uniq, inv = torch.unique(key, return_inverse=True)  # sorted: by row, then word
+        per = int(words.max()) + 1 if words.numel() else 1
+        uniq, inv = torch.unique(rows * per + words, return_inverse=True)  # sorted: by row, then word
         sums = torch.zeros(uniq.numel(), x.shape[1]).index_add_(0, inv, x)
         counts = torch.bincount(inv, minlength=uniq.numel()).unsqueeze(1)
-        per = int(words.max()) + 1 if words.numel() else 1
         st = self.state[site]
         st["words"] = torch.cat([st["words"], sums / counts])
         st["doc"] = torch.cat([st["doc"], batch.doc_index[uniq // per]])
         st["word"] = torch.cat([st["word"], uniq % per])
-
-    def _merge(self, a, b):
-        return {k: torch.cat([a[k], b[k]]) for k in a}
 
     def sequence(self, site: str, doc: int) -> torch.Tensor:
         """Word-pooled activations of one document, [n_words, width]."""
@@ -275,7 +278,7 @@ class WordPooled(Reducer):
         return st["words"][sel][order]
 
 
-class FullTensors(Reducer):
+class FullTensors(_Growing):
     """Every counted token's activation (only when asked: memory grows with the corpus).
 
     State per site: `acts` [total_tokens, width], `doc` and `pos` [total_tokens].
@@ -293,9 +296,6 @@ class FullTensors(Reducer):
         st["acts"] = torch.cat([st["acts"], x.float()])
         st["doc"] = torch.cat([st["doc"], batch.doc_index[rows]])
         st["pos"] = torch.cat([st["pos"], batch.positions[batch.mask]])
-
-    def _merge(self, a, b):
-        return {k: torch.cat([a[k], b[k]]) for k in a}
 
 
 REDUCERS: dict[str, type[Reducer]] = {

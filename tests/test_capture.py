@@ -220,3 +220,17 @@ def test_bf16_frequency_agrees_with_fp32_within_half_a_percent(smollm2):
         assert abs(a.sum() - b.sum()) / a.sum() < 0.005, site
         tokens = results[0].state[site]["tokens"].double()
         assert ((a - b).abs().sum(1) / tokens).mean() / a.shape[1] < 0.005, site
+
+
+def test_full_tensors_keep_every_counted_token(smollm2):
+    docs = [Document("One short line."), Document("A second, somewhat longer line of text here.")]
+    site = "blocks.4.hook_resid_post"
+    full = interp.FullTensors()
+    with interp.capture(smollm2, [site], [full]) as run:
+        run.feed(docs, progress=False, sort_by_length=False)
+    st = full.state[site]
+    for d, doc in enumerate(docs):
+        acts = interp.run_with_cache(smollm2, doc.text, [site])[site][0]
+        mine = st["acts"][st["doc"] == d]
+        assert torch.equal(st["pos"][st["doc"] == d], torch.arange(acts.shape[0]))
+        torch.testing.assert_close(mine, acts, rtol=1e-5, atol=1e-5)
