@@ -9,7 +9,7 @@ word each token belongs to (via character offsets).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -28,6 +28,7 @@ class Batch:
     doc_index: torch.Tensor  # [batch] index of the document in the corpus
     group_index: torch.Tensor  # [batch] index into the run's group list
     word_ids: torch.Tensor | None = None  # [batch, seq] word number in the document, -1 if none
+    memo: tuple | None = field(default=None, repr=False)  # reducers' shared flattening of one site
 
     @property
     def n_tokens(self) -> int:

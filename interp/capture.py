@@ -101,10 +101,11 @@ class CaptureRun:
     def _on_site(self, name: str):
         def fn(x: torch.Tensor) -> None:
             width = x.flatten(2).shape[-1] if x.dim() > 3 else x.shape[-1]
+            x = x.detach().cpu()  # one tensor object for all reducers (they share its flattening)
             for r in self.reducers:
                 if name not in r.state:
                     r.bind(name, width, self.groups)
-                r.update(name, x.detach().cpu() if x.device.type != "cpu" else x.detach(), self.batch)
+                r.update(name, x, self.batch)
 
         return fn
 

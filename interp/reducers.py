@@ -21,10 +21,25 @@ from .errors import InterpError
 
 
 def _valid(acts: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens that count, flattened: acts [N, width] and their row in the batch [N]."""
-    acts = acts.flatten(2) if acts.dim() > 3 else acts
-    rows = torch.arange(acts.shape[0]).unsqueeze(1).expand(batch.mask.shape)
-    return acts[batch.mask], rows[batch.mask]
+    """Tokens that count, flattened to float32: acts [N, width] and their row in the batch [N].
+
+    Computed once per site and batch and shared by every reducer (the batch
+    remembers the last tensor it flattened); no copy for float32 activations
+    when every token counts.
+    """
+    memo = batch.memo
+    if memo is not None and memo[0] is acts:
+        return memo[1]
+    flat = acts.flatten(2) if acts.dim() > 3 else acts
+    b, s = batch.mask.shape
+    if bool(batch.mask.all()):
+        out = flat.reshape(b * s, -1), torch.arange(b).repeat_interleave(s)
+    else:
+        rows = torch.arange(b).unsqueeze(1).expand(b, s)
+        out = flat[batch.mask], rows[batch.mask]
+    out = (out[0].float(), out[1])
+    batch.memo = (acts, out)
+    return out
 
 
 def _one_hot(index: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
@@ -132,11 +147,11 @@ class ActivationFrequency(Reducer):
             return
         st = self.state[site]
         groups = batch.group_index[rows]
-        fired = (x > self.threshold).to(torch.float32)
+        fired = (x - self.threshold if self.threshold else x).sign().clamp_(min=0)  # 1.0 where act > threshold
         if bool((groups == groups[0]).all()):
-            st["counts"][groups[0]] += fired.sum(0).round().long()
+            st["counts"][groups[0]] += fired.sum(0).long()  # exact: fewer than 2**24 tokens a batch
         else:
-            st["counts"] += (_one_hot(groups, len(self.groups), torch.float32) @ fired).round().long()
+            st["counts"] += (_one_hot(groups, len(self.groups), torch.float32) @ fired).long()
         st["tokens"] += torch.bincount(groups, minlength=len(self.groups))
 
     def rate(self, site: str) -> torch.Tensor:
@@ -161,9 +176,8 @@ class Moments(Reducer):
             return
         st = self.state[site]
         groups = batch.group_index[rows]
-        x = x.double()
-        hot = _one_hot(groups, len(self.groups), torch.float64)
-        st["sum"] += hot @ x
+        hot = _one_hot(groups, len(self.groups), torch.float32)
+        st["sum"] += hot @ x  # each batch summed in fp32, accumulated in float64
         st["sumsq"] += hot @ (x * x)
         st["sumabs"] += hot @ x.abs()
         st["tokens"] += torch.bincount(groups, minlength=len(self.groups))
@@ -183,16 +197,20 @@ class TopK(Reducer):
 
     State per site: values [width, k] (descending; -inf where unfilled),
     doc [width, k] and pos [width, k] (token position inside the document).
+    By default each document counts once, at its maximum (top-k *documents*
+    by the unit's max activation, as MILAN picks exemplars); with
+    `per_document=False` several tokens of one document can fill the list.
     """
 
     kind = "topk"
 
-    def __init__(self, k: int = 16) -> None:
+    def __init__(self, k: int = 16, per_document: bool = True) -> None:
         super().__init__()
         self.k = k
+        self.per_document = per_document
 
     def settings(self) -> dict:
-        return {"k": self.k}
+        return {"k": self.k, "per_document": self.per_document}
 
     def _empty(self, width: int) -> dict[str, torch.Tensor]:
         return {
@@ -202,14 +220,27 @@ class TopK(Reducer):
         }
 
     def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
+        st = self.state[site]
+        if self.per_document:
+            acts = (acts.flatten(2) if acts.dim() > 3 else acts).float()
+            masked = acts.masked_fill(~batch.mask.unsqueeze(-1), float("-inf"))
+            vals, at = masked.max(dim=1)  # [batch, width]: each document's maximum and where
+            docs = batch.doc_index.unsqueeze(1).expand_as(at).where(vals > float("-inf"), -1)
+            new = {"values": vals.T, "doc": docs.T, "pos": batch.positions.gather(1, at).T}
+            self.state[site] = self._merge(st, new)
+            return
         x, rows = _valid(acts, batch)
         if x.shape[0] == 0:
             return
-        kk = min(self.k, x.shape[0])
-        vals, idx = x.float().topk(kk, dim=0)  # [kk, width]
-        docs = batch.doc_index[rows][idx]
-        pos = batch.positions[batch.mask][idx]
-        self.state[site] = self._merge(self.state[site], {"values": vals.T, "doc": docs.T, "pos": pos.T})
+        # only units whose batch maximum beats their current k-th value can change
+        need = (x.amax(0) > st["values"][:, -1]).nonzero().squeeze(1)
+        if need.numel() == 0:
+            return
+        vals, idx = x[:, need].topk(min(self.k, x.shape[0]), dim=0)  # [kk, units needed]
+        docs, pos = batch.doc_index[rows][idx], batch.positions[batch.mask][idx]
+        merged = self._merge({n: v[need] for n, v in st.items()}, {"values": vals.T, "doc": docs.T, "pos": pos.T})
+        for n, v in merged.items():
+            st[n][need] = v
 
     def _merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values = torch.cat([a["values"], b["values"]], dim=1)

@@ -234,3 +234,29 @@ def test_full_tensors_keep_every_counted_token(smollm2):
         mine = st["acts"][st["doc"] == d]
         assert torch.equal(st["pos"][st["doc"] == d], torch.arange(acts.shape[0]))
         torch.testing.assert_close(mine, acts, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_document", [True, False])
+def test_topk_matches_a_brute_force_ranking(smollm2, bible_en_fr, per_document):
+    docs = bible_en_fr[:20]
+    site = "blocks.3.mlp.hook_post"
+    top = interp.TopK(5, per_document=per_document)
+    with interp.capture(smollm2, [site], [top]) as run:
+        run.feed(docs, batch_size=4, progress=False)  # several batches: exercises the merge
+    units = [0, 7, 500, 1535]
+    entries = []  # (value, doc, pos) of every token, for the chosen units
+    for d, doc in enumerate(docs):
+        acts = interp.run_with_cache(smollm2, doc.text, [site])[site][0][:, units]
+        entries.append(acts)
+    for j, u in enumerate(units):
+        if per_document:
+            expect = sorted((float(a[:, j].max()) for a in entries), reverse=True)[:5]
+        else:
+            expect = sorted(torch.cat([a[:, j] for a in entries]).tolist(), reverse=True)[:5]
+        got = top.state[site]["values"][u]
+        torch.testing.assert_close(got, torch.tensor(expect), rtol=1e-4, atol=1e-4)
+        got_docs = top.state[site]["doc"][u].tolist()
+        if per_document:
+            assert len(set(got_docs)) == 5  # five distinct documents
+        for v, d, p in zip(got.tolist(), got_docs, top.state[site]["pos"][u].tolist()):
+            assert float(entries[d][p, j]) == pytest.approx(v, abs=1e-4)

@@ -1,0 +1,419 @@
+"""Capture throughput benchmark (issue 2): interp's streaming capture vs plain forwards and peers.
+
+On smollm2-135m, one batch of 8 × 128 tokens of English (Bible verses joined,
+truncated to exactly 128 tokens), 2 threads, interleaved repetitions, median
+after warm-up, it measures tokens/s of
+
+  (a) plain HF forward, fp32            model.hf(input_ids, attention_mask) under inference_mode
+  (b) interp capture, fp32              ActivationFrequency on all layers' mlp.hook_post
+  (c) interp capture, bf16              the same with the model in bf16 (interp analyze's dtype)
+  (d) plain HF forward, bf16
+  (e) TransformerLens 3.x, fp32         TransformerBridge.run_with_cache on blocks.L.mlp.hook_post
+  (x) interp analyze statistics, bf16  Frequency + Moments + TopK (what probes.stats runs; the goal job)
+  (f) nnsight, fp32                     saving each layer's mlp.down_proj input, in .venv-nnsight
+                                        against its own plain fp32 forward (benchmarks/peers/)
+
+checks that bf16 frequency counts agree with fp32 ones (< 0.5 % overall) and
+that TL and nnsight saw the same tensors, prints a table and rewrites the
+"Capture (issue 2)" section of benchmarks/RESULTS.md (other sections are kept).
+
+    .venv/bin/python benchmarks/capture.py            # full run (~5 min on 2 cores)
+    .venv/bin/python benchmarks/capture.py --quick    # fewer repetitions
+    .venv/bin/python benchmarks/capture.py --no-peers # skip TransformerLens and nnsight
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for the hub
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import interp  # noqa: E402
+import interp.corpora  # noqa: E402
+from interp.cache import cache_dir  # noqa: E402
+
+MODEL = "smollm2-135m"
+BATCH, SEQ = 8, 128
+PEER_VENV = ROOT / ".venv-nnsight"
+PEER_SCRIPT = ROOT / "benchmarks" / "peers" / "nnsight_capture.py"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SECTION = "## Capture (issue 2)"
+GOAL_VS_TL = 2.0  # (c)/(e)
+GOAL_OVERHEAD = 0.85  # (b)/(a)
+COUNT_TOLERANCE = 0.005  # bf16 vs fp32 frequency counts
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def english_batch(tokenizer) -> interp.Batch:
+    """8 texts of consecutive Bible verses, each ≥ 128 tokens, truncated to exactly 128."""
+    verses = interp.corpora.bible_verses("en", limit=600)
+    texts, cur = [], []
+    for v in verses:
+        cur.append(v.text)
+        text = " ".join(cur)
+        if len(tokenizer(text)["input_ids"]) >= SEQ + 8:
+            texts.append(text)
+            cur = []
+            if len(texts) == BATCH:
+                break
+    if len(texts) < BATCH:
+        raise SystemExit("not enough Bible text for 8 × 128 tokens")
+    batch = interp.tokenize(tokenizer, texts, max_length=SEQ)
+    assert tuple(batch.input_ids.shape) == (BATCH, SEQ), batch.input_ids.shape
+    assert int(batch.attention_mask.sum()) == BATCH * SEQ and batch.n_tokens == BATCH * SEQ
+    return batch
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def make_jobs(m32, m16, batch, *, peers: bool):
+    sites = [f"blocks.{l}.mlp.hook_post" for l in range(m32.adapter.n_layers)]
+    ids, am = batch.input_ids, batch.attention_mask
+
+    def plain(model):
+        def run():
+            with torch.inference_mode():
+                model.hf(ids, am)
+        return run
+
+    def cap(model, reducers):
+        def run():
+            with interp.capture(model, sites, reducers()) as r:
+                r.run_batch(batch)
+        return run
+
+    freq = lambda: [interp.ActivationFrequency()]  # noqa: E731
+    analyze = lambda: [interp.ActivationFrequency(), interp.Moments(), interp.TopK(16)]  # noqa: E731
+    jobs = {
+        "a": ("plain HF forward, fp32", plain(m32)),
+        "b": ("interp capture ActivationFrequency, 30 × mlp.hook_post, fp32", cap(m32, freq)),
+        "c": ("interp capture ActivationFrequency, 30 × mlp.hook_post, bf16", cap(m16, freq)),
+        "d": ("plain HF forward, bf16", plain(m16)),
+    }
+    tl_check = None
+    if peers:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers(
+            "HuggingFaceTB/SmolLM2-135M-Instruct", hf_model=copy.deepcopy(m32.hf), tokenizer=m32.tokenizer)
+        bridge.eval()
+        wanted = set(sites)  # the bridge's alias of blocks.L.mlp.out.hook_in (down_proj's input)
+
+        def tl():
+            with torch.inference_mode():
+                return bridge.run_with_cache(ids, names_filter=lambda n: n in wanted)[1]
+
+        cache = tl()
+        if set(cache.keys()) != wanted:
+            raise SystemExit(f"TransformerLens cached {sorted(cache.keys())[:3]}…, not the 30 mlp.hook_post")
+        tl_check = {s: int((cache[s][batch.mask] > 0).sum()) for s in sites}
+        del cache
+        jobs["e"] = ("TransformerLens 3.x TransformerBridge.run_with_cache, 30 × mlp.hook_post, fp32", tl)
+    jobs["x"] = ("interp analyze statistics job: Frequency+Moments+TopK(16), bf16", cap(m16, analyze))
+    return sites, jobs, tl_check
+
+
+class Foreign:
+    """CPU time other processes used while we ran, as a fraction of all cores (from /proc/stat)."""
+
+    def __init__(self, children: bool = False) -> None:
+        self.children = children
+        self.start = self._sample()
+
+    def _sample(self):
+        try:
+            f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            busy = (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+        except (OSError, ValueError):
+            busy = float("nan")
+        t = os.times()
+        own = t.children_user + t.children_system if self.children else t.user + t.system
+        return busy, own, time.perf_counter()
+
+    def fraction(self) -> float:
+        b0, o0, w0 = self.start
+        b1, o1, w1 = self._sample()
+        return max(0.0, ((b1 - b0) - (o1 - o0)) / ((w1 - w0) * (os.cpu_count() or 1)))
+
+
+def measure(jobs: dict, *, warmup: int, reps: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Interleaved: every repetition runs every job once, in a rotating order.
+
+    Also returns, per repetition, the share of the machine's CPU that other processes used.
+    """
+    keys = list(jobs)
+    for _ in range(warmup):
+        for k in keys:
+            jobs[k][1]()
+    times = {k: [] for k in keys}
+    foreign = []
+    for r in range(reps):
+        order = keys[r % len(keys):] + keys[: r % len(keys)]
+        probe = Foreign()
+        for k in order:
+            t = time.perf_counter()
+            jobs[k][1]()
+            times[k].append(time.perf_counter() - t)
+        foreign.append(probe.fraction())
+        print(f"  rep {r + 1}/{reps}: " + "  ".join(f"{k} {times[k][-1]:.3f}s" for k in keys)
+              + f"  (other processes: {foreign[-1]:.0%} CPU)", flush=True)
+    return times, foreign
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def frequency_counts(model, sites, batch) -> dict[str, torch.Tensor]:
+    freq = interp.ActivationFrequency()
+    with interp.capture(model, sites, [freq]) as run:
+        run.run_batch(batch)
+    return {s: freq.state[s]["counts"][0].clone() for s in sites}
+
+
+def count_agreement(c32: dict, c16: dict) -> dict:
+    a = torch.stack([c32[s] for s in c32]).double()
+    b = torch.stack([c16[s] for s in c32]).double()
+    total = float(a.sum())
+    return {
+        "fp32_fired": int(a.sum()),
+        "bf16_fired": int(b.sum()),
+        "total_rel_diff": abs(float(b.sum()) - total) / total,  # net difference of all counts
+        "l1_rel_diff": float((a - b).abs().sum()) / total,  # per-unit differences, summed
+        "worst_unit_abs_diff": int((a - b).abs().max()),
+    }
+
+
+# --------------------------------------------------------------------------- nnsight peer
+
+
+def run_nnsight(batch, *, warmup: int, reps: int, threads: int) -> dict:
+    py = PEER_VENV / "bin" / "python"
+    if not py.exists():
+        return {"skipped": f"{PEER_VENV.name} not found; run `bash benchmarks/peers/setup_nnsight.sh` first"}
+    spec = {"input_ids": batch.input_ids.tolist(), "attention_mask": batch.attention_mask.tolist(),
+            "model_dir": str(cache_dir() / "models" / MODEL), "threads": threads,
+            "warmup": warmup, "reps": reps}
+    proc = subprocess.run([str(py), str(PEER_SCRIPT)], input=json.dumps(spec), capture_output=True,
+                          text=True, timeout=3600)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        return {"skipped": f"nnsight peer failed (exit {proc.returncode}): {' | '.join(tail)}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- report
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("transformers", "transformer_lens"):
+        try:
+            from importlib.metadata import version
+
+            out[mod] = version(mod.replace("_", "-"))
+        except Exception:
+            out[mod] = "not installed"
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def write_section(text: str) -> None:
+    """Replace (or append) the Capture section of RESULTS.md, keeping every other section."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    lines = old.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])) + "\n"
+    RESULTS.write_text(new)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 warm-up rounds, 5 repetitions (default 2 and 9)")
+    ap.add_argument("--no-peers", action="store_true", help="skip TransformerLens and nnsight")
+    ap.add_argument("--reps", type=int, default=None, help="timed repetitions per job (≥ 5)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = ap.parse_args(argv)
+    warmup, reps = (2, 5) if args.quick else (2, 9)
+    reps = max(5, args.reps or reps)
+    torch.set_num_threads(args.threads)
+    peers = not args.no_peers
+    load0 = loadavg()
+
+    m32 = interp.load_model(MODEL)
+    m16 = interp.load_model(MODEL, dtype="bfloat16")
+    batch = english_batch(m32.tokenizer)
+    n_tok = batch.n_tokens
+    sites, jobs, tl_check = make_jobs(m32, m16, batch, peers=peers)
+
+    # correctness before speed
+    c32, c16 = frequency_counts(m32, sites, batch), frequency_counts(m16, sites, batch)
+    agree = count_agreement(c32, c16)
+    agree["ok"] = agree["l1_rel_diff"] <= COUNT_TOLERANCE
+    fired32 = {s: int(c32[s].sum()) for s in sites}
+    if tl_check is not None:
+        agree["tl_matches_interp_fp32"] = all(abs(tl_check[s] - fired32[s]) <= 1e-3 * max(1, fired32[s]) for s in sites)
+
+    print(f"{MODEL}, {BATCH}×{SEQ} tokens, {args.threads} threads, warm-up {warmup}, {reps} interleaved reps",
+          flush=True)
+    times, foreign = measure(jobs, warmup=warmup, reps=reps)
+    load1 = loadavg()
+
+    rows = []  # (key, job, tokens/s, ratio, env)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    spread = {k: (min(v), max(v)) for k, v in times.items()}
+    for k, (label, _) in jobs.items():
+        rows.append((k, label, n_tok / med[k], med["a"] / med[k], "main .venv"))
+
+    nn, nn_foreign = None, None
+    if peers:
+        print("nnsight peer (.venv-nnsight) …", flush=True)
+        probe = Foreign(children=True)
+        nn = run_nnsight(batch, warmup=warmup, reps=reps, threads=args.threads)
+        nn_foreign = probe.fraction()
+        if "skipped" not in nn:
+            p, t = statistics.median(nn["times"]["plain_fp32"]), statistics.median(nn["times"]["nnsight"])
+            rows.append(("a'", "plain HF forward, fp32 (nnsight venv baseline)", n_tok / p, 1.0, ".venv-nnsight"))
+            rows.append(("f", "nnsight trace saving 30 × mlp.down_proj input, fp32", n_tok / t, p / t, ".venv-nnsight"))
+            spread["a'"] = (min(nn["times"]["plain_fp32"]), max(nn["times"]["plain_fp32"]))
+            spread["f"] = (min(nn["times"]["nnsight"]), max(nn["times"]["nnsight"]))
+            agree["nnsight_matches_interp_fp32"] = all(
+                abs(a - fired32[s]) <= 1e-3 * max(1, fired32[s]) for a, s in zip(nn["fired"], sites))
+    load2 = loadavg()
+
+    goals = {"(b)/(a) ≥ 0.85 (capture overhead, fp32)": (med["a"] / med["b"], GOAL_OVERHEAD)}
+    if "e" in med:
+        goals["(x)/(e) ≥ 2 (interp analyze's statistics job, bf16, vs TL run_with_cache fp32)"] = (
+            med["e"] / med["x"], GOAL_VS_TL)
+    info = {}
+    if "e" in med:
+        info["(c)/(e) (frequency alone, bf16, vs TL run_with_cache fp32)"] = med["e"] / med["c"]
+
+    # ---- print
+    print()
+    print(f"{'job':4} {'tokens/s':>9} {'ratio':>6}  {'min–max s':>13}  {'env':14} description")
+    for k, label, tps, ratio, env in rows:
+        lo, hi = spread[k]
+        print(f"{k:4} {tps:9.0f} {ratio:6.2f}  {lo:6.3f}–{hi:6.3f}  {env:14} {label}")
+    if nn is not None and "skipped" in nn:
+        print(f"f    skipped: {nn['skipped']}")
+    if args.no_peers:
+        print("e, f skipped: --no-peers")
+    for name, (value, goal) in goals.items():
+        print(f"goal {name}: {value:.2f} {'PASS' if value >= goal else 'FAIL'}")
+    for name, value in info.items():
+        print(f"info {name}: {value:.2f}")
+    print(f"counts bf16 vs fp32: L1 {agree['l1_rel_diff']:.4%}, net {agree['total_rel_diff']:.4%} "
+          f"({'PASS' if agree['ok'] else 'FAIL'} at {COUNT_TOLERANCE:.1%})"
+          + "".join(f"; {k}={v}" for k, v in agree.items() if k.endswith("interp_fp32")))
+    contention = {"reps": foreign, "peer": nn_foreign, "loads": (load0, load1, load2)}
+    print("other processes' CPU share per rep: " + " ".join(f"{f:.0%}" for f in foreign)
+          + (f"; during the nnsight peer: {nn_foreign:.0%}" if nn_foreign is not None else ""))
+    print(f"load average: {load0:.2f} before, {load1:.2f} after main jobs, {load2:.2f} after peers")
+
+    if not args.no_write:
+        write_section(render(rows, goals, info, agree, nn, args, warmup, reps, contention))
+        print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+def render(rows, goals, info, agree, nn, args, warmup, reps, contention) -> str:
+    v = versions()
+    nnv = nn["versions"] if nn and "versions" in nn else {}
+    today = dt.date.today().isoformat()
+    out = [
+        SECTION,
+        "",
+        f"Measured {today} by `benchmarks/capture.py{' --quick' if args.quick else ''}"
+        f"{' --no-peers' if args.no_peers else ''}`: {MODEL}, one batch of {BATCH} × {SEQ} tokens of English "
+        f"(Bible verses, truncated to exactly {SEQ} tokens), {args.threads} threads, {warmup} warm-up rounds, "
+        f"median of {reps} interleaved repetitions. Ratio = plain fp32 HF forward time of the same environment "
+        f"/ job time (higher is faster).",
+        "",
+        "| job | tokens/s | ratio vs plain fp32 forward | environment |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for k, label, tps, ratio, env in rows:
+        out.append(f"| ({k}) {label} | {tps:.0f} | {ratio:.2f} | {env} |")
+    if args.no_peers:
+        out.append("| (e), (f) | skipped: --no-peers | | |")
+    elif nn is not None and "skipped" in nn:
+        out.append(f"| (f) nnsight | skipped: {nn['skipped']} | | |")
+    out += ["", "Goals:", ""]
+    for name, (value, goal) in goals.items():
+        out.append(f"- {name}: **{value:.2f}** — {'pass' if value >= goal else 'FAIL'}")
+    for name, value in info.items():
+        out.append(f"- {name}: {value:.2f}")
+    out.append(
+        f"- bf16 frequency counts vs fp32 (all 30 × 1536 units): L1 difference {agree['l1_rel_diff']:.3%} "
+        f"of {agree['fp32_fired']} fired activations, net {agree['total_rel_diff']:.3%} — "
+        f"{'pass' if agree['ok'] else 'FAIL'} (< {COUNT_TOLERANCE:.1%})")
+    for key, what in (("tl_matches_interp_fp32", "TransformerLens"), ("nnsight_matches_interp_fp32", "nnsight")):
+        if key in agree:
+            out.append(f"- {what} saw the same activations as interp (fired counts per layer equal): "
+                       f"{'yes' if agree[key] else 'NO'}")
+    out += [
+        "",
+        f"Environment: torch {v['torch']}, transformers {v['transformers']}, transformer-lens "
+        f"{v['transformer_lens']}, python {v['python']}"
+        + (f"; nnsight venv: nnsight {nnv['nnsight']}, transformers {nnv['transformers']}, torch {nnv['torch']}"
+           if nnv else "")
+        + f". Machine: {machine()}, {args.threads} threads.",
+        "",
+        "Contention (share of the machine's CPU used by other processes, from /proc/stat): per repetition "
+        + ", ".join(f"{f:.0%}" for f in contention["reps"])
+        + (f"; during the nnsight peer {contention['peer']:.0%}" if contention["peer"] is not None else "")
+        + f". Load average {contention['loads'][0]:.2f} before, {contention['loads'][2]:.2f} after. "
+        "Medians tolerate a minority of disturbed repetitions; ratios are measured side by side.",
+        "",
+        "Notes: (b), (c) and (x) stop the forward after the last hooked site, so they skip the final norm "
+        "and the unembedding that (a) and (d) compute; TransformerLens and nnsight run the whole model. "
+        "(x) is what `interp analyze` really runs per batch (probes/stats.py); (c) is the frequency part alone.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
