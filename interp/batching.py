@@ -37,8 +37,8 @@ class Batch:
 
 def _word_ids(text: str, offsets: list[tuple[int, int]]) -> list[int]:
     """Word number (whitespace-separated words) of each token, -1 for none."""
-    starts = [m.start() for m in WORD_RE.finditer(text)]
-    ends = [m.end() for m in WORD_RE.finditer(text)]
+    spans = [m.span() for m in WORD_RE.finditer(text)]
+    starts, ends = [a for a, _ in spans], [b for _, b in spans]
     out, w = [], 0
     for a, b in offsets:
         c = next((i for i in range(a, b) if not text[i].isspace()), None)
@@ -48,7 +48,6 @@ def _word_ids(text: str, offsets: list[tuple[int, int]]) -> list[int]:
         while w < len(starts) and ends[w] <= c:
             w += 1
         out.append(w if w < len(starts) and starts[w] <= c else -1)
-        w = max(0, w)
     return out
 
 

@@ -45,7 +45,7 @@ def _check_sites(model: Model, sites: Sequence[str]) -> list:
     return [model.adapter.resolve(s) for s in dict.fromkeys(sites)]
 
 
-def forward(model: Model, batch: Batch, *, stop: bool = True) -> None:
+def forward(model: Model, batch: Batch) -> None:
     """Run the model on a batch (inference mode); a StopForward ends it quietly."""
     kwargs = dict(input_ids=batch.input_ids.to(model.device),
                   attention_mask=batch.attention_mask.to(model.device), use_cache=False)
@@ -131,7 +131,7 @@ class CaptureRun:
         unknown = {label(d) for d in docs if label(d) not in index}
         if unknown:
             raise CorpusError(f"documents have groups {sorted(map(str, unknown))} not in the run's groups {self.groups}")
-        order = list(range(len(docs)))
+        order = [i for i, d in enumerate(docs) if d.text.strip()]  # blank documents hold no tokens
         if sort_by_length:
             order.sort(key=lambda i: len(docs[i].text), reverse=True)
         starts = range(0, len(order), batch_size)

@@ -166,6 +166,10 @@ def test_bad_input_raises_typed_errors(smollm2):
     with pytest.raises(interp.CorpusError):
         with interp.capture(smollm2, SITES, [interp.ActivationFrequency()]) as run:
             run.feed(["  ", "\n"], progress=False)
+    freq = interp.ActivationFrequency()
+    with interp.capture(smollm2, SITES, [freq]) as run:
+        run.feed(["", "Hello there."], progress=False)  # a blank document among others is skipped
+    assert int(freq.state[SITES[0]]["tokens"].sum()) == len(smollm2.tokenizer("Hello there.")["input_ids"])
     with pytest.raises(interp.SiteError, match="layers 0..29"):
         interp.run_with_cache(smollm2, "hi", ["blocks.30.mlp.hook_post"])
     with pytest.raises(interp.SiteError, match="hook_resid_pre"):
