@@ -33,6 +33,7 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/capture.py
+	$(PY) benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) demo-atlas .pytest_cache

@@ -47,13 +47,13 @@ sys.path.insert(0, str(ROOT))
 
 import interp  # noqa: E402
 import interp.corpora  # noqa: E402
+from benchmarks.results import RESULTS, write_section  # noqa: E402
 from interp.cache import cache_dir  # noqa: E402
 
 MODEL = "smollm2-135m"
 BATCH, SEQ = 8, 128
 PEER_VENV = ROOT / ".venv-nnsight"
 PEER_SCRIPT = ROOT / "benchmarks" / "peers" / "nnsight_capture.py"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Capture (issue 2)"
 GOAL_VS_TL = 2.0  # (c)/(e)
 GOAL_OVERHEAD = 0.85  # (b)/(a)
@@ -255,19 +255,6 @@ def loadavg() -> float:
         return float("nan")
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) the Capture section of RESULTS.md, keeping every other section."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = old.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])) + "\n"
-    RESULTS.write_text(new)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 warm-up rounds, 5 repetitions (default 2 and 9)")
@@ -354,7 +341,7 @@ def main(argv=None) -> int:
     print(f"load average: {load0:.2f} before, {load1:.2f} after main jobs, {load2:.2f} after peers")
 
     if not args.no_write:
-        write_section(render(rows, goals, info, agree, nn, args, warmup, reps, contention))
+        write_section(SECTION, render(rows, goals, info, agree, nn, args, warmup, reps, contention))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 
