@@ -391,23 +391,29 @@ def load_corpus(spec: str, **kw: Any) -> list[Document]:
 
     Bible specs give the verse-aligned languages concatenated (all of the first
     language, then the next, …); `kw` goes to `bible_parallel` or `read_corpus`.
+    `limit` counts verses per language for the Bible, documents otherwise.
     """
     lowered = spec.strip().lower()
-    if lowered == "demo":
-        if kw:
-            raise CorpusError(f"the demo corpus takes no options, got {', '.join(kw)}")
-        return demo_corpus()
-    if lowered.startswith("bible:"):
-        head, _, tail = lowered[len("bible:"):].partition(":")
-        langs = [lang.strip() for lang in head.split(",") if lang.strip()]
-        if not langs or (tail and not tail.isdigit()):
-            raise CorpusError(f"bad Bible spec {spec!r}; expected e.g. 'bible:en' or 'bible:en,fr,de:200'")
-        if tail:
-            if "limit" in kw:
-                raise CorpusError(f"limit given twice: in {spec!r} and as limit={kw['limit']!r}")
-            kw["limit"] = int(tail)
-        per_lang = bible_parallel(langs, **kw)
-        return [doc for lang in langs for doc in per_lang[lang]]
+    if lowered == "demo" or not lowered.startswith("bible:"):
+        limit = kw.pop("limit", None)  # Bible limits count verses per language; others, documents
+        _check_limit(limit)
+        if lowered == "demo" and kw:
+            raise CorpusError(f"the demo corpus takes no options but limit, got {', '.join(kw)}")
+        docs = demo_corpus() if lowered == "demo" else _load_file(spec, **kw)
+        return docs[:limit] if limit is not None else docs
+    head, _, tail = lowered[len("bible:"):].partition(":")
+    langs = [lang.strip() for lang in head.split(",") if lang.strip()]
+    if not langs or (tail and not tail.isdigit()):
+        raise CorpusError(f"bad Bible spec {spec!r}; expected e.g. 'bible:en' or 'bible:en,fr,de:200'")
+    if tail:
+        if "limit" in kw:
+            raise CorpusError(f"limit given twice: in {spec!r} and as limit={kw['limit']!r}")
+        kw["limit"] = int(tail)
+    per_lang = bible_parallel(langs, **kw)
+    return [doc for lang in langs for doc in per_lang[lang]]
+
+
+def _load_file(spec: str, **kw: Any) -> list[Document]:
     if Path(spec).exists():
         return read_corpus(spec, **kw)
     raise CorpusError(f"unknown corpus {spec!r}: not 'demo', 'bible:LANGS[:N]' or an existing file")

@@ -344,3 +344,13 @@ def test_word_initial_token_sets_drop_word_pieces(smollm2_tokenizer, smollm2_set
     the, piece = token_id(smollm2_tokenizer, " the"), token_id(smollm2_tokenizer, "ing")
     assert the in initial["en"].tolist()
     assert piece not in {i for ids in initial.values() for i in ids.tolist()}
+
+
+def test_limit_applies_to_every_corpus_spec(tmp_path) -> None:
+    assert [d.id for d in load_corpus("demo", limit=3)] == [d.id for d in demo_corpus()[:3]]
+    path = tmp_path / "c.txt"
+    path.write_text("one\n\ntwo\n\nthree\n", encoding="utf-8")
+    assert [d.text for d in load_corpus(str(path), limit=2)] == ["one", "two"]
+    assert len(load_corpus("bible:en,fr", limit=4)) == 8  # per language for the Bible
+    with pytest.raises(CorpusError, match="positive integer"):
+        load_corpus("demo", limit=0)
