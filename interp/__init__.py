@@ -22,3 +22,8 @@ __all__ = [
     "offline_names", "ActivationFrequency", "FullTensors", "Moments", "Reducer", "TopK", "WordPooled",
     "__version__",
 ]
+
+from .edits import Ablate, Add, Clamp, EditError, Gate, LowRank, Scale  # noqa: E402
+from .engine import apply_reference, edit, generate  # noqa: E402
+
+__all__ += ["Ablate", "Add", "Clamp", "EditError", "Gate", "LowRank", "Scale", "apply_reference", "edit", "generate"]

@@ -1,0 +1,285 @@
+"""The edit engine: all edits at a site compiled into one function, applied by one hook.
+
+`edit(model, edits)` groups edits by site, builds one `FusedSite` per site
+(gain vector, clamp mask, summed add vector, gates and projections prepared
+once) and registers one hook per site; leaving the context removes every
+hook, even on an exception. Weights are never written, so the model is
+restored bit for bit. `apply_reference` applies edits one by one and defines
+the semantics the fused path must match.
+
+Positions: a pre-hook on the model reads how many tokens the KV cache already
+holds, so each call knows the absolute positions of its tokens; `generate`
+sets the prompt length, and edits with rule "prompt" / "generated" act only
+on those positions.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .edits import ACTIVATION_KINDS, POSITIONS, EditError, LowRank
+from .errors import SiteError
+from .hooks import hooks, site_hook
+from .models import Model
+
+
+@dataclass
+class PositionState:
+    """Absolute positions of the tokens in the current forward call."""
+
+    prompt_len: int | None = None  # None: every position is prompt
+    positions: torch.Tensor | None = None  # [seq]
+
+    def mask(self, rule: str, seq: int, device) -> torch.Tensor | None:
+        """[seq] bool of positions the rule selects; None means all."""
+        if rule == "all":
+            return None
+        pos = self.positions if self.positions is not None and self.positions.numel() == seq else torch.arange(seq)
+        prompt = pos < (self.prompt_len if self.prompt_len is not None else torch.iinfo(torch.long).max)
+        return (prompt if rule == "prompt" else ~prompt).to(device)
+
+
+def _where(mask: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    return new if mask is None else torch.where(mask.view(1, -1, *([1] * (new.dim() - 2))), new, old)
+
+
+# ---------------------------------------------------------------- reference: one edit at a time
+def _apply_one(e, x: torch.Tensor) -> torch.Tensor:
+    f = lambda t: t.to(device=x.device, dtype=x.dtype)  # noqa: E731
+    if e.kind == "add":
+        return x + e.scale * f(e.vector)
+    if e.kind == "clamp":
+        x = x.clone()
+        x[..., e.neurons.to(x.device)] = f(e.values)
+        return x
+    if e.kind == "scale":
+        x = x.clone()
+        n = e.neurons.to(x.device)
+        x[..., n] = x[..., n] * f(e.gains)
+        return x
+    if e.kind == "gate":
+        if e.hard:
+            return f(e.gains) * (x > f(e.thresholds)).to(x.dtype) * x
+        return f(e.gains) * torch.sigmoid((x - f(e.thresholds)) / e.temperature) * x
+    if e.kind == "ablate":
+        q = f(e.basis)
+        return x - (x @ q) @ q.T
+    raise EditError(f"{e.kind} is not an activation edit")
+
+
+def apply_reference(edits: Sequence, x: torch.Tensor, state: PositionState | None = None) -> torch.Tensor:
+    """The semantics: edits of one site applied one by one, kinds in ACTIVATION_KINDS order."""
+    state = state or PositionState()
+    heads = x.dim() == 4
+    y = x.flatten(2) if heads else x
+    for kind in ACTIVATION_KINDS:
+        for e in (e for e in edits if e.kind == kind):
+            y = _where(state.mask(e.positions, y.shape[1], y.device), _apply_one(e, y), y)
+    return y.view_as(x) if heads else y
+
+
+# ---------------------------------------------------------------- fused: one function per site
+@dataclass
+class FusedSite:
+    """Edits of one site prepared as a few dense tensors; `__call__` applies them all."""
+
+    width: int
+    stages: list = field(default_factory=list)  # (kind, rule, payload) in application order
+
+    @classmethod
+    def build(cls, edits: Sequence, width: int) -> "FusedSite":
+        for e in edits:
+            _check_width(e, width)
+        fused = cls(width)
+        for kind in ACTIVATION_KINDS:
+            mine = [e for e in edits if e.kind == kind]
+            if not mine:
+                continue
+            rules = list(dict.fromkeys(e.positions for e in mine))
+            if kind in ("gate", "ablate") or (kind == "clamp" and len(rules) > 1):
+                # order-dependent kinds stay sequential (still inside this one function)
+                fused.stages += [(kind, e.positions, _payload(kind, [e], width)) for e in mine]
+            else:
+                fused.stages += [(kind, r, _payload(kind, [e for e in mine if e.positions == r], width))
+                                 for r in rules]
+        return fused
+
+    def __call__(self, x: torch.Tensor, state: PositionState) -> torch.Tensor:
+        heads = x.dim() == 4
+        y = x.flatten(2) if heads else x
+        for kind, rule, p in self.stages:
+            p = _on(p, y)
+            if kind == "add":
+                new = y + p
+            elif kind == "scale":
+                new = y * p
+            elif kind == "clamp":
+                new = torch.where(p[0], p[1], y)
+            elif kind == "gate":
+                g, t, temp, hard = p
+                new = (g * (y > t).to(y.dtype) * y) if hard else g * torch.sigmoid((y - t) / temp) * y
+            else:  # ablate
+                new = y - (y @ p) @ p.T
+            y = _where(state.mask(rule, y.shape[1], y.device), new, y)
+        return y.view_as(x) if heads else y
+
+
+def _check_width(e, width: int) -> None:
+    sizes = {"add": lambda: e.vector.numel(), "gate": lambda: e.thresholds.numel(),
+             "ablate": lambda: e.directions.shape[1]}
+    if e.kind in sizes and sizes[e.kind]() != width:
+        raise EditError(f"{e.kind} at {e.site}: expected width {width}, got {sizes[e.kind]()}")
+    if e.kind in ("clamp", "scale") and e.neurons.numel() and not (0 <= int(e.neurons.min()) and int(e.neurons.max()) < width):
+        raise EditError(f"{e.kind} at {e.site}: neuron index out of range 0..{width - 1}")
+
+
+def _payload(kind: str, edits: list, width: int):
+    if kind == "add":
+        return sum((e.scale * e.vector for e in edits), torch.zeros(width))
+    if kind == "scale":
+        gain = torch.ones(width)
+        for e in edits:
+            gain[e.neurons] = gain[e.neurons] * e.gains
+        return gain
+    if kind == "clamp":
+        mask, values = torch.zeros(width, dtype=torch.bool), torch.zeros(width)
+        for e in edits:  # later clamps win
+            mask[e.neurons] = True
+            values[e.neurons] = e.values
+        return mask, values
+    if kind == "gate":
+        (e,) = edits
+        return e.gains, e.thresholds, float(e.temperature), bool(e.hard)
+    (e,) = edits
+    return e.basis
+
+
+def _on(p, like: torch.Tensor):
+    if isinstance(p, torch.Tensor):
+        return p.to(device=like.device, dtype=like.dtype if p.is_floating_point() else p.dtype)
+    if isinstance(p, tuple):
+        return tuple(_on(q, like) for q in p)
+    return p
+
+
+# ---------------------------------------------------------------- applying
+def resolve_module(model: Model, name: str) -> nn.Module:
+    """An HF module name, or 'blocks.L.<path>' relative to decoder layer L."""
+    if name.startswith("blocks."):
+        _, layer, *rest = name.split(".")
+        try:
+            mod = model.adapter.layer(int(layer))
+        except ValueError:
+            raise SiteError(f"bad module name {name!r}") from None
+        for part in rest:
+            mod = getattr(mod, part, None)
+            if mod is None:
+                raise SiteError(f"no module {name!r}")
+        return mod
+    mods = dict(model.hf.named_modules())
+    if name not in mods:
+        raise SiteError(f"no module {name!r} in this model")
+    return mods[name]
+
+
+def _lowrank_hook(edits: list[LowRank], module: nn.Module):
+    w = module.weight
+    for e in edits:
+        if tuple(e.delta().shape) != tuple(w.shape):
+            raise EditError(f"LowRank on {e.module}: ΔW {tuple(e.delta().shape)} ≠ weight {tuple(w.shape)}")
+
+    def hook(mod, args, output):
+        x = args[0]
+        out = output
+        for e in edits:
+            A, B = e.A.to(x), e.B.to(x)
+            if e.cols is not None:
+                c = e.cols.to(x.device)
+                out = out + (x[..., c] @ B[:, c].T) @ A.T
+            elif e.rows is not None:
+                r = e.rows.to(x.device)
+                out = out.index_add(-1, r, (x @ B.T) @ A[r].T)
+            else:
+                out = out + (x @ B.T) @ A.T
+        return out
+
+    return hook
+
+
+def _position_hook(state: PositionState):
+    def pre(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            ids = args[0] if args else kwargs.get("inputs_embeds")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        state.positions = torch.arange(past, past + ids.shape[1])
+
+    return pre
+
+
+@contextmanager
+def edit(model: Model, edits: Sequence, *, fused: bool = True, compile: bool = False,
+         prompt_len: int | None = None) -> Iterator[PositionState]:
+    """Apply `edits` inside the context (one hook per site); always restore on exit.
+
+    fused=False uses the one-by-one reference path; compile=True runs each
+    fused site function through torch.compile.
+    """
+    state = PositionState(prompt_len=prompt_len)
+    by_site: dict[str, list] = {}
+    for e in edits:
+        by_site.setdefault(e.site, []).append(e)
+    regs = [lambda: model.hf.register_forward_pre_hook(_position_hook(state), with_kwargs=True)]
+    for site, mine in by_site.items():
+        if all(isinstance(e, LowRank) for e in mine):
+            module = resolve_module(model, site)
+            regs.append(lambda m=module, es=mine: m.register_forward_hook(_lowrank_hook(es, m)))
+            continue
+        point = model.adapter.resolve(site)
+        width = model.adapter.site_width(site) if point.heads is None else model.adapter.n_heads * model.adapter.d_head
+        if fused:
+            fn = FusedSite.build(mine, width)
+            run = torch.compile(fn.__call__, dynamic=True) if compile else fn.__call__
+            call = (lambda r: (lambda x: r(x, state)))(run)
+        else:
+            for e in mine:
+                _check_width(e, width)
+            call = (lambda es: (lambda x: apply_reference(es, x, state)))(mine)
+        regs.append(lambda p=point, c=call: site_hook(p, c))
+    with hooks(regs):
+        yield state
+
+
+def generate(model: Model, prompts: str | Sequence[str], edits: Sequence = (), *, fused: bool = True,
+             return_ids: bool = False, **generation_kwargs) -> list[str] | torch.Tensor:
+    """Generate continuations of `prompts` with `edits` applied (KV cache on by default).
+
+    Prompts are left-padded; edits with rule "prompt" act on prompt positions,
+    "generated" on the new tokens. Returns the decoded continuations (or the
+    new token ids when `return_ids`).
+    """
+    tok = model.tokenizer
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    old = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(prompts, return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = old
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    generation_kwargs.setdefault("do_sample", False)
+    generation_kwargs.setdefault("max_new_tokens", 20)
+    generation_kwargs.setdefault("pad_token_id", tok.pad_token_id)
+    n = enc["input_ids"].shape[1]
+    with edit(model, edits, fused=fused, prompt_len=n), torch.inference_mode():
+        out = model.hf.generate(**enc, **generation_kwargs)
+    new = out[:, n:]
+    if return_ids:
+        return new
+    return tok.batch_decode(new, skip_special_tokens=True)
