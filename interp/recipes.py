@@ -1,0 +1,105 @@
+"""Recipes: an edit set on disk, as one safetensors file with a JSON header.
+
+The header (safetensors metadata key "interp_recipe") records the format
+version, the model it was made for (id, family and shape), every edit's kind,
+site and parameters, and free-form provenance (which writer, which data).
+Tensors are stored under `e{i}.{field}`. Loading refuses a recipe whose
+model shape does not match (or, with `strict=True`, whose model id differs),
+saying what differs. Never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .cache import atomic_path
+from .edits import EDIT_TYPES, EditError
+from .errors import InterpError
+from .models import Model
+
+FORMAT = "interp-recipe"
+VERSION = 1
+_TENSOR_FIELDS = {"add": ("vector",), "clamp": ("neurons", "values"), "scale": ("neurons", "gains"),
+                  "gate": ("thresholds", "gains"), "ablate": ("directions",), "lowrank": ("A", "B", "rows", "cols")}
+_SCALAR_FIELDS = {"add": ("site", "scale", "positions"), "clamp": ("site", "positions"),
+                  "scale": ("site", "positions"), "gate": ("site", "temperature", "hard", "positions"),
+                  "ablate": ("site", "positions"), "lowrank": ("module", "positions")}
+
+
+class RecipeError(InterpError):
+    """A recipe file that is unreadable, malformed, or made for an incompatible model."""
+
+
+def model_signature(model: Model) -> dict[str, Any]:
+    a = model.adapter
+    return {"id": model.name, "family": a.family.name, "n_layers": a.n_layers, "d_model": a.d_model,
+            "d_mlp": a.d_mlp, "vocab": int(a.unembed().shape[0])}
+
+
+def save_recipe(path: str | Path, edits: Sequence, model: Model, provenance: dict | None = None) -> Path:
+    """Write `edits` (made for `model`) to `path` atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    entries = []
+    for i, e in enumerate(edits):
+        if e.kind not in _TENSOR_FIELDS:
+            raise EditError(f"cannot save an edit of kind {e.kind!r}")
+        entry = {"kind": e.kind, **{f: getattr(e, f) for f in _SCALAR_FIELDS[e.kind]}}
+        for f in _TENSOR_FIELDS[e.kind]:
+            value = getattr(e, f)
+            if value is not None:
+                tensors[f"e{i}.{f}"] = value.detach().cpu().contiguous()
+        entries.append(entry)
+    import interp
+
+    header = {"format": FORMAT, "version": VERSION, "model": model_signature(model), "edits": entries,
+              "provenance": provenance or {}, "library": {"interp": interp.__version__, "torch": torch.__version__}}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"interp_recipe": json.dumps(header)})
+    return path
+
+
+def read_recipe(path: str | Path) -> tuple[dict, list]:
+    """(header, edits) of a recipe file, without checking it against a model."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for a bad file
+        raise RecipeError(f"{path} is not a safetensors recipe ({type(exc).__name__})") from None
+    try:
+        header = json.loads(meta["interp_recipe"])
+    except (KeyError, ValueError):
+        raise RecipeError(f"{path} has no interp recipe header") from None
+    if header.get("format") != FORMAT or header.get("version", 0) > VERSION:
+        raise RecipeError(f"{path}: unsupported recipe format {header.get('format')!r} v{header.get('version')}")
+    edits = []
+    for i, entry in enumerate(header["edits"]):
+        kind = entry["kind"]
+        if kind not in EDIT_TYPES:
+            raise RecipeError(f"{path}: unknown edit kind {kind!r}")
+        fields = {k: v for k, v in entry.items() if k != "kind"}
+        fields.update({f: tensors[f"e{i}.{f}"] for f in _TENSOR_FIELDS[kind] if f"e{i}.{f}" in tensors})
+        edits.append(EDIT_TYPES[kind](**fields))
+    return header, edits
+
+
+def load_recipe(path: str | Path, model: Model, *, strict: bool = False) -> list:
+    """The recipe's edits, after checking it fits `model` (shape; and id when `strict`)."""
+    header, edits = read_recipe(path)
+    made, here = header["model"], model_signature(model)
+    keys = ("family", "n_layers", "d_model", "d_mlp", "vocab") + (("id",) if strict else ())
+    diff = [f"{k} {made.get(k)} ≠ {here[k]}" for k in keys if made.get(k) != here[k]]
+    if diff:
+        raise RecipeError(f"recipe {Path(path).name} was made for {made.get('id')!r}, not {model.name!r}: "
+                          + ", ".join(diff))
+    return edits

@@ -1,0 +1,245 @@
+"""The edit engine: fused equals reference, exact effects, full restoration, KV cache, recipes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+import interp
+from interp.capture import forward
+from interp.engine import FusedSite, PositionState, apply_reference
+from interp.recipes import RecipeError, load_recipe, read_recipe, save_recipe
+from tiny_models import TINY_FAMILIES, random_batch, tiny_model
+
+KINDS = ("add", "clamp", "scale", "gate", "ablate")
+
+
+def random_edits(model, seed: int, n: int = 10) -> list:
+    """A random mix of every activation edit kind over a few sites and all position rules."""
+    g = torch.Generator().manual_seed(seed)
+    a = model.adapter
+    sites = [f"blocks.0.mlp.hook_post", f"blocks.{a.n_layers - 1}.hook_resid_post", "blocks.0.attn.hook_z",
+             f"blocks.{a.n_layers - 1}.mlp.hook_pre"]
+    edits = []
+    for i in range(n):
+        site = sites[i % len(sites)]
+        point = a.resolve(site)
+        w = a.n_heads * a.d_head if point.heads else a.site_width(site)
+        kind = KINDS[int(torch.randint(len(KINDS), (1,), generator=g))]
+        rule = ("all", "prompt", "generated")[int(torch.randint(3, (1,), generator=g))]
+        idx = torch.randperm(w, generator=g)[:5]
+        if kind == "add":
+            edits.append(interp.Add(site, torch.randn(w, generator=g), float(torch.rand(1, generator=g) * 3), rule))
+        elif kind == "clamp":
+            edits.append(interp.Clamp(site, idx, torch.randn(5, generator=g), rule))
+        elif kind == "scale":
+            edits.append(interp.Scale(site, idx, torch.rand(5, generator=g) * 2, rule))
+        elif kind == "gate":
+            edits.append(interp.Gate(site, torch.randn(w, generator=g) * 0.1, torch.rand(w, generator=g) + 0.5,
+                                     temperature=0.5, hard=bool(i % 2), positions=rule))
+        else:
+            edits.append(interp.Ablate(site, torch.randn(2, w, generator=g), rule))
+    return edits
+
+
+def logits(model, batch):
+    with torch.inference_mode():
+        return model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=batch.positions).logits
+
+
+def weight_hash(model) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.hf.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def no_hooks(model) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.hf.modules())
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_fused_equals_reference_on_every_family(family):
+    model = tiny_model(family)
+    batch = random_batch()
+    for seed in range(3):
+        edits = random_edits(model, seed)
+        # site level: the fused function equals the one-by-one reference within 1e-6
+        state = PositionState(prompt_len=5, positions=torch.arange(batch.input_ids.shape[1]))
+        for site in {e.site for e in edits}:
+            mine = [e for e in edits if e.site == site]
+            point = model.adapter.resolve(site)
+            w = model.adapter.n_heads * model.adapter.d_head if point.heads else model.adapter.site_width(site)
+            x = torch.randn(3, batch.input_ids.shape[1], w) * 2
+            if point.heads:
+                x = x.unflatten(-1, (point.heads, -1))
+            torch.testing.assert_close(FusedSite.build(mine, w)(x, state), apply_reference(mine, x, state),
+                                       rtol=0, atol=1e-6)
+        # end to end
+        with interp.edit(model, edits, prompt_len=5):
+            fused = logits(model, batch)
+        with interp.edit(model, edits, fused=False, prompt_len=5):
+            ref = logits(model, batch)
+        plain = logits(model, batch)
+        torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+        assert (fused - plain).abs().max() > 1e-3  # the edits did something
+    assert no_hooks(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_fused_under_torch_compile_equals_reference(family):
+    model = tiny_model(family)
+    batch = random_batch()
+    edits = random_edits(model, seed=7)
+    with interp.edit(model, edits, compile=True, prompt_len=5):
+        compiled = logits(model, batch)
+    with interp.edit(model, edits, fused=False, prompt_len=5):
+        ref = logits(model, batch)
+    torch.testing.assert_close(compiled, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_equals_reference_on_smollm2(smollm2):
+    batch = interp.tokenize(smollm2.tokenizer, ["The cat sat on the mat.", "Dogs bark loudly at night"])
+    edits = random_edits(smollm2, seed=3, n=12)
+    with interp.edit(smollm2, edits, prompt_len=4):
+        fused = logits(smollm2, batch)
+    with interp.edit(smollm2, edits, fused=False, prompt_len=4):
+        ref = logits(smollm2, batch)
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_clamp_and_add_match_a_hand_written_hook(smollm2):
+    ids = smollm2.tokenizer("My favourite animal is the", return_tensors="pt")
+    layer = smollm2.hf.model.layers[6]
+    vec = torch.randn(576, generator=torch.Generator().manual_seed(0))
+
+    def by_hand(module, args):  # down_proj input = the neurons
+        x = args[0].clone()
+        x[..., [10, 20]] = torch.tensor([3.0, -2.0])
+        return (x,)
+
+    def add_by_hand(module, args, output):
+        return output + 2.5 * vec
+
+    handles = [layer.mlp.down_proj.register_forward_pre_hook(by_hand),
+               smollm2.hf.model.layers[9].register_forward_hook(add_by_hand)]
+    try:
+        with torch.inference_mode():
+            expect = smollm2.hf(**ids).logits
+    finally:
+        for h in handles:
+            h.remove()
+    edits = [interp.Clamp("blocks.6.mlp.hook_post", [10, 20], [3.0, -2.0]),
+             interp.Add("blocks.9.hook_resid_post", vec, 2.5)]
+    with interp.edit(smollm2, edits), torch.inference_mode():
+        got = smollm2.hf(**ids).logits
+    assert torch.equal(got, expect)
+
+
+def test_model_restored_bit_for_bit_after_exit_and_exception(smollm2):
+    before = weight_hash(smollm2)
+    hooks_before = {n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in smollm2.hf.named_modules()}
+    edits = random_edits(smollm2, seed=1) + [interp.LowRank("blocks.2.mlp.up_proj", torch.randn(1536, 2),
+                                                            torch.randn(2, 576), rows=[1, 2, 3])]
+    ids = smollm2.tokenizer("Hello", return_tensors="pt")
+    with interp.edit(smollm2, edits), torch.inference_mode():
+        smollm2.hf(**ids)
+    with pytest.raises(RuntimeError, match="boom"):
+        with interp.edit(smollm2, edits):
+            raise RuntimeError("boom")
+    assert weight_hash(smollm2) == before
+    assert {n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in smollm2.hf.named_modules()} == hooks_before
+
+
+def test_lowrank_equals_a_weight_edit():
+    model = tiny_model("llama")
+    batch = random_batch()
+    g = torch.Generator().manual_seed(0)
+    up = model.hf.model.layers[1].mlp.up_proj
+    for sel in ({"rows": [0, 5, 9]}, {"cols": [1, 2]}, {}):
+        e = interp.LowRank("blocks.1.mlp.up_proj", torch.randn(up.weight.shape[0], 3, generator=g),
+                           torch.randn(3, up.weight.shape[1], generator=g), **sel)
+        with interp.edit(model, [e]):
+            got = logits(model, batch)
+        original = up.weight.detach().clone()
+        with torch.no_grad():
+            up.weight += e.delta()
+        try:
+            expect = logits(model, batch)
+        finally:
+            with torch.no_grad():
+                up.weight.copy_(original)
+        torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
+
+
+def test_generation_with_kv_cache_equals_without(smollm2):
+    vec = torch.randn(576, generator=torch.Generator().manual_seed(2))
+    edits = [interp.Add("blocks.8.hook_resid_post", vec, 6.0, positions="generated"),
+             interp.Scale("blocks.4.mlp.hook_post", list(range(100)), 0.0, positions="prompt")]
+    prompts = ["My favourite animal is the", "The weather today is"]
+    cached = interp.generate(smollm2, prompts, edits, max_new_tokens=8, return_ids=True)
+    uncached = interp.generate(smollm2, prompts, edits, max_new_tokens=8, use_cache=False, return_ids=True)
+    plain = interp.generate(smollm2, prompts, max_new_tokens=8, return_ids=True)
+    assert torch.equal(cached, uncached)
+    assert not torch.equal(cached, plain)
+
+
+def test_position_rules_select_prompt_or_generated(smollm2):
+    seen = []
+    site = "blocks.3.hook_resid_post"
+    marker = torch.zeros(576)
+    marker[0] = 1000.0
+    edits = [interp.Add(site, marker, 1.0, positions="generated")]
+    from interp.hooks import site_hook
+
+    # layer 4's input is layer 3's output after the edit
+    handle = site_hook(smollm2.adapter.resolve("blocks.4.hook_resid_pre"), lambda x: seen.append(x[..., 0].clone()))
+    try:
+        interp.generate(smollm2, ["One two three"], edits, max_new_tokens=3)
+    finally:
+        handle.remove()
+    prompt_call, *steps = seen
+    assert (prompt_call.abs() < 500).all()  # no edit on prompt positions
+    assert all((s > 500).all() for s in steps)  # every generated position edited
+
+
+def test_bad_edits_raise_typed_errors(smollm2):
+    with pytest.raises(interp.EditError, match="width 1536"):
+        with interp.edit(smollm2, [interp.Add("blocks.0.mlp.hook_post", torch.zeros(10))]):
+            pass
+    with pytest.raises(interp.EditError, match="out of range"):
+        with interp.edit(smollm2, [interp.Clamp("blocks.0.mlp.hook_post", [5000], 1.0)]):
+            pass
+    with pytest.raises(interp.EditError, match="positions"):
+        interp.Add("blocks.0.mlp.hook_post", torch.zeros(1536), positions="sometimes")
+    with pytest.raises(interp.SiteError):
+        with interp.edit(smollm2, [interp.Add("blocks.99.hook_resid_post", torch.zeros(576))]):
+            pass
+    assert all(not m._forward_hooks for m in smollm2.hf.model.layers)
+
+
+def test_recipe_round_trip_and_refusal(smollm2, tmp_path):
+    edits = random_edits(smollm2, seed=5) + [interp.LowRank("blocks.1.mlp.down_proj", torch.randn(576, 2),
+                                                            torch.randn(2, 1536), cols=[3, 4])]
+    path = save_recipe(tmp_path / "r.safetensors", edits, smollm2, provenance={"writer": "test"})
+    back = load_recipe(path, smollm2)
+    header, _ = read_recipe(path)
+    assert header["provenance"] == {"writer": "test"} and header["model"]["id"] == "smollm2-135m"
+    assert [type(e) for e in back] == [type(e) for e in edits]
+    ids = smollm2.tokenizer("Round trip", return_tensors="pt")
+    with interp.edit(smollm2, edits), torch.inference_mode():
+        a = smollm2.hf(**ids).logits
+    with interp.edit(smollm2, back), torch.inference_mode():
+        b = smollm2.hf(**ids).logits
+    assert torch.equal(a, b)
+    other = tiny_model("gpt2")
+    with pytest.raises(RecipeError, match="family llama ≠ gpt2"):
+        load_recipe(path, other)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a recipe")
+    with pytest.raises(RecipeError):
+        load_recipe(tmp_path / "junk.safetensors", smollm2)
