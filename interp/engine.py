@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .edits import ACTIVATION_KINDS, POSITIONS, EditError, LowRank
+from . import kernels
+from .edits import ACTIVATION_KINDS, EditError, LowRank
 from .errors import SiteError
 from .hooks import hooks, site_hook
 from .models import Model
@@ -109,9 +110,19 @@ class FusedSite:
                                  for r in rules]
         return fused
 
+    @property
+    def kernel_ready(self) -> bool:
+        """Whether the elementwise stages fit the Triton kernel (all positions, ≤ 1 gate, ≤ 1 clamp)."""
+        kinds = [k for k, _, _ in self.stages if k != "ablate"]
+        return (all(r == "all" for _, r, _ in self.stages) and kinds.count("gate") <= 1
+                and kinds.count("clamp") <= 1 and bool(kinds))
+
     def __call__(self, x: torch.Tensor, state: PositionState) -> torch.Tensor:
         heads = x.dim() == 4
         y = x.flatten(2) if heads else x
+        if y.is_cuda and self.kernel_ready and kernels.available():
+            y = self._on_gpu(y)
+            return y.view_as(x) if heads else y
         for kind, rule, p in self.stages:
             p = _on(p, y)
             if kind == "add":
@@ -127,6 +138,21 @@ class FusedSite:
                 new = y - (y @ p) @ p.T
             y = _where(state.mask(rule, y.shape[1], y.device), new, y)
         return y.view_as(x) if heads else y
+
+
+    def _on_gpu(self, y: torch.Tensor) -> torch.Tensor:
+        """Projections in torch, then one Triton kernel for scale → gate → clamp → add."""
+        tail: dict = {}
+        for kind, _, p in self.stages:
+            p = tuple(q.to(y.device) if isinstance(q, torch.Tensor) else q for q in p) if isinstance(p, tuple) \
+                else p.to(y.device)
+            if kind == "ablate":
+                q = p.to(y.dtype)
+                y = y - (y @ q) @ q.T
+            else:
+                tail[kind] = p
+        return kernels.fused_tail(y, gain=tail.get("scale"), gate=tail.get("gate"), clamp=tail.get("clamp"),
+                                  add=tail.get("add"))
 
 
 def _check_width(e, width: int) -> None:
