@@ -1,4 +1,4 @@
-"""`interp`: models, sites and analysis from the command line.
+"""`interp`: models, sites, analysis and steering from the command line.
 
 Bad input (unknown model, site, empty corpus, unreadable file …) prints one
 line to stderr and exits with code 2; nothing is written.
@@ -7,7 +7,12 @@ line to stderr and exits with code 2; nothing is written.
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
+import re
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -68,6 +73,205 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- interp steer
+def _error(message: str) -> Exception:
+    from interp.errors import InterpError  # imported late: `interp --help` stays fast
+
+    return InterpError(message)
+
+
+_CLAMP_RE = re.compile(r"^(?P<site>[^:=*\s]+):(?P<neuron>[^=]+)=(?P<value>.+)$")
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise _error(f"{what}: {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise _error(f"{what}: {text!r} is not a finite number")
+    return v
+
+
+def _parse_clamp(spec: str) -> tuple[str, int, float]:
+    """'blocks.5.mlp.hook_post:123=4.0' -> (site, neuron, value)."""
+    m = _CLAMP_RE.match(spec.strip())
+    if m is None:
+        raise _error(f"bad --clamp {spec!r}: use SITE:NEURON=VALUE, e.g. blocks.5.mlp.hook_post:123=4.0")
+    try:
+        neuron = int(m["neuron"])
+    except ValueError:
+        raise _error(f"bad --clamp {spec!r}: neuron {m['neuron']!r} is not a whole number") from None
+    if neuron < 0:
+        raise _error(f"bad --clamp {spec!r}: neuron index must be >= 0")
+    return m["site"], neuron, _float(m["value"], f"--clamp {spec!r} value")
+
+
+def _parse_add(spec: str) -> tuple[str, Path, float]:
+    """'blocks.8.hook_resid_post:vec.safetensors*4' -> (site, path, scale); scale defaults to 1."""
+    site, sep, rest = spec.strip().partition(":")
+    if not sep or not site or not rest:
+        raise _error(f"bad --add {spec!r}: use SITE:FILE*SCALE, e.g. blocks.8.hook_resid_post:vec.safetensors*4")
+    path, star, scale = rest.rpartition("*")
+    if not star:
+        path, scale = rest, "1"
+    if not path:
+        raise _error(f"bad --add {spec!r}: no file before '*'")
+    return site, Path(path).expanduser(), _float(scale, f"--add {spec!r} scale")
+
+
+def _read_vector(path: Path):
+    """The steering vector in a safetensors file: key 'vector', or its only tensor (never pickle)."""
+    import torch
+    from safetensors import safe_open
+
+    from interp.errors import InterpError
+
+    if not path.is_file():
+        raise _error(f"vector file {path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        with safe_open(str(path), "pt") as f:
+            keys = list(f.keys())
+            key = "vector" if "vector" in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise _error(f"{path}: expected a tensor named 'vector' or a single tensor, found "
+                             + (", ".join(keys[:8]) if keys else "no tensors"))
+            vec = f.get_tensor(key)
+    except InterpError:
+        raise
+    except Exception as exc:  # safetensors raises several types for a bad file
+        raise _error(f"{path} is not a readable safetensors file ({type(exc).__name__})") from None
+    if vec.dim() == 2 and 1 in vec.shape:
+        vec = vec.reshape(-1)
+    if vec.dim() != 1 or vec.is_complex() or vec.dtype == torch.bool:
+        raise _error(f"{path}: tensor {key!r} must be a real vector, got {vec.dtype} of shape {tuple(vec.shape)}")
+    vec = vec.float()
+    if not vec.isfinite().all():
+        raise _error(f"{path}: tensor {key!r} has NaN or infinite entries")
+    return vec
+
+
+def _read_prompts(path: str, what: str) -> list[str]:
+    """One prompt per non-empty line of a UTF-8 text file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise _error(f"{what} file {p} does not exist")
+    if not p.is_file():
+        raise _error(f"{what} file {p} is a directory, not a text file")
+    try:
+        lines = [l.strip() for l in p.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError:
+        raise _error(f"{what} file {p} is not UTF-8 text") from None
+    lines = [l for l in lines if l]
+    if not lines:
+        raise _error(f"{what} file {p} is empty: put one prompt per line")
+    return lines
+
+
+def _site_width(model, site: str) -> int:
+    """Width of a site's edited tensor (n_heads·d_head for attn.hook_z), after checking the name."""
+    point = model.adapter.resolve(site)
+    return model.adapter.n_heads * model.adapter.d_head if point.heads else model.adapter.site_width(site)
+
+
+def _steer_edits(args, model) -> tuple[list, list[str]]:
+    """The edits the options ask for, checked against the model, and one description line per edit."""
+    import interp
+
+    edits, notes = [], []
+    for site, neuron, value in args._clamps:
+        width = _site_width(model, site)
+        if neuron >= width:
+            raise _error(f"--clamp {site}:{neuron}: neuron out of range; {site} has neurons 0..{width - 1}")
+        edits.append(interp.Clamp(site, [neuron], value, args.positions))
+        notes.append(f"clamp {site}[{neuron}] = {value:g}")
+    for (site, path, scale), vec in zip(args._adds, args._vectors):
+        width = _site_width(model, site)
+        if vec.numel() != width:
+            raise _error(f"--add {site}:{path}: the vector has {vec.numel()} entries but {site} has width {width}")
+        edits.append(interp.Add(site, vec, scale, args.positions))
+        notes.append(f"add {scale:g} x {path.name} (norm {float(vec.norm()):.3g}) at {site}")
+    if args.contrast:
+        from steering import contrast_direction
+
+        d = contrast_direction(model, args._pos, args._neg, args.site)
+        edits.append(interp.Add(d.site, d.vector, args.scale, args.positions))
+        notes.append(f"actadd {args.scale:g} x (mean of {d.n_pos} positive - mean of {d.n_neg} negative prompts, "
+                     f"norm {d.norm:.3g}) at {d.site}")
+    if args.recipe:
+        try:
+            from interp.recipes import load_recipe
+        except ImportError:
+            raise _error("--recipe needs interp.recipes, which this installation lacks") from None
+        loaded = load_recipe(args.recipe, model)
+        for e in loaded:  # fail before generating, with the site named
+            if e.kind != "lowrank":
+                _site_width(model, e.site)
+        edits += loaded
+        notes.append(f"recipe {Path(args.recipe).name}: {len(loaded)} edit(s)")
+    return edits, notes
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    for para in (l.strip() for l in text.strip("\n").split("\n")):
+        lines += textwrap.wrap(para, width, replace_whitespace=True, drop_whitespace=True) or [""]
+    return lines or [""]
+
+
+def _side_by_side(left: str, right: str, width: int, titles=("unsteered", "steered")) -> str:
+    col = max(20, (width - 7) // 2)
+    a, b = _wrap(left, col), _wrap(right, col)
+    rows = [f"  {titles[0]:<{col}} | {titles[1]}", f"  {'-' * col} | {'-' * len(titles[1])}"]
+    rows += [f"  {x:<{col}} | {y}".rstrip() for x, y in itertools.zip_longest(a, b, fillvalue="")]
+    return "\n".join(rows)
+
+
+def _cmd_steer(args) -> int:
+    import interp
+
+    # cheap checks first: syntax and files, before the model loads
+    if args.max_new_tokens < 1:
+        raise _error("--max-new-tokens must be at least 1")
+    prompts = [p for p in args.prompt if p.strip()]
+    if not prompts:
+        raise _error("no prompt: give --prompt TEXT (repeatable)")
+    args._clamps = [_parse_clamp(s) for s in args.clamp]
+    args._adds = [_parse_add(s) for s in args.add]
+    args._vectors = [_read_vector(path) for _, path, _ in args._adds]
+    if args.contrast:
+        if args.site is None or args.scale is None:
+            raise _error("--contrast needs --site SITE and --scale S")
+        args._pos = _read_prompts(args.contrast[0], "positive")
+        args._neg = _read_prompts(args.contrast[1], "negative")
+    elif args.site is not None or args.scale is not None:
+        raise _error("--site and --scale go with --contrast POS.txt NEG.txt")
+    if args.scale is not None and not math.isfinite(args.scale):
+        raise _error("--scale must be a finite number")
+    if args.recipe and not Path(args.recipe).is_file():
+        raise _error(f"recipe {args.recipe} does not exist" if not Path(args.recipe).exists()
+                     else f"recipe {args.recipe} is not a file")
+    if not (args._clamps or args._adds or args.contrast or args.recipe):
+        raise _error("no edits given: use --clamp, --add, --contrast or --recipe")
+
+    model = interp.load_model(args.model)
+    edits, notes = _steer_edits(args, model)
+    gen = dict(max_new_tokens=args.max_new_tokens)
+    steered = interp.generate(model, prompts, edits, **gen)  # first: a bad recipe edit fails before any output
+    plain = interp.generate(model, prompts, [], **gen) if args.compare else None
+    width = shutil.get_terminal_size((100, 24)).columns
+    print(f"# {model.name}, greedy, {args.max_new_tokens} new tokens, positions {args.positions}")
+    for n in notes:
+        print(f"# {n}")
+    for i, prompt in enumerate(prompts):
+        print(f"\n[{i + 1}] {prompt}")
+        if plain is None:
+            print(textwrap.indent("\n".join(_wrap(steered[i], width - 4)), "  "))
+        else:
+            print(_side_by_side(plain[i], steered[i], width))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="interp", description="Read and steer the neurons of language models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -95,10 +299,41 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--top-k", type=int, default=16, help="exemplars kept per unit")
     a.add_argument("--limit", type=int, default=None, help="use only the first N documents")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    st = sub.add_parser(
+        "steer", help="generate with edits applied (clamps, added vectors, ActAdd, recipes)",
+        description="Generate greedy continuations of prompts with edits applied at sites; "
+                    "with --compare, print unsteered and steered side by side.",
+        epilog="examples:\n"
+               "  interp steer --prompt 'The movie was' --clamp blocks.5.mlp.hook_post:123=20 --compare\n"
+               "  interp steer --prompt 'My day' --add blocks.8.hook_resid_post:vec.safetensors*4\n"
+               "  interp steer --prompt 'The movie was' --contrast love.txt hate.txt "
+               "--site blocks.10.hook_resid_pre --scale 6 --compare\n"
+               "  interp steer --prompt 'Hello' --recipe edits.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    st.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
+    st.add_argument("--prompt", action="append", required=True, metavar="TEXT",
+                    help="a prompt to continue (repeat for more)")
+    st.add_argument("--clamp", action="append", default=[], metavar="SITE:NEURON=VALUE",
+                    help="set one unit to a value, e.g. blocks.5.mlp.hook_post:123=4.0 (repeatable)")
+    st.add_argument("--add", action="append", default=[], metavar="SITE:FILE*SCALE",
+                    help="add SCALE x a vector read from a safetensors file (tensor 'vector' or its only "
+                         "tensor), e.g. blocks.8.hook_resid_post:vec.safetensors*4 (repeatable; *SCALE "
+                         "defaults to 1)")
+    st.add_argument("--contrast", nargs=2, metavar=("POS.txt", "NEG.txt"),
+                    help="ActAdd: add --scale x (mean activation of POS prompts - mean of NEG prompts) at "
+                         "--site; one prompt per non-empty line")
+    st.add_argument("--site", help="site for --contrast, e.g. blocks.10.hook_resid_pre")
+    st.add_argument("--scale", type=float, help="scale for --contrast (e.g. 4-8 for mid-layer residual sites)")
+    st.add_argument("--recipe", metavar="FILE", help="an edit recipe (.safetensors) written by interp.recipes")
+    st.add_argument("--compare", action="store_true", help="also generate without edits; print both side by side")
+    st.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
+    st.add_argument("--positions", default="all", choices=["all", "prompt", "generated"],
+                    help="which tokens the --clamp/--add/--contrast edits act on (recipes keep their own)")
     return p
 
 
-COMMANDS = {"models": _cmd_models, "sites": _cmd_sites, "analyze": _cmd_analyze}
+COMMANDS = {"models": _cmd_models, "sites": _cmd_sites, "analyze": _cmd_analyze, "steer": _cmd_steer}
 
 
 def main(argv: list[str] | None = None) -> int:

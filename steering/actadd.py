@@ -49,7 +49,7 @@ def _prompts(texts, name: str) -> list[str]:
 
 
 def mean_activation(model: interp.Model, prompts: Sequence[str], site: str, *,
-                    position: str = "mean", batch_size: int = 8) -> torch.Tensor:
+                    position: Pooling = "mean", batch_size: int = 8) -> torch.Tensor:
     """Mean over prompts of one pooled activation per prompt at `site`: [width] float32.
 
     position "mean": each prompt's mean over its real tokens (padding excluded);
@@ -78,7 +78,7 @@ def mean_activation(model: interp.Model, prompts: Sequence[str], site: str, *,
 
 
 def contrast_direction(model: interp.Model, positive: Sequence[str], negative: Sequence[str], site: str, *,
-                       position: str = "mean", batch_size: int = 8) -> ContrastDirection:
+                       position: Pooling = "mean", batch_size: int = 8) -> ContrastDirection:
     """mean activation over `positive` minus mean over `negative` at `site` (vector [width])."""
     pos, neg = _prompts(positive, "positive"), _prompts(negative, "negative")
     kw = dict(position=position, batch_size=batch_size)
@@ -88,7 +88,7 @@ def contrast_direction(model: interp.Model, positive: Sequence[str], negative: S
 
 
 def actadd(model: interp.Model, positive: Sequence[str], negative: Sequence[str], site: str, scale: float, *,
-           positions: str = "all", position: str = "mean", batch_size: int = 8) -> list[interp.Add]:
+           positions: str = "all", position: Pooling = "mean", batch_size: int = 8) -> list[interp.Add]:
     """Edits that add `scale · (mean(positive) − mean(negative))` at `site`.
 
     positions: which tokens the edit acts on ("all" | "prompt" | "generated");
