@@ -253,14 +253,14 @@ def kv_cache_works(bridge, model) -> bool:
 # --------------------------------------------------------------------------- peers in their venvs
 
 
-def run_peer(name: str, model, specs, *, warmup: int, reps: int, threads: int) -> dict:
+def run_peer(name: str, model, specs, *, warmup: int, reps: int, threads: int, max_foreign: float = 0.10) -> dict:
     venv, script, pip_name = PEERS[name]
     py = ROOT / venv / "bin" / "python"
     if not py.exists():
         return {"skipped": f"{venv} not found; run `bash benchmarks/peers/setup_steering.sh` first"}
     enc = encode(model.tokenizer)
     spec = {"model_dir": str(cache_dir() / "models" / MODEL), "threads": threads, "warmup": warmup,
-            "reps": reps, "input_ids": enc["input_ids"].tolist(), "attention_mask": enc["attention_mask"].tolist(),
+            "reps": reps, "max_foreign": max_foreign, "input_ids": enc["input_ids"].tolist(), "attention_mask": enc["attention_mask"].tolist(),
             "pad_token_id": model.tokenizer.pad_token_id, "max_new_tokens": NEW_TOKENS,
             "edits": {"one": specs["one"], "eight": specs["eight"]}}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
@@ -274,6 +274,17 @@ def run_peer(name: str, model, specs, *, warmup: int, reps: int, threads: int) -
 
 
 # --------------------------------------------------------------------------- numbers
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> str:
+    """'yes' if the token ids are equal, else where and how much they differ."""
+    if a.shape == b.shape and torch.equal(a, b):
+        return "yes"
+    if a.shape != b.shape:
+        return f"NO — shapes {tuple(a.shape)} and {tuple(b.shape)}"
+    diff = a != b
+    row, tok = (int(i) for i in diff.nonzero()[0])
+    return f"NO — {int(diff.sum())} of {a.numel()} tokens differ, the first at prompt {row}, new token {tok}"
 
 
 def paired_noise(times: dict, base: str, job: str) -> float:
@@ -292,6 +303,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions of the interp jobs (default 15)")
     ap.add_argument("--peer-reps", type=int, default=None, help="timed repetitions of TL and peers (default 5)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-foreign", type=float, default=0.10,
+                    help="set aside (and rerun) a repetition during which other processes used more than this "
+                         "share of the CPU (default 0.10; 1 keeps every repetition)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = ap.parse_args(argv)
     reps = args.reps or (7 if args.quick else 15)
@@ -311,47 +325,44 @@ def main(argv=None) -> int:
     hand = hand_hook_generate(model, specs["one"][0], CHECK_TOKENS)
     short = interp.generate(model, PROMPTS, to_interp(specs["one"]), return_ids=True,
                             **gen_kwargs(model, CHECK_TOKENS))
-    checks["interp 1-edit Add = hand-written forward hook (first 8 tokens)"] = torch.equal(short, hand)
+    checks["interp 1-edit Add = hand-written forward hook (first 8 tokens)"] = same(short, hand)
     k = min(CHECK_TOKENS, NEW_TOKENS)
-    checks[f"interp 1-edit tokens (of {NEW_TOKENS}) start with the same {k}"] = torch.equal(
-        tokens["i1"][:, :k], hand[:, :k])
-    checks["the 1-edit Add changes the output (vs plain)"] = not torch.equal(tokens["i1"], tokens["plain"])
-    checks["the 8 edits change the output (vs plain)"] = not torch.equal(tokens["i8"], tokens["plain"])
-    checks["interp no-edit tokens = plain HF"] = torch.equal(tokens["i0"], tokens["plain"])
-    checks["64 edits: fused tokens = reference tokens"] = torch.equal(tokens["i64"], tokens["i64r"])
+    checks[f"interp 1-edit tokens (of {NEW_TOKENS}) start with the same {k}"] = same(tokens["i1"][:, :k], hand[:, :k])
+    checks["the 1-edit Add changes the output (vs plain)"] = "NO" if torch.equal(tokens["i1"], tokens["plain"]) else "yes"
+    checks["the 8 edits change the output (vs plain)"] = "NO" if torch.equal(tokens["i8"], tokens["plain"]) else "yes"
+    checks["interp no-edit tokens = plain HF"] = same(tokens["i0"], tokens["plain"])
+    checks["64 edits: fused tokens = reference tokens"] = same(tokens["i64"], tokens["i64r"])
 
     tl, tl_kv = {}, None
     if peers:
         tl, tl_kv = tl_jobs(model, specs)
         tl_tokens = {k: fn() for k, (_, fn) in tl.items()}
-        checks["TransformerLens no-hook tokens = plain HF"] = torch.equal(tl_tokens["t0"], tokens["plain"])
-        checks["TransformerLens 1-edit tokens = interp's"] = torch.equal(tl_tokens["t1"], tokens["i1"])
-        checks["TransformerLens 8-edit tokens = interp's"] = torch.equal(tl_tokens["t8"], tokens["i8"])
+        checks["TransformerLens no-hook tokens = plain HF"] = same(tl_tokens["t0"], tokens["plain"])
+        checks["TransformerLens 1-edit tokens = interp's"] = same(tl_tokens["t1"], tokens["i1"])
+        checks["TransformerLens 8-edit tokens = interp's"] = same(tl_tokens["t8"], tokens["i8"])
         for key, n, name in (("t1", 1, "one"), ("t8", 8, "eight")):
             if not tl_kv and not torch.equal(tl_tokens[key], tokens[f"i{n}"]):
                 # TL recomputes the whole sequence each step; so does HF without a KV cache
                 nocache = interp.generate(model, PROMPTS, to_interp(specs[name]), return_ids=True, use_cache=False,
                                           **gen_kwargs(model))
-                diff = (tl_tokens[key] != tokens[f"i{n}"]).nonzero()
                 checks[f"TransformerLens {n}-edit tokens = interp's with use_cache=False (the same no-cache "
-                       f"computation; with the cache they first differ at row {int(diff[0, 0])}, token "
-                       f"{int(diff[0, 1])})"] = torch.equal(tl_tokens[key], nocache)
+                       "computation)"] = same(tl_tokens[key], nocache)
 
     print(f"{MODEL}, {len(PROMPTS)} prompts × {NEW_TOKENS} new tokens, greedy, KV cache, {args.threads} threads",
           flush=True)
-    for name, ok in checks.items():
-        print(f"check {name}: {'yes' if ok else 'NO'}", flush=True)
+    for name, verdict in checks.items():
+        print(f"check {name}: {verdict}", flush=True)
 
     # ---- timing: interp group (cheap, many reps), then the TL group (slow, fewer reps)
     # a repetition during which other processes used > 10 % of the CPU is set aside and rerun
     print(f"interp group: warm-up 1 more, {reps} interleaved reps", flush=True)
-    run = sc.timed_reps({k: fn for k, (_, fn) in jobs.items()}, reps, warmup=1)
+    run = sc.timed_reps({k: fn for k, (_, fn) in jobs.items()}, reps, warmup=1, max_foreign=args.max_foreign)
     times, foreign, discarded = run["times"], run["foreign"], {"interp": run["discarded"]}
     tl_times, tl_foreign = {}, []
     if tl:
         group = {"plain": jobs["plain"][1], **{k: fn for k, (_, fn) in tl.items()}}
         print(f"TransformerLens group: warm-up 1 more, {peer_reps} interleaved reps", flush=True)
-        run = sc.timed_reps(group, peer_reps, warmup=1, label="TL ")
+        run = sc.timed_reps(group, peer_reps, warmup=1, max_foreign=args.max_foreign, label="TL ")
         tl_times, tl_foreign, discarded["TransformerLens"] = run["times"], run["foreign"], run["discarded"]
     load1 = loadavg()
 
@@ -377,7 +388,8 @@ def main(argv=None) -> int:
     if peers:
         for name in PEERS:
             print(f"{name} peer ({PEERS[name][0]}) …", flush=True)
-            rep = run_peer(name, model, specs, warmup=2, reps=peer_reps, threads=args.threads)
+            rep = run_peer(name, model, specs, warmup=2, reps=peer_reps, threads=args.threads,
+                           max_foreign=args.max_foreign)
             peer_reports[name] = rep
             if "skipped" in rep:
                 print(f"  skipped: {rep['skipped']}", flush=True)
@@ -395,9 +407,9 @@ def main(argv=None) -> int:
             noise[name] = {1: paired_noise(pt, "plain", "one"), 8: paired_noise(pt, "plain", "eight")}
             toks = {k: torch.tensor(v) for k, v in rep["tokens"].items()}
             checks[f"{name}: plain tokens (transformers {rep['versions']['transformers']}) = interp venv's plain"] = \
-                torch.equal(toks["plain"], tokens["plain"])
-            checks[f"{name}: 1-edit tokens = interp's"] = torch.equal(toks["one"], tokens["i1"])
-            checks[f"{name}: 8-edit tokens = interp's"] = torch.equal(toks["eight"], tokens["i8"])
+                same(toks["plain"], tokens["plain"])
+            checks[f"{name}: 1-edit tokens = interp's"] = same(toks["one"], tokens["i1"])
+            checks[f"{name}: 8-edit tokens = interp's"] = same(toks["eight"], tokens["i8"])
     load2 = loadavg()
 
     # ---- goals
@@ -437,8 +449,8 @@ def main(argv=None) -> int:
             print(f"{name:22} skipped: {rep['skipped']}")
     if args.no_peers:
         print("TransformerLens and peers skipped: --no-peers")
-    for name, ok in checks.items():
-        print(f"check {name}: {'yes' if ok else 'NO'}")
+    for name, verdict in checks.items():
+        print(f"check {name}: {verdict}")
     for name, (ok, detail) in goals.items():
         print(f"goal {name}: {'PASS' if ok else 'FAIL'} — {detail}")
     for name, value in info.items():
@@ -492,8 +504,8 @@ def render(rows, checks, goals, info, peer_reports, specs, args, reps, peer_reps
     for name, value in info.items():
         out.append(f"- {name}: {value}")
     out += ["", "Checks:", ""]
-    for name, ok in checks.items():
-        out.append(f"- {name}: {'yes' if ok else '**NO**'}")
+    for name, verdict in checks.items():
+        out.append(f"- {name}: {verdict if verdict == 'yes' else f'**{verdict}**'}")
     out += [
         "",
         "What ran:",
@@ -530,7 +542,8 @@ def render(rows, checks, goals, info, peer_reports, specs, args, reps, peer_reps
         "repetition: interp group " + ", ".join(f"{f:.0%}" for f in c["reps"])
         + (f"; TransformerLens group {', '.join(f'{f:.0%}' for f in c['tl'])}" if c["tl"] else "")
         + "".join(f"; {n} {', '.join(f'{x:.0%}' for x in fs)}" for n, fs in c["peers"].items())
-        + ". Repetitions during which other processes used more than 10 % were set aside and rerun after a "
+        + f". Repetitions during which other processes used more than {args.max_foreign:.0%} were set aside and "
+        "rerun after a "
         "quiet moment: " + ", ".join(f"{n} {len(d)}" for n, d in c["discarded"].items())
         + f". Load average {c['loads'][0]:.2f} before, {c['loads'][2]:.2f} after.",
         "",

@@ -5,7 +5,7 @@ in its own venv, where interp cannot be imported (the peers need transformers 4.
 so this module uses only torch, transformers and safetensors. A peer reads one
 JSON object on stdin:
 
-    {"model_dir": "...", "threads": 2, "warmup": 2, "reps": 9,
+    {"model_dir": "...", "threads": 2, "warmup": 2, "reps": 9, "max_foreign": 0.1,
      "input_ids": [[...]], "attention_mask": [[...]], "pad_token_id": 2,
      "max_new_tokens": 32, "edits": {"one": [spec, ...], "eight": [spec, ...]}}
 
@@ -175,41 +175,49 @@ def timed_reps(jobs: dict, reps: int, *, warmup: int = 1, max_foreign: float = 0
     """Interleaved repetitions (rotating order) of zero-argument jobs, robust to other processes.
 
     A repetition during which other processes used more than `max_foreign` of the
-    machine's CPU is set aside and, after waiting for a quiet moment, run again
-    (at most `max_tries` repetitions in all, 2 × reps + 3 by default). Returns
-    {"times": {job: [s, ...]}, "foreign": [share per kept rep], "discarded": [share per
-    rep set aside]}; if fewer than 3 clean repetitions were had, the contended ones are
-    kept too (their shares say so).
+    machine's CPU is abandoned at the first job that saw it (on 2 cores a contended
+    2-thread generate runs 10-30× slower, so finishing the repetition would waste
+    minutes) and, after waiting for a quiet moment, run again (at most `max_tries`
+    repetitions in all, 2 × reps + 3 by default). Returns {"times": {job: [s, ...]},
+    "foreign": [share per kept rep], "discarded": [share per rep set aside]}; if fewer
+    than 3 clean repetitions were had, the contended ones are kept too (finished, so
+    their times are complete; their shares say so).
     """
     keys = list(jobs)
     for _ in range(warmup):
         for k in keys:
             jobs[k]()
     max_tries = max_tries or 2 * reps + 3
-    kept, contended = [], []
+    kept, contended, discarded = [], [], []
     tries = 0
     while len(kept) < reps and tries < max_tries:
         order = keys[tries % len(keys):] + keys[: tries % len(keys)]
+        last_chance = tries == max_tries - 1 and len(kept) + len(contended) < min(3, reps)
         probe = Contention(children)
         t = {}
         for k in order:
+            job_probe = Contention(children)
             t0 = time.perf_counter()
             jobs[k]()
             t[k] = time.perf_counter() - t0
+            if job_probe.fraction() > max_foreign and not last_chance:
+                break
         f = probe.fraction()
         tries += 1
-        line = "  ".join(f"{k} {t[k]:.3f}s" for k in keys)
-        if f > max_foreign:
-            contended.append((t, f))
+        line = "  ".join(f"{k} {t[k]:.3f}s" for k in keys if k in t)
+        if len(t) < len(keys) or f > max_foreign:
+            if len(t) == len(keys):
+                contended.append((t, f))
+            discarded.append(f)
             waited = wait_quiet()
             print(f"  {label}rep {tries}: {line}  (other processes: {f:.0%} CPU — set aside; "
                   f"waited {waited:.0f}s for quiet)", file=sys.stderr, flush=True)
             continue
         kept.append((t, f))
         print(f"  {label}rep {tries}: {line}  (other processes: {f:.0%} CPU)", file=sys.stderr, flush=True)
-    use = kept if len(kept) >= min(3, reps) else kept + contended
+    use = kept if len(kept) >= min(3, reps) or not contended else kept + contended
     return {"times": {k: [t[k] for t, _ in use] for k in keys}, "foreign": [f for _, f in use],
-            "discarded": [f for _, f in contended] if use is kept else []}
+            "discarded": discarded if use is kept else []}
 
 
 # --------------------------------------------------------------------------- the run
@@ -251,7 +259,7 @@ def _run(spec: dict, build: Callable, module_name: str) -> dict:
     tokens = {k: fn(ids, am, gen).tolist() for k, (fn, _) in jobs.items()}  # also the first warm-up
     run = timed_reps({k: (lambda fn=fn: fn(ids, am, gen)) for k, (fn, _) in jobs.items()},
                      int(spec.get("reps", 9)), warmup=max(0, int(spec.get("warmup", 2)) - 1),
-                     label=f"{module_name} ")
+                     max_foreign=float(spec.get("max_foreign", 0.10)), label=f"{module_name} ")
     mod = importlib.import_module(module_name)
     return {
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
