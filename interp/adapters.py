@@ -236,8 +236,13 @@ class Adapter:
         return out
 
     def site_width(self, site: str) -> int:
+        """Width of the site's last dim: d_mlp, n_heads·d_head (attn.hook_z) or d_model."""
         kind = self.resolve(site).name.split(".", 2)[2]
-        return self.d_mlp if kind.startswith("mlp.hook") else self.d_model
+        if kind.startswith("mlp.hook"):
+            return self.d_mlp
+        if kind == "attn.hook_z":
+            return self.n_heads * self.d_head
+        return self.d_model
 
     # ---- weights ---------------------------------------------------------
     def _linear(self, mod: nn.Module) -> torch.Tensor:

@@ -139,7 +139,6 @@ class FusedSite:
             y = _where(state.mask(rule, y.shape[1], y.device), new, y)
         return y.view_as(x) if heads else y
 
-
     def _on_gpu(self, y: torch.Tensor) -> torch.Tensor:
         """Projections in torch, then one Triton kernel for scale → gate → clamp → add."""
         tail: dict = {}
@@ -268,7 +267,7 @@ def edit(model: Model, edits: Sequence, *, fused: bool = True, compile: bool = F
             regs.append(lambda m=module, es=mine: m.register_forward_hook(_lowrank_hook(es, m)))
             continue
         point = model.adapter.resolve(site)
-        width = model.adapter.site_width(site) if point.heads is None else model.adapter.n_heads * model.adapter.d_head
+        width = model.adapter.site_width(site)
         if fused:
             fn = FusedSite.build(mine, width)
             run = torch.compile(fn.__call__, dynamic=True) if compile else fn.__call__
@@ -292,6 +291,8 @@ def generate(model: Model, prompts: str | Sequence[str], edits: Sequence = (), *
     """
     tok = model.tokenizer
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise EditError("generate needs one prompt string or a non-empty list of prompt strings")
     old = tok.padding_side
     tok.padding_side = "left"
     try:

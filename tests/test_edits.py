@@ -26,7 +26,7 @@ def random_edits(model, seed: int, n: int = 10) -> list:
     for i in range(n):
         site = sites[i % len(sites)]
         point = a.resolve(site)
-        w = a.n_heads * a.d_head if point.heads else a.site_width(site)
+        w = a.site_width(site)
         kind = KINDS[int(torch.randint(len(KINDS), (1,), generator=g))]
         rule = ("all", "prompt", "generated")[int(torch.randint(3, (1,), generator=g))]
         idx = torch.randperm(w, generator=g)[:5]
@@ -73,7 +73,7 @@ def test_fused_equals_reference_on_every_family(family):
         for site in {e.site for e in edits}:
             mine = [e for e in edits if e.site == site]
             point = model.adapter.resolve(site)
-            w = model.adapter.n_heads * model.adapter.d_head if point.heads else model.adapter.site_width(site)
+            w = model.adapter.site_width(site)
             x = torch.randn(3, batch.input_ids.shape[1], w) * 2
             if point.heads:
                 x = x.unflatten(-1, (point.heads, -1))
@@ -220,6 +220,9 @@ def test_bad_edits_raise_typed_errors(smollm2):
     with pytest.raises(interp.SiteError):
         with interp.edit(smollm2, [interp.Add("blocks.99.hook_resid_post", torch.zeros(576))]):
             pass
+    for bad in ([], [3]):
+        with pytest.raises(interp.EditError, match="prompt"):
+            interp.generate(smollm2, bad)
     assert all(not m._forward_hooks for m in smollm2.hf.model.layers)
 
 

@@ -235,6 +235,8 @@ def test_tiny_sites_match_reference(family: str, batch: interp.Batch) -> None:
     assert list(got) == sites
     for s in sites:
         assert_same(got[s], ref[s], f"{family} {s}")
+        width = got[s].shape[-2] * got[s].shape[-1] if got[s].dim() == 4 else got[s].shape[-1]
+        assert model.adapter.site_width(s) == width, s
     # The whole stream: no NaN from fully padded rows sneaking in.
     assert all(torch.isfinite(t).all() for t in got.values())
 
