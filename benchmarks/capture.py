@@ -44,11 +44,13 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 
 import interp  # noqa: E402
 import interp.corpora  # noqa: E402
 from benchmarks.results import RESULTS, write_section  # noqa: E402
 from interp.cache import cache_dir  # noqa: E402
+from shared import Contention  # noqa: E402  (benchmarks/peers/shared.py: also used by the peer scripts)
 
 MODEL = "smollm2-135m"
 BATCH, SEQ = 8, 128
@@ -133,29 +135,6 @@ def make_jobs(m32, m16, batch, *, peers: bool):
     return sites, jobs, tl_check
 
 
-class Foreign:
-    """CPU time other processes used while we ran, as a fraction of all cores (from /proc/stat)."""
-
-    def __init__(self, children: bool = False) -> None:
-        self.children = children
-        self.start = self._sample()
-
-    def _sample(self):
-        try:
-            f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-            busy = (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-        except (OSError, ValueError):
-            busy = float("nan")
-        t = os.times()
-        own = t.children_user + t.children_system if self.children else t.user + t.system
-        return busy, own, time.perf_counter()
-
-    def fraction(self) -> float:
-        b0, o0, w0 = self.start
-        b1, o1, w1 = self._sample()
-        return max(0.0, ((b1 - b0) - (o1 - o0)) / ((w1 - w0) * (os.cpu_count() or 1)))
-
-
 def measure(jobs: dict, *, warmup: int, reps: int) -> tuple[dict[str, list[float]], list[float]]:
     """Interleaved: every repetition runs every job once, in a rotating order.
 
@@ -169,7 +148,7 @@ def measure(jobs: dict, *, warmup: int, reps: int) -> tuple[dict[str, list[float
     foreign = []
     for r in range(reps):
         order = keys[r % len(keys):] + keys[: r % len(keys)]
-        probe = Foreign()
+        probe = Contention()
         for k in order:
             t = time.perf_counter()
             jobs[k][1]()
@@ -297,7 +276,7 @@ def main(argv=None) -> int:
     nn, nn_foreign = None, None
     if peers:
         print("nnsight peer (.venv-nnsight) …", flush=True)
-        probe = Foreign(children=True)
+        probe = Contention(children=True)
         nn = run_nnsight(batch, warmup=warmup, reps=reps, threads=args.threads)
         nn_foreign = probe.fraction()
         if "skipped" not in nn:

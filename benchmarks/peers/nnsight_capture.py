@@ -22,36 +22,9 @@ import time
 import warnings
 from pathlib import Path
 
+from shared import load_model  # noqa: E402  (benchmarks/peers/shared.py)
+
 warnings.filterwarnings("ignore")
-
-
-def load_model(folder: Path):
-    """LlamaForCausalLM from interp's cached safetensors folder (written by transformers 5.x)."""
-    import torch
-    from safetensors.torch import load_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    raw = json.loads((folder / "config.json").read_text())
-    if raw.get("model_type") != "llama":
-        raise SystemExit(f"nnsight peer: expected a llama config in {folder}, got {raw.get('model_type')!r}")
-    # transformers 5 writes rope_parameters; 4.x reads rope_theta / rope_scaling.
-    rope = raw.pop("rope_parameters", None) or {}
-    if "rope_theta" in rope:
-        raw["rope_theta"] = rope["rope_theta"]
-    if rope.get("rope_type", "default") != "default":
-        raw["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
-    raw.pop("dtype", None)
-    raw.pop("transformers_version", None)
-    config = LlamaConfig(**raw)
-    model = LlamaForCausalLM(config)
-    state = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise SystemExit(f"nnsight peer: weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    if config.tie_word_embeddings:
-        model.tie_weights()
-    return model.float().eval()
 
 
 def main() -> None:
