@@ -6,6 +6,7 @@ place, so an interrupted run never leaves a half-written file or folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -65,14 +66,29 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def source_identity(source: Path) -> dict:
+    """What identifies a source file's content cheaply: name, size, sha256 of its first and last MiB.
+
+    Not its path or mtime: two virtual environments installing the same package
+    must share one cache entry instead of rebuilding it in turn.
+    """
+    size = source.stat().st_size
+    h = hashlib.sha256()
+    with source.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return {"name": source.name, "size": size, "head_tail_sha256": h.hexdigest()}
+
+
 def cached_folder(key: str, source: Path, build: Callable[[Path], None]) -> Path:
     """Return `cache/models/<key>`, building it with `build(tmp_dir)` if absent or stale.
 
-    Staleness is judged by the source file's size and modification time,
+    Staleness is judged by the source file's identity (`source_identity`),
     recorded in `source.json` inside the folder.
     """
     folder = cache_dir() / "models" / key
-    stamp = {"source": str(source), "size": source.stat().st_size, "mtime": int(source.stat().st_mtime)}
+    stamp = source_identity(source)
     marker = folder / "source.json"
     if marker.exists():
         try:
