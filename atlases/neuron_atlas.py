@@ -5,7 +5,8 @@ Layout (DESIGN.md, "Atlases"):
   parameters, library versions, creation time, and sha256 checksums of
   every other file;
 - `tensors.safetensors`: per-unit tensors, keyed `"{site}/{name}"`;
-- `documents.jsonl` (optional): the corpus documents that exemplars point to.
+- `documents.jsonl` (optional): the corpus documents that exemplars point to;
+- `vocab.json` (optional): each token id's decoded string, for token queries.
 
 Never pickled. Saving writes a temporary folder and renames it into place;
 loading verifies checksums and, when asked, the model id, and says plainly
@@ -58,6 +59,7 @@ class Atlas:
     params: dict[str, Any] = field(default_factory=dict)
     revision: str | None = None
     documents: list[dict] | None = None  # {"index", "text", "group", "id"} of referenced docs
+    vocab: list[str] | None = None  # decoded token strings by id (lm-head atlases)
     meta: dict[str, Any] = field(default_factory=dict)  # filled on load: versions, created, checksums
 
     def get(self, site: str, name: str) -> torch.Tensor:
@@ -72,6 +74,18 @@ class Atlas:
             if d["index"] == index:
                 return d
         raise AtlasError(f"document {index} is not stored in this atlas")
+
+    def tokens_for(self, layer: int, neuron: int, *, direction: str = "write", k: int | None = None) -> list:
+        """A neuron's top tokens (lm-head atlases): [TokenHit(token, token_id, prob, logit)]."""
+        from .lm_head import tokens_for
+
+        return tokens_for(self, layer, neuron, direction=direction, k=k)
+
+    def neurons_for(self, token: str, *, k: int = 20, direction: str = "write") -> list:
+        """The k neurons giving `token` the highest probability (lm-head atlases): [NeuronHit]."""
+        from .lm_head import neurons_for
+
+        return neurons_for(self, token, k=k, direction=direction)
 
     def save(self, folder: str | Path, extra_files: dict[str, str] | None = None) -> Path:
         """Write the atlas folder atomically (replacing an older atlas there).
@@ -100,6 +114,9 @@ class Atlas:
                 for d in self.documents:
                     f.write(json.dumps(d, ensure_ascii=False) + "\n")
             files.append("documents.jsonl")
+        if self.vocab is not None:
+            (tmp / "vocab.json").write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+            files.append("vocab.json")
         header = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -142,6 +159,9 @@ def load_atlas(folder: str | Path, *, model: str | None = None) -> Atlas:
     documents = None
     if (folder / "documents.jsonl").is_file():
         documents = [json.loads(line) for line in (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    vocab = None
+    if (folder / "vocab.json").is_file():
+        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
     return Atlas(
         model=made_for,
         revision=header["model"].get("revision"),
@@ -150,5 +170,6 @@ def load_atlas(folder: str | Path, *, model: str | None = None) -> Atlas:
         params=header.get("params", {}),
         tensors=load_file(str(folder / "tensors.safetensors")),
         documents=documents,
+        vocab=vocab,
         meta={k: header[k] for k in ("library", "created", "checksums", "format_version") if k in header},
     )

@@ -45,7 +45,25 @@ def _cmd_sites(args) -> int:
     return 0
 
 
+PROBES = ("stats", "lm-head")
+
+
 def _cmd_analyze(args) -> int:
+    import interp
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "atlas.json").exists())):
+        raise interp.InterpError(f"{out} exists and is not an atlas folder; choose another --out")
+    if args.probe not in PROBES:
+        raise interp.InterpError(f"unknown probe {args.probe!r}; available: {', '.join(PROBES)}")
+    if args.probe == "lm-head":
+        return _analyze_lm_head(args, out)
+    if args.corpus is None:
+        raise interp.InterpError("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
+    return _analyze_stats(args, out)
+
+
+def _analyze_stats(args, out: Path) -> int:
     import interp
     from atlases import Atlas
     from atlases.report import render_report
@@ -53,15 +71,11 @@ def _cmd_analyze(args) -> int:
     from interp.exemplars import token_context
     from probes.stats import activation_statistics
 
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "atlas.json").exists())):
-        raise interp.InterpError(f"{out} exists and is not an atlas folder; choose another --out")
-    if args.probe != "stats":
-        raise interp.InterpError(f"unknown probe {args.probe!r}; available: stats")
     corpus = load_corpus(args.corpus, **({"limit": args.limit} if args.limit else {}))
     model = interp.load_model(args.model, dtype=args.dtype)
     sites = model.adapter.expand(args.sites, args.layers)
-    result = activation_statistics(model, corpus, sites, top_k=args.top_k, batch_size=args.batch_size,
+    top_k = args.top_k if args.top_k is not None else 16
+    result = activation_statistics(model, corpus, sites, top_k=top_k, batch_size=args.batch_size,
                                    max_length=args.max_length, progress=not args.quiet)
     atlas = Atlas(model=model.name, revision=model.revision, sites=result.sites, method="activation-statistics",
                   tensors=result.tensors, params={**result.params, "corpus": args.corpus}, documents=result.documents)
@@ -70,6 +84,73 @@ def _cmd_analyze(args) -> int:
     atlas.save(out, extra_files={"report.html": render_report(atlas, ctx)})
     print(f"wrote {out}/atlas.json, tensors.safetensors and report.html "
           f"({len(result.sites)} sites, {result.params['n_tokens']} tokens)")
+    return 0
+
+
+def _lm_head_options(args):
+    from probes.lm_head import LMHeadOptions
+
+    directions = tuple(d.strip() for d in args.directions.split(",") if d.strip())
+    return LMHeadOptions(directions=directions, final_norm=not args.no_final_norm, unit=args.unit,
+                         k=args.top_k if args.top_k is not None else 10, index_k=args.index_k)
+
+
+def _analyze_lm_head(args, out: Path) -> int:
+    import interp
+    from atlases import decoded_vocab, lm_head_atlas
+    from atlases.lm_head_report import render_lm_head_report
+    from probes.lm_head import lm_head_map
+
+    if args.corpus is not None:
+        raise _error("--probe lm-head reads weights only; drop --corpus")
+    opts = _lm_head_options(args)  # bad options fail before the model loads
+    model = interp.load_model(args.model, dtype="float32")
+    lm_map = lm_head_map(model, model.adapter.parse_layers(args.layers) if args.layers else None, opts, progress=not args.quiet)
+    atlas = lm_head_atlas(lm_map, model=model.name, revision=model.revision,
+                          vocab=decoded_vocab(model.tokenizer, lm_map.vocab))
+    atlas.save(out, extra_files={"report.html": render_lm_head_report(atlas)})
+    print(f"wrote {out}/atlas.json, tensors.safetensors, vocab.json and report.html "
+          f"({len(lm_map.layers)} layers × {lm_map.d_mlp} neurons, directions {', '.join(opts.directions)})")
+    return 0
+
+
+# ---------------------------------------------------------------- interp atlas
+def _parse_neuron(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*L?(\d+)\s*:\s*(\d+)\s*", text)
+    if m is None:
+        raise _error(f"bad --neuron {text!r}: use LAYER:NEURON, e.g. 12:345")
+    return int(m[1]), int(m[2])
+
+
+def _cmd_atlas(args) -> int:
+    from atlases import compare, load_atlas
+
+    if args.atlas_command == "compare":
+        a, b = load_atlas(args.a), load_atlas(args.b)
+        agreement = compare(a, b, direction=args.direction)
+        print(f"# {a.model} vs {b.model}, direction {args.direction}: {agreement.percent:.1f}% of neurons keep "
+              f"their top token ({len(agreement.moved)} moved)")
+        for layer, share in agreement.per_layer.items():
+            print(f"layer {layer}\t{100 * share:.1f}%")
+        for layer, n, ta, tb in agreement.moved[: args.show]:
+            print(f"moved L{layer}:{n}\t{ta!r} -> {tb!r}")
+        return 0
+    atlas = load_atlas(args.folder)
+    if (args.token is None) == (args.neuron is None):
+        raise _error("give exactly one of --token TEXT or --neuron LAYER:NEURON")
+    if args.token is not None:
+        hits = atlas.neurons_for(args.token, k=args.k, direction=args.direction)
+        print(f"# neurons of {atlas.model} that mean {args.token!r} ({args.direction} direction), best first")
+        print("layer\tneuron\tp(token)\trank\ttop tokens")
+        for h in hits:
+            top = " ".join(repr(t.token) for t in atlas.tokens_for(h.layer, h.neuron, direction=args.direction, k=5))
+            print(f"{h.layer}\t{h.neuron}\t{h.prob:.4g}\t{h.rank}\t{top}")
+        return 0
+    layer, neuron = _parse_neuron(args.neuron)
+    print(f"# {atlas.model} L{layer}:{neuron} ({args.direction} direction)")
+    print("token\tp\tlogit")
+    for t in atlas.tokens_for(layer, neuron, direction=args.direction, k=args.k):
+        print(f"{t.token!r}\t{t.prob:.4g}\t{t.logit:.3f}")
     return 0
 
 
@@ -168,25 +249,19 @@ def _read_prompts(path: str, what: str) -> list[str]:
     return lines
 
 
-def _site_width(model, site: str) -> int:
-    """Width of a site's edited tensor (n_heads·d_head for attn.hook_z), after checking the name."""
-    point = model.adapter.resolve(site)
-    return model.adapter.n_heads * model.adapter.d_head if point.heads else model.adapter.site_width(site)
-
-
 def _steer_edits(args, model) -> tuple[list, list[str]]:
     """The edits the options ask for, checked against the model, and one description line per edit."""
     import interp
 
     edits, notes = [], []
     for site, neuron, value in args._clamps:
-        width = _site_width(model, site)
+        width = model.adapter.site_width(site)
         if neuron >= width:
             raise _error(f"--clamp {site}:{neuron}: neuron out of range; {site} has neurons 0..{width - 1}")
         edits.append(interp.Clamp(site, [neuron], value, args.positions))
         notes.append(f"clamp {site}[{neuron}] = {value:g}")
     for (site, path, scale), vec in zip(args._adds, args._vectors):
-        width = _site_width(model, site)
+        width = model.adapter.site_width(site)
         if vec.numel() != width:
             raise _error(f"--add {site}:{path}: the vector has {vec.numel()} entries but {site} has width {width}")
         edits.append(interp.Add(site, vec, scale, args.positions))
@@ -206,10 +281,35 @@ def _steer_edits(args, model) -> tuple[list, list[str]]:
         loaded = load_recipe(args.recipe, model)
         for e in loaded:  # fail before generating, with the site named
             if e.kind != "lowrank":
-                _site_width(model, e.site)
+                model.adapter.site_width(e.site)
         edits += loaded
         notes.append(f"recipe {Path(args.recipe).name}: {len(loaded)} edit(s)")
     return edits, notes
+
+
+def _concept_clamp(args, model, notes: list[str]):
+    """--concept: find the neuron whose write direction most means the token, sweep clamp values, pick one."""
+    from atlases import decoded_vocab, lm_head_atlas, load_atlas
+    from probes.lm_head import LMHeadOptions, lm_head_map
+    from steering.clamps import DEFAULT_SWEEP, clamp_sweep, concept_clamp, pick_value, single_token_ids
+
+    single_token_ids(model.tokenizer, args.concept)  # one clear error before any heavy work
+    if args.atlas:
+        atlas = load_atlas(args.atlas, model=model.name)
+    else:
+        print(f"# decoding {model.adapter.n_layers} × {model.adapter.d_mlp} write directions to find "
+              f"{args.concept!r} (pass --atlas DIR from `interp analyze --probe lm-head` to skip this)")
+        lm_map = lm_head_map(model, None, LMHeadOptions(directions=("write",), index_k=4), progress=True)
+        atlas = lm_head_atlas(lm_map, model=model.name, revision=model.revision,
+                              vocab=decoded_vocab(model.tokenizer, lm_map.vocab))
+    hit = atlas.neurons_for(args.concept, k=1, direction="write")[0]
+    values = args._sweep or list(DEFAULT_SWEEP)
+    sweep = clamp_sweep(model, args.concept, hit.layer, hit.neuron, values)
+    print(f"# concept neuron: {hit.site}[{hit.neuron}], p({args.concept!r}) = {hit.prob:.3g} from its write direction")
+    print(textwrap.indent(sweep.table(), "# "))
+    value = args.clamp_value if args.clamp_value is not None else pick_value(sweep)
+    notes.append(f"clamp {hit.site}[{hit.neuron}] = {value:g} (the {args.concept!r} neuron)")
+    return concept_clamp(hit.layer, hit.neuron, value, positions=args.positions)
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -251,11 +351,18 @@ def _cmd_steer(args) -> int:
     if args.recipe and not Path(args.recipe).is_file():
         raise _error(f"recipe {args.recipe} does not exist" if not Path(args.recipe).exists()
                      else f"recipe {args.recipe} is not a file")
-    if not (args._clamps or args._adds or args.contrast or args.recipe):
-        raise _error("no edits given: use --clamp, --add, --contrast or --recipe")
+    if args.concept is None and (args.atlas or args.clamp_value is not None or args.sweep):
+        raise _error("--atlas, --clamp-value and --sweep go with --concept TOKEN")
+    args._sweep = [_float(v, "--sweep") for v in (args.sweep or "").split(",") if v.strip()]
+    if args.atlas and not (Path(args.atlas) / "atlas.json").is_file():
+        raise _error(f"--atlas {args.atlas} is not an atlas folder (no atlas.json)")
+    if not (args._clamps or args._adds or args.contrast or args.recipe or args.concept):
+        raise _error("no edits given: use --clamp, --add, --contrast, --recipe or --concept")
 
     model = interp.load_model(args.model)
     edits, notes = _steer_edits(args, model)
+    if args.concept is not None:
+        edits.append(_concept_clamp(args, model, notes))
     gen = dict(max_new_tokens=args.max_new_tokens)
     steered = interp.generate(model, prompts, edits, **gen)  # first: a bad recipe edit fails before any output
     plain = interp.generate(model, prompts, [], **gen) if args.compare else None
@@ -286,19 +393,50 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stream a corpus through a model and write an atlas folder "
                                    "(atlas.json, tensors.safetensors, report.html).")
     a.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
-    a.add_argument("--corpus", required=True,
-                   help="'demo', 'bible:en,fr[:N]', or a .txt (blank-line separated) / .jsonl file")
+    a.add_argument("--corpus", default=None,
+                   help="'demo', 'bible:en,fr[:N]', or a .txt (blank-line separated) / .jsonl file "
+                        "(needed by --probe stats)")
     a.add_argument("--out", required=True, help="atlas folder to write (replaced atomically)")
-    a.add_argument("--probe", default="stats", help="analysis to run (default: stats)")
+    a.add_argument("--probe", default="stats", choices=PROBES,
+                   help="stats: activation statistics over a corpus; lm-head: decode every MLP neuron "
+                        "through the unembedding (weights only, no corpus)")
     a.add_argument("--sites", default="mlp.hook_post", help="comma list of site names or per-layer names")
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
                    help="compute dtype (bf16 statistics agree with fp32 to <0.5%%)")
     a.add_argument("--batch-size", type=int, default=8)
     a.add_argument("--max-length", type=int, default=256, help="tokens per document (truncated)")
-    a.add_argument("--top-k", type=int, default=16, help="exemplars kept per unit")
+    a.add_argument("--top-k", type=int, default=None,
+                   help="exemplars kept per unit (stats, default 16) / top tokens per neuron (lm-head, default 10)")
     a.add_argument("--limit", type=int, default=None, help="use only the first N documents")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    lm = a.add_argument_group("lm-head options")
+    lm.add_argument("--directions", default="write,up",
+                    help="neuron directions to decode: write (down_proj column), up, gate (read rows); "
+                         "default write,up")
+    lm.add_argument("--no-final-norm", action="store_true",
+                    help="do not multiply by the final norm's weight before the unembedding")
+    lm.add_argument("--unit", action="store_true", help="unit-normalise each direction first")
+    lm.add_argument("--index-k", type=int, default=32,
+                    help="neurons kept per token for concept search (default 32; 0: none)")
+
+    at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
+    atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=_Parser)
+    q = atsub.add_parser("query", help="neurons for a token, or tokens for a neuron (lm-head atlases)",
+                         description="Which neurons mean a token (--token ' dog'), or what a neuron means "
+                                     "(--neuron 12:345).")
+    q.add_argument("folder", help="an lm-head atlas folder (interp analyze --probe lm-head)")
+    q.add_argument("--token", help="a single token, with its leading space if it has one, e.g. ' dog'")
+    q.add_argument("--neuron", metavar="LAYER:NEURON", help="e.g. 12:345")
+    q.add_argument("--direction", default="write", help="write, up or gate (default write)")
+    q.add_argument("--k", type=int, default=20, help="how many neurons / tokens to list (default 20)")
+    c = atsub.add_parser("compare", help="share of neurons keeping their top token between two lm-head atlases",
+                         description="The share of neurons whose top token agrees between two models' "
+                                     "lm-head atlases (same vocabulary).")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("--direction", default="up", help="write, up or gate (default up, as in the paper)")
+    c.add_argument("--show", type=int, default=20, help="moved neurons to list (default 20)")
 
     st = sub.add_parser(
         "steer", help="generate with edits applied (clamps, added vectors, ActAdd, recipes)",
@@ -309,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  interp steer --prompt 'My day' --add blocks.8.hook_resid_post:vec.safetensors*4\n"
                "  interp steer --prompt 'The movie was' --contrast love.txt hate.txt "
                "--site blocks.10.hook_resid_pre --scale 6 --compare\n"
-               "  interp steer --prompt 'Hello' --recipe edits.safetensors",
+               "  interp steer --prompt 'Hello' --recipe edits.safetensors\n"
+               "  interp steer --prompt 'My favourite animal is' --concept ' dog' --compare",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
     st.add_argument("--prompt", action="append", required=True, metavar="TEXT",
@@ -326,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--site", help="site for --contrast, e.g. blocks.10.hook_resid_pre")
     st.add_argument("--scale", type=float, help="scale for --contrast (e.g. 4-8 for mid-layer residual sites)")
     st.add_argument("--recipe", metavar="FILE", help="an edit recipe (.safetensors) written by interp.recipes")
+    st.add_argument("--concept", metavar="TOKEN",
+                    help="clamp the neuron whose write direction most means TOKEN (e.g. ' dog'), after a sweep "
+                         "of clamp values measuring P(TOKEN) on neutral prompts")
+    st.add_argument("--atlas", metavar="DIR", help="lm-head atlas for --concept (else the map is computed)")
+    st.add_argument("--clamp-value", type=float, help="value for --concept (default: picked from the sweep)")
+    st.add_argument("--sweep", metavar="V,V,...", help="clamp values to try for --concept")
     st.add_argument("--compare", action="store_true", help="also generate without edits; print both side by side")
     st.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
     st.add_argument("--positions", default="all", choices=["all", "prompt", "generated"],
@@ -333,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"models": _cmd_models, "sites": _cmd_sites, "analyze": _cmd_analyze, "steer": _cmd_steer}
+COMMANDS = {"models": _cmd_models, "sites": _cmd_sites, "analyze": _cmd_analyze, "atlas": _cmd_atlas,
+            "steer": _cmd_steer}
 
 
 def main(argv: list[str] | None = None) -> int:

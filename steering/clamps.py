@@ -1,0 +1,120 @@
+"""Neuron clamps (Davies 2025, METHODS.md §B step 5): fix one neuron's value and watch a concept.
+
+A concept neuron (found by LM-head decoding: `atlas.neurons_for(" dog")`) is
+clamped to a value c at every position of `blocks.L.mlp.hook_post` (the input
+of down_proj, so the neuron writes c · its write direction into the residual
+stream). The writer returns `interp.Clamp` edits; `clamp_sweep` measures
+P(concept) as the next token after neutral prompts over a sweep of values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+import interp
+from interp.edits import POSITIONS, EditError
+
+NEUTRAL_PROMPTS: tuple[str, ...] = (
+    "I would like to tell you about the",
+    "Yesterday I saw a",
+    "My favourite thing in the world is the",
+    "The picture showed a",
+    "She pointed at the",
+    "Here is a short story about a",
+    "He bought a new",
+    "Everyone was talking about the",
+)
+DEFAULT_SWEEP: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0)
+
+
+def neuron_site(layer: int) -> str:
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def concept_clamp(layer: int, neuron: int, value: float, *, positions: str = "all") -> interp.Clamp:
+    """The edit: neuron `neuron` of layer `layer` held at `value` (positions: all / prompt / generated)."""
+    if positions not in POSITIONS:
+        raise EditError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+    return interp.Clamp(neuron_site(layer), [int(neuron)], [float(value)], positions)
+
+
+def single_token_ids(tokenizer, token: str) -> list[int]:
+    """The id of `token` (e.g. " dog") if it is one token; a clear error otherwise."""
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise EditError(f"{token!r} is {len(ids)} tokens for this tokenizer ({ids}); a concept must be one token")
+    return ids
+
+
+@torch.inference_mode()
+def next_token_probability(model: interp.Model, prompts: Sequence[str], token_ids: Sequence[int],
+                           edits: Sequence = ()) -> torch.Tensor:
+    """P(next token ∈ token_ids) after each prompt, under `edits`: [n_prompts] float32."""
+    tok = model.tokenizer
+    old = tok.padding_side
+    tok.padding_side = "left"  # the last position is every prompt's next-token position
+    try:
+        enc = tok(list(prompts), return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = old
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    with interp.edit(model, edits):
+        logits = model.hf(**enc, use_cache=False).logits[:, -1].float()
+    return logits.softmax(-1)[:, list(token_ids)].sum(-1).cpu()
+
+
+@dataclass
+class ClampSweep:
+    """P(concept) on neutral prompts with one neuron clamped to each value.
+
+    probs: [n_values, n_prompts]; baseline: [n_prompts] (no edit).
+    """
+
+    token: str
+    layer: int
+    neuron: int
+    values: list[float]
+    probs: torch.Tensor
+    baseline: torch.Tensor
+    prompts: list[str] = field(default_factory=list)
+
+    def mean(self) -> torch.Tensor:
+        """Mean P(concept) per value: [n_values]."""
+        return self.probs.mean(1)
+
+    def gain(self) -> torch.Tensor:
+        """Mean P(concept) per value over the unedited mean: [n_values]."""
+        return self.mean() / self.baseline.mean().clamp_min(1e-12)
+
+    def table(self) -> str:
+        lines = [f"{self.token!r}: layer {self.layer} neuron {self.neuron}; baseline P = {self.baseline.mean():.3g}",
+                 f"{'value':>8} {'P(concept)':>11} {'× baseline':>11}"]
+        for v, p, g in zip(self.values, self.mean().tolist(), self.gain().tolist()):
+            lines.append(f"{v:8.3g} {p:11.3g} {g:11.3g}")
+        return "\n".join(lines)
+
+
+def clamp_sweep(model: interp.Model, token: str, layer: int, neuron: int, values: Sequence[float],
+                prompts: Sequence[str] = NEUTRAL_PROMPTS) -> ClampSweep:
+    """Clamp (layer, neuron) to each value in turn; P(token) as the next token after each prompt."""
+    ids = single_token_ids(model.tokenizer, token)
+    prompts = list(prompts)
+    if not prompts or not values:
+        raise EditError("clamp sweep needs at least one prompt and one value")
+    base = next_token_probability(model, prompts, ids)
+    probs = torch.stack([next_token_probability(model, prompts, ids, [concept_clamp(layer, neuron, v)])
+                         for v in values])
+    return ClampSweep(token, layer, neuron, [float(v) for v in values], probs, base, prompts)
+
+
+def pick_value(sweep: ClampSweep) -> float:
+    """The swept value of least magnitude that reaches half of the best P(concept) gain: strong, not extreme."""
+    gain = sweep.gain()
+    best = float(gain.max())
+    for v, g in sorted(zip(sweep.values, gain.tolist()), key=lambda vg: abs(vg[0])):
+        if g >= 0.5 * best:
+            return v
+    return sweep.values[int(gain.argmax())]
