@@ -288,28 +288,35 @@ def _steer_edits(args, model) -> tuple[list, list[str]]:
 
 
 def _concept_clamp(args, model, notes: list[str]):
-    """--concept: find the neuron whose write direction most means the token, sweep clamp values, pick one."""
-    from atlases import decoded_vocab, lm_head_atlas, load_atlas
-    from probes.lm_head import LMHeadOptions, lm_head_map
+    """--concept: the neuron whose write direction gives TOKEN the highest probability; sweep values; pick one."""
+    import torch
+
+    from atlases import load_atlas
+    from atlases.lm_head import site_of
+    from probes.lm_head import LMHeadOptions, concept_neurons, lm_head_map
     from steering.clamps import DEFAULT_SWEEP, clamp_sweep, concept_clamp, pick_value, single_token_ids
 
-    single_token_ids(model.tokenizer, args.concept)  # one clear error before any heavy work
+    ids = single_token_ids(model.tokenizer, args.concept)  # one clear error before any heavy work
     if args.atlas:
         atlas = load_atlas(args.atlas, model=model.name)
+        if atlas.method != "lm-head" or "write" not in atlas.params.get("directions", []):
+            raise _error(f"--atlas {args.atlas} is not an lm-head atlas with the write direction")
+        p = atlas.params
+        layers, lse = list(p["layers"]), torch.stack([atlas.get(site_of(l), "write.lse") for l in p["layers"]])
+        final_norm, unit = p["final_norm"], p["unit"]
     else:
         print(f"# decoding {model.adapter.n_layers} × {model.adapter.d_mlp} write directions to find "
               f"{args.concept!r} (pass --atlas DIR from `interp analyze --probe lm-head` to skip this)")
-        lm_map = lm_head_map(model, None, LMHeadOptions(directions=("write",), index_k=4), progress=True)
-        atlas = lm_head_atlas(lm_map, model=model.name, revision=model.revision,
-                              vocab=decoded_vocab(model.tokenizer, lm_map.vocab))
-    hit = atlas.neurons_for(args.concept, k=1, direction="write")[0]
+        lm_map = lm_head_map(model, None, LMHeadOptions(directions=("write",)), progress=True)
+        layers, lse, final_norm, unit = lm_map.layers, lm_map.get("write", "lse"), True, False
+    layer, neuron, prob = concept_neurons(model, ids, lse, layers, final_norm=final_norm, unit=unit, k=1)[0]
     values = args._sweep or list(DEFAULT_SWEEP)
-    sweep = clamp_sweep(model, args.concept, hit.layer, hit.neuron, values)
-    print(f"# concept neuron: {hit.site}[{hit.neuron}], p({args.concept!r}) = {hit.prob:.3g} from its write direction")
+    sweep = clamp_sweep(model, args.concept, layer, neuron, values)
+    print(f"# concept neuron: {site_of(layer)}[{neuron}], p({args.concept!r}) = {prob:.3g} from its write direction")
     print(textwrap.indent(sweep.table(), "# "))
     value = args.clamp_value if args.clamp_value is not None else pick_value(sweep)
-    notes.append(f"clamp {hit.site}[{hit.neuron}] = {value:g} (the {args.concept!r} neuron)")
-    return concept_clamp(hit.layer, hit.neuron, value, positions=args.positions)
+    notes.append(f"clamp {site_of(layer)}[{neuron}] = {value:g} (the {args.concept!r} neuron)")
+    return concept_clamp(layer, neuron, value, positions=args.positions)
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -417,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--no-final-norm", action="store_true",
                     help="do not multiply by the final norm's weight before the unembedding")
     lm.add_argument("--unit", action="store_true", help="unit-normalise each direction first")
-    lm.add_argument("--index-k", type=int, default=32,
-                    help="neurons kept per token for concept search (default 32; 0: none)")
+    lm.add_argument("--index-k", type=int, default=0,
+                    help="keep, per token, the N neurons giving it the highest probability, for exact "
+                         "`atlas query --token` over all neurons (costs about one more map; default 0: queries "
+                         "use each neuron's top-k list)")
 
     at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
     atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=_Parser)

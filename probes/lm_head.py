@@ -12,6 +12,11 @@ the top-k tokens with logits and probabilities, and the row's log-sum-exp
 per-token index of the neurons that give that token the highest probability,
 over all layers: the concept search of step 4 ("rank all neurons by p(token)").
 Memory is bounded by the chunk: one [chunk, vocab] fp32 block at a time.
+Per block, one fused pass (torch.compile) gives the log-sum-exp and the maxima
+of 256-token sub-blocks, from which the top-k comes in two small stages: the
+map runs close to the speed of the bare matrix products (benchmarks/lm_head.py).
+Without the index, `concept_neurons` ranks all neurons by p(token) exactly from
+the weights and the stored log-sum-exps.
 
 Options (METHODS.md §B step 2): multiply w by the final norm's weight first
 (`final_norm`), unit-normalise w first (`unit`; changes the ranking across
@@ -39,7 +44,7 @@ class LMHeadOptions:
     final_norm: bool = True  # w ⊙ final-norm weight before W_U
     unit: bool = False  # w / ‖w‖ before W_U (after the norm weight)
     k: int = 10  # top tokens kept per neuron
-    index_k: int = 32  # neurons kept per token in the concept index (0: no index)
+    index_k: int = 0  # neurons kept per token in the concept index (0: none; it costs about one more map)
     chunk: int = 1024  # neurons per matrix product
 
     def __post_init__(self) -> None:
@@ -118,16 +123,80 @@ class _Index:
         return self.neuron.T.contiguous(), self.logp.exp().T.contiguous()
 
 
+BLOCK = 256  # vocabulary block for the two-stage top-k
+
+
+def _row_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over [n, vocab] (vocab a multiple of BLOCK): per-block maxima [n, vocab/BLOCK] and log-sum-exp [n]."""
+    n = logits.shape[0]
+    block_max = logits.view(n, -1, BLOCK).amax(-1)
+    m = block_max.amax(-1, keepdim=True)
+    return block_max, (logits - m).exp().sum(-1).log() + m[:, 0]
+
+
+_compiled_row_stats = None
+
+
+def row_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_row_stats` through torch.compile (one fused pass; eager if compiling is not possible here)."""
+    global _compiled_row_stats
+    if _compiled_row_stats is None:
+        try:
+            fn = torch.compile(_row_stats, dynamic=None)
+            fn(torch.zeros(2, BLOCK, device=logits.device))  # compile now, so a failure falls back here
+            _compiled_row_stats = fn
+        except Exception:  # no C++ compiler / Triton: the eager version computes the same numbers
+            _compiled_row_stats = _row_stats
+    return _compiled_row_stats(logits)
+
+
+def block_topk(logits: torch.Tensor, block_max: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k per row of [n, vocab] in two stages: the k blocks with the largest maxima hold every top-k entry.
+
+    (If a block outside them held a top-k entry e, k other blocks would each hold an
+    entry ≥ their max ≥ e's block max ≥ e: k entries above e, a contradiction.) The
+    final top-k runs over k · BLOCK entries instead of the whole vocabulary.
+    Returns (values [n, k], ids [n, k]), largest first.
+    """
+    n = logits.shape[0]
+    if k >= block_max.shape[1]:  # a small vocabulary: nothing to gain
+        return logits.topk(k, dim=-1)
+    blocks = block_max.topk(k, dim=-1).indices  # [n, k]
+    picked = logits.view(n, -1, BLOCK).gather(1, blocks[:, :, None].expand(n, k, BLOCK)).reshape(n, k * BLOCK)
+    values, j = picked.topk(k, dim=-1)
+    return values, blocks.gather(1, j // BLOCK) * BLOCK + j % BLOCK
+
+
+class _Decoder:
+    """Chunked W @ W_Uᵀ into one reused buffer, padded to whole vocabulary blocks (pad logits = −inf)."""
+
+    def __init__(self, unembed_t: torch.Tensor, chunk: int) -> None:
+        d_model, self.vocab = unembed_t.shape
+        padded = -(-self.vocab // BLOCK) * BLOCK
+        self.unembed_t = torch.zeros(d_model, padded, device=unembed_t.device)
+        self.unembed_t[:, : self.vocab] = unembed_t
+        self.buffer = torch.empty(chunk, padded, device=unembed_t.device)
+
+    def logits(self, w: torch.Tensor) -> torch.Tensor:
+        """[n, d_model] -> [n, padded vocab] (a view of the buffer, valid until the next call)."""
+        out = self.buffer[: w.shape[0]]
+        torch.mm(w, self.unembed_t, out=out)
+        if out.shape[1] > self.vocab:
+            out[:, self.vocab:] = -torch.inf
+        return out
+
+
 @torch.inference_mode()
 def decode_block(w: torch.Tensor, unembed_t: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
-    """Decode directions [n, d_model] through W_Uᵀ [d_model, vocab].
+    """Decode directions [n, d_model] through W_Uᵀ [d_model, vocab] (one block, for checks and small jobs).
 
     Returns (logits [n, vocab], lse [n], top_logits [n, k], top_ids [n, k]).
     """
-    logits = w @ unembed_t
-    lse = torch.logsumexp(logits, dim=-1)
-    top_logits, top_ids = logits.topk(k, dim=-1)
-    return logits, lse, top_logits, top_ids
+    dec = _Decoder(unembed_t, w.shape[0])
+    logits = dec.logits(w)
+    block_max, lse = row_stats(logits)
+    top_logits, top_ids = block_topk(logits, block_max, k)
+    return logits[:, : dec.vocab], lse, top_logits, top_ids
 
 
 @torch.inference_mode()
@@ -142,24 +211,27 @@ def lm_head_map(model: interp.Model, layers: Sequence[int] | None = None, option
     unembed_t = a.unembed().detach().float().T.contiguous()  # [d_model, vocab]
     vocab = unembed_t.shape[1]
     k = min(opts.k, vocab)
+    dec = _Decoder(unembed_t, min(opts.chunk, a.d_mlp))
+    del unembed_t
     norm_weight = a.final_norm_weight().detach() if opts.final_norm else None
     out = LMHeadMap(layers=layers, d_mlp=a.d_mlp, vocab=vocab, options=opts)
-    steps = [(d, l) for d in opts.directions for l in layers]
-    bar = _progress(len(steps) * a.d_mlp, progress)
+    bar = _progress(len(opts.directions) * len(layers) * a.d_mlp, progress)
     for d in opts.directions:
         shape = (len(layers), a.d_mlp)
         top_ids = torch.empty(*shape, k, dtype=torch.int64)
         top_logits = torch.empty(*shape, k)
         lse_all = torch.empty(*shape)
-        index = _Index(vocab, min(opts.index_k, len(layers) * a.d_mlp), unembed_t.device) if opts.index_k else None
+        index = _Index(vocab, min(opts.index_k, len(layers) * a.d_mlp), dec.buffer.device) if opts.index_k else None
         for i, l in enumerate(layers):
             w = prepare(neuron_directions(model, l, d).detach(), norm_weight, opts.unit)
             for s in range(0, a.d_mlp, opts.chunk):
-                logits, lse, tl, ti = decode_block(w[s:s + opts.chunk], unembed_t, k)
+                logits = dec.logits(w[s:s + opts.chunk])
                 n = logits.shape[0]
+                block_max, lse = row_stats(logits)
+                tl, ti = block_topk(logits, block_max, k)
                 top_logits[i, s:s + n], top_ids[i, s:s + n], lse_all[i, s:s + n] = tl.cpu(), ti.cpu(), lse.cpu()
                 if index is not None:
-                    index.update(logits.sub_(lse[:, None]), i * a.d_mlp + s)
+                    index.update(logits[:, :vocab].sub_(lse[:, None]), i * a.d_mlp + s)
                 bar.update(n)
         out.tensors[f"{d}.top_ids"] = top_ids
         out.tensors[f"{d}.top_logits"] = top_logits
@@ -170,6 +242,36 @@ def lm_head_map(model: interp.Model, layers: Sequence[int] | None = None, option
             out.tensors[f"{d}.index_neurons"], out.tensors[f"{d}.index_probs"] = neurons.cpu(), probs.cpu()
     bar.close()
     return out
+
+
+@torch.inference_mode()
+def concept_neurons(model: interp.Model, token_ids: Sequence[int], lse: torch.Tensor, layers: Sequence[int], *,
+                    direction: str = "write", final_norm: bool = True, unit: bool = False,
+                    k: int = 20) -> list[tuple[int, int, float]]:
+    """All neurons of `layers` ranked by p(token) = exp(w · u_token − lse), exactly (METHODS.md §B step 4).
+
+    `lse` [len(layers), d_mlp] is the map's log-sum-exp for `direction` (decoded with
+    the same options), so this is one [d_mlp, d_model] @ [d_model, n_ids] product per
+    layer, not a second pass over the vocabulary. p is summed over `token_ids`.
+    Returns [(layer, neuron, p)], best first.
+    """
+    a = model.adapter
+    if lse.shape != (len(layers), a.d_mlp):
+        raise InterpError(f"lse has shape {tuple(lse.shape)}; expected ({len(layers)}, {a.d_mlp}) for these layers")
+    u = a.unembed().detach().float()[list(token_ids)].T  # [d_model, n_ids]
+    norm_weight = a.final_norm_weight().detach() if final_norm else None
+    probs = torch.cat([(prepare(neuron_directions(model, l, direction).detach(), norm_weight, unit) @ u
+                        - lse[i, :, None].to(u.device)).exp().sum(-1).cpu() for i, l in enumerate(layers)])
+    p, flat = probs.topk(min(k, probs.numel()))
+    return [(layers[f // a.d_mlp], f % a.d_mlp, float(v)) for f, v in zip(flat.tolist(), p.tolist())]
+
+
+def map_concept_neurons(model: interp.Model, lm_map: LMHeadMap, token_ids: Sequence[int], *,
+                        direction: str = "write", k: int = 20) -> list[tuple[int, int, float]]:
+    """`concept_neurons` over a map's layers, with the map's options."""
+    o = lm_map.options
+    return concept_neurons(model, token_ids, lm_map.get(direction, "lse"), lm_map.layers, direction=direction,
+                           final_norm=o.final_norm, unit=o.unit, k=k)
 
 
 def brute_force_top(model: interp.Model, layer: int, neuron: int, direction: str = "write", *,

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import interp
-from atlases import decoded_vocab, lm_head_atlas
-from probes.lm_head import LMHeadOptions, lm_head_map
+from probes.lm_head import LMHeadOptions, lm_head_map, map_concept_neurons
 from steering.clamps import (NEUTRAL_PROMPTS, clamp_sweep, concept_clamp, next_token_probability, pick_value,
                              single_token_ids)
 
@@ -23,29 +22,28 @@ N_RANDOM = 20
 
 
 @pytest.fixture(scope="module")
-def write_atlas(smollm2):
-    m = lm_head_map(smollm2, None, LMHeadOptions(directions=("write",), index_k=4))
-    return lm_head_atlas(m, model=smollm2.name, revision=None, vocab=decoded_vocab(smollm2.tokenizer, m.vocab))
+def write_map(smollm2):
+    return lm_head_map(smollm2, None, LMHeadOptions(directions=("write",)))
 
 
 @pytest.mark.slow
-def test_concept_neuron_clamp_beats_random_neurons(smollm2, write_atlas) -> None:
+def test_concept_neuron_clamp_beats_random_neurons(smollm2, write_map) -> None:
     g = torch.Generator().manual_seed(0)
     rows, wins = [], 0
     for noun in NOUNS:
         ids = single_token_ids(smollm2.tokenizer, noun)
-        hit = write_atlas.neurons_for(noun, k=1)[0]
+        layer, neuron, _ = map_concept_neurons(smollm2, write_map, ids, k=1)[0]
         base = next_token_probability(smollm2, NEUTRAL_PROMPTS, ids).mean()
         concept = next_token_probability(smollm2, NEUTRAL_PROMPTS, ids,
-                                         [concept_clamp(hit.layer, hit.neuron, VALUE)]).mean()
-        others = [n for n in torch.randperm(smollm2.adapter.d_mlp, generator=g).tolist() if n != hit.neuron][:N_RANDOM]
+                                         [concept_clamp(layer, neuron, VALUE)]).mean()
+        others = [n for n in torch.randperm(smollm2.adapter.d_mlp, generator=g).tolist() if n != neuron][:N_RANDOM]
         random_rise = torch.stack([
-            next_token_probability(smollm2, NEUTRAL_PROMPTS, ids, [concept_clamp(hit.layer, n, VALUE)]).mean() - base
+            next_token_probability(smollm2, NEUTRAL_PROMPTS, ids, [concept_clamp(layer, n, VALUE)]).mean() - base
             for n in others])
         rise, median = float(concept - base), float(random_rise.median())
         ok = rise > 0 and rise >= 10 * max(median, 0.0) and concept >= 2 * base
         wins += ok
-        rows.append(f"{noun!r:9} L{hit.layer}:{hit.neuron:<5} P {float(base):.4f} -> {float(concept):.4f} "
+        rows.append(f"{noun!r:9} L{layer}:{neuron:<5} P {float(base):.4f} -> {float(concept):.4f} "
                     f"(rise {rise:+.4f}); random neurons' median rise {median:+.5f}, max {float(random_rise.max()):+.5f}"
                     f"  {'ok' if ok else 'no'}")
     print("\nclamp to", VALUE, "on", len(NEUTRAL_PROMPTS), "neutral prompts\n" + "\n".join(rows))

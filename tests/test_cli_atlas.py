@@ -17,6 +17,7 @@ import pytest
 
 from atlases import load_atlas
 from cli.main import main
+from probes.lm_head import LMHeadOptions, lm_head_map, map_concept_neurons
 
 LAYERS = "28-29"
 
@@ -83,8 +84,10 @@ def test_report_search_in_a_real_browser(lm_atlas, smollm2):
 def test_steer_concept_clamps_the_dog_neuron(lm_atlas, smollm2, capsys):
     out = _run(["steer", "--prompt", "My favourite animal is the", "--concept", " dog", "--atlas", str(lm_atlas),
                 "--max-new-tokens", "12", "--compare"], capsys)
-    hit = load_atlas(lm_atlas).neurons_for(" dog", k=1)[0]
-    assert f"concept neuron: {hit.site}[{hit.neuron}]" in out
+    ids = smollm2.tokenizer.encode(" dog", add_special_tokens=False)
+    m = lm_head_map(smollm2, [28, 29], LMHeadOptions(directions=("write",)))
+    layer, neuron, _ = map_concept_neurons(smollm2, m, ids, k=1)[0]
+    assert f"concept neuron: blocks.{layer}.mlp.hook_post[{neuron}]" in out
     assert re.search(r"× baseline", out)
     assert "the ' dog' neuron" in out
 

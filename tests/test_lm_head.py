@@ -13,7 +13,7 @@ import torch
 
 import interp
 from atlases import compare, decoded_vocab, lm_head_atlas, load_atlas
-from probes.lm_head import LMHeadOptions, lm_head_map
+from probes.lm_head import LMHeadOptions, lm_head_map, map_concept_neurons
 from tiny_models import TINY_FAMILIES, tiny_model
 
 OPTION_GRID = list(itertools.product([True, False], [True, False]))  # (final_norm, unit)
@@ -102,6 +102,9 @@ def test_concept_index_ranks_all_neurons_by_probability(smollm2) -> None:
     p, flat = torch.cat(allp).topk(10)
     hits = atlas.neurons_for(" dog", k=10)
     assert [(h.layer, h.neuron) for h in hits] == [(layers[f // 1536], f % 1536) for f in flat.tolist()]
+    exact = map_concept_neurons(smollm2, m, [token_id], k=10)  # from the weights and the stored lse, no index
+    assert [(l, n) for l, n, _ in exact] == [(h.layer, h.neuron) for h in hits]
+    torch.testing.assert_close(torch.tensor([q for _, _, q in exact]), p, rtol=1e-4, atol=1e-8)
     torch.testing.assert_close(torch.tensor([h.prob for h in hits]), p, rtol=1e-4, atol=1e-8)
     top = atlas.tokens_for(hits[0].layer, hits[0].neuron)
     assert hits[0].rank == next((i for i, t in enumerate(top) if t.token == " dog"), -1)
