@@ -110,11 +110,14 @@ def clamp_sweep(model: interp.Model, token: str, layer: int, neuron: int, values
     return ClampSweep(token, layer, neuron, [float(v) for v in values], probs, base, prompts)
 
 
-def pick_value(sweep: ClampSweep) -> float:
-    """The swept value of least magnitude that reaches half of the best P(concept) gain: strong, not extreme."""
-    gain = sweep.gain()
-    best = float(gain.max())
-    for v, g in sorted(zip(sweep.values, gain.tolist()), key=lambda vg: abs(vg[0])):
-        if g >= 0.5 * best:
+def pick_value(sweep: ClampSweep, target_gain: float = 10.0) -> float:
+    """The swept value of least magnitude that multiplies P(concept) by `target_gain` (else the best one).
+
+    Strong enough to steer, short of the largest values, which tend to make the
+    model repeat the concept word.
+    """
+    gain = sweep.gain().tolist()
+    for v, g in sorted(zip(sweep.values, gain), key=lambda vg: abs(vg[0])):
+        if g >= target_gain:
             return v
-    return sweep.values[int(gain.argmax())]
+    return sweep.values[max(range(len(gain)), key=gain.__getitem__)]
