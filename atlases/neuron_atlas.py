@@ -87,11 +87,13 @@ class Atlas:
 
         return neurons_for(self, token, k=k, direction=direction)
 
-    def save(self, folder: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+    def save(self, folder: str | Path, extra_files: dict[str, str] | None = None,
+             binary_files: dict[str, bytes] | None = None) -> Path:
         """Write the atlas folder atomically (replacing an older atlas there).
 
-        `extra_files` (name -> text, e.g. a rendered report) go in the same
-        folder, written before the rename, so nothing appears half-done.
+        `extra_files` (name -> text, e.g. a rendered report) and `binary_files`
+        (name -> bytes, e.g. plots) go in the same folder, written before the
+        rename, so nothing appears half-done.
         """
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
@@ -101,6 +103,8 @@ class Atlas:
         with atomic_path(folder, directory=True) as tmp:
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text, encoding="utf-8")
+            for name, data in (binary_files or {}).items():
+                (tmp / name).write_bytes(data)
             self.write_into(tmp)
         return folder
 

@@ -45,7 +45,7 @@ def _cmd_sites(args) -> int:
     return 0
 
 
-PROBES = ("stats", "lm-head")
+PROBES = ("stats", "lm-head", "language-neurons")
 
 
 def _cmd_analyze(args) -> int:
@@ -58,6 +58,8 @@ def _cmd_analyze(args) -> int:
         raise interp.InterpError(f"unknown probe {args.probe!r}; available: {', '.join(PROBES)}")
     if args.probe == "lm-head":
         return _analyze_lm_head(args, out)
+    if args.probe == "language-neurons":
+        return _analyze_language_neurons(args, out)
     if args.corpus is None:
         raise interp.InterpError("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
     return _analyze_stats(args, out)
@@ -111,6 +113,78 @@ def _analyze_lm_head(args, out: Path) -> int:
     atlas.save(out, extra_files={"report.html": render_lm_head_report(atlas)})
     print(f"wrote {out}/atlas.json, tensors.safetensors, vocab.json and report.html "
           f"({len(lm_map.layers)} layers × {lm_map.d_mlp} neurons, directions {', '.join(opts.directions)})")
+    return 0
+
+
+def _lang_files(spec: str) -> dict[str, str]:
+    """'en=a.txt,es=b.txt' -> {'en': 'a.txt', 'es': 'b.txt'}."""
+    out = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        lang, sep, path = part.partition("=")
+        if not sep or not lang.strip() or not path.strip():
+            raise _error(f"bad --lang-files entry {part!r}: use LANG=FILE,LANG=FILE")
+        out[lang.strip()] = path.strip()
+    return out
+
+
+def _analyze_language_neurons(args, out: Path) -> int:
+    import interp
+    from atlases import Atlas
+    from atlases.language_report import distribution_png, render_language_report
+    from probes.language_counts import active_means, bible_texts, file_texts, language_counts
+    from probes.language_neurons import identify, lape, layer_distribution, phases
+    from steering.language import ablation_grid
+
+    if args.langs is None:
+        raise _error("--probe language-neurons needs --langs, e.g. en,es,fr,de")
+    langs = [l.strip() for l in args.langs.split(",") if l.strip()]
+    if len(langs) < 2 or len(set(langs)) != len(langs):
+        raise _error(f"--langs needs at least two different languages, got {args.langs!r}")
+    if args.corpus not in (None, "bible"):
+        raise _error("--probe language-neurons reads the parallel Bible (default) or --lang-files LANG=FILE,...")
+    if args.lang_files:
+        files = _lang_files(args.lang_files)
+        if sorted(files) != sorted(langs):
+            raise _error(f"--lang-files covers {sorted(files)}, but --langs is {langs}")
+        texts = file_texts({l: files[l] for l in langs})
+        corpus = "files " + ", ".join(f"{l}={Path(files[l]).name}" for l in langs)
+    else:
+        texts = bible_texts(langs, limit=args.verses)
+        corpus = f"parallel Bible, {args.verses} verses per language"
+    model = interp.load_model(args.model, dtype=args.dtype)
+    counts, freq = language_counts(model, texts, batch_size=args.batch_size, max_length=args.max_length,
+                                   progress=not args.quiet)
+    result = identify(counts) if args.method == "zhang2025" else lape(counts)
+    dist, ph = layer_distribution(result), phases(result)
+    grid = None
+    if args.grid_verses:
+        held = bible_texts(langs, limit=args.grid_verses, offset=args.verses) if not args.lang_files else \
+            {l: texts[l][-args.grid_verses:] for l in langs}
+        grid = ablation_grid(model, {l: result.neurons(l) for l in langs}, held, max_length=args.max_length)
+    means = active_means(freq, langs)
+    tensors = {}
+    for layer, site in enumerate(model.adapter.expand("mlp.hook_pre")):
+        tensors[f"{site}/counts"] = counts.counts[:, layer].contiguous()
+        tensors[f"{site}/masks"] = result.masks[:, layer].contiguous()
+        tensors[f"{site}/n_langs"] = result.n_langs[layer].contiguous()
+        tensors[f"{site}/agnostic"] = result.agnostic[layer].contiguous()
+        tensors[f"{site}/active_mean"] = means[:, layer].contiguous()
+    params = {"method": result.method, "langs": langs, "corpus": corpus, "tau": result.tau, "lam": result.lam,
+              "rho": 0.01, "tokens_per_language": counts.tokens.tolist(), "per_language": result.per_language(),
+              "count_by_languages": result.count_by_languages(), "agnostic": int(result.agnostic.sum()),
+              "distribution": dist, "phases": ph,
+              "grid": None if grid is None else {"ppl": grid.ppl.tolist(), "sizes": grid.sizes}}
+    atlas = Atlas(model=model.name, revision=model.revision, sites=list(model.adapter.expand("mlp.hook_pre")),
+                  method=f"language-neurons/{result.method}", tensors=tensors, params=params)
+    dist_png, grid_png = distribution_png(dist, ph), (grid.heatmap_png() if grid is not None else None)
+    extra = {"report.html": render_language_report(atlas, dist_png=dist_png, grid_png=grid_png)}
+    binary = {"distribution.png": dist_png, **({"grid.png": grid_png} if grid_png else {})}
+    atlas.save(out, extra_files=extra, binary_files=binary)
+    print(f"wrote {out}: {sum(result.per_language().values())} language neurons "
+          f"({', '.join(f'{l} {n}' for l, n in result.per_language().items())}), τ = {result.tau:.4f}"
+          + (f", λ = {result.lam}" if result.lam is not None else ""))
+    if grid is not None:
+        print(grid.table())
     return 0
 
 
@@ -406,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, help="atlas folder to write (replaced atomically)")
     a.add_argument("--probe", default="stats", choices=PROBES,
                    help="stats: activation statistics over a corpus; lm-head: decode every MLP neuron "
-                        "through the unembedding (weights only, no corpus)")
+                        "through the unembedding (weights only, no corpus); language-neurons: language-specific, "
+                        "-related and -agnostic neurons from per-language firing counts")
     a.add_argument("--sites", default="mlp.hook_post", help="comma list of site names or per-layer names")
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
@@ -428,6 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep, per token, the N neurons giving it the highest probability, for exact "
                          "`atlas query --token` over all neurons (costs about one more map; default 0: queries "
                          "use each neuron's top-k list)")
+
+    ln = a.add_argument_group("language-neurons options")
+    ln.add_argument("--langs", help="languages, e.g. en,es,fr,de (Bible codes, or the keys of --lang-files)")
+    ln.add_argument("--lang-files", help="one text file per language instead of the Bible: en=a.txt,es=b.txt")
+    ln.add_argument("--verses", type=int, default=300, help="Bible verses per language for the counts (default 300)")
+    ln.add_argument("--method", default="zhang2025", choices=["zhang2025", "lape"],
+                    help="zhang2025: the three-way classification with the λ search; lape: the LAPE baseline")
+    ln.add_argument("--grid-verses", type=int, default=16,
+                    help="held-out texts per language for the ablation grid (default 16; 0: no grid)")
 
     at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
     atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=_Parser)

@@ -1,0 +1,61 @@
+"""`interp analyze --probe language-neurons`: masks, categories, grid and plots in an atlas; bad input exits 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from atlases import load_atlas
+from cli.main import main
+from probes.language_counts import bible_texts, language_counts
+from probes.language_neurons import identify
+
+LANGS = ["en", "es", "fr"]
+
+
+@pytest.mark.slow
+def test_analyze_language_neurons_writes_masks_grid_and_plots(smollm2, tmp_path, capsys) -> None:
+    out = tmp_path / "ln"
+    code = main(["analyze", "--probe", "language-neurons", "--langs", ",".join(LANGS), "--verses", "40",
+                 "--grid-verses", "4", "--dtype", "float32", "--quiet", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    atlas = load_atlas(out, model=smollm2.name)
+    p = atlas.params
+    assert atlas.method == "language-neurons/zhang2025" and p["langs"] == LANGS
+    # the atlas holds what the Python API finds on the same texts
+    counts, _ = language_counts(smollm2, bible_texts(LANGS, limit=40))
+    want = identify(counts)
+    got = torch.stack([atlas.get(f"blocks.{l}.mlp.hook_pre", "masks") for l in range(30)], dim=1)
+    assert torch.equal(got, want.masks) and p["per_language"] == want.per_language()
+    assert p["count_by_languages"] == want.count_by_languages() and p["lam"] == want.lam
+    assert len(p["grid"]["ppl"]) == len(LANGS) + 1 and p["grid"]["sizes"][0] == 0
+    assert (out / "grid.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "distribution.png").read_bytes().startswith(b"\x89PNG")
+    html = (out / "report.html").read_text()
+    assert "Language neurons" in html and "data:image/png;base64," in html
+    assert "deactivated" in printed
+
+
+BAD = [
+    (["--langs", "en"], "at least two"),
+    (["--langs", "en,en"], "at least two different"),
+    (["--langs", "en,es", "--lang-files", "en=x.txt"], "--lang-files covers"),
+    (["--langs", "en,es", "--lang-files", "en"], "LANG=FILE"),
+    (["--langs", "en,es", "--corpus", "demo"], "parallel Bible"),
+    ([], "needs --langs"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD, ids=[b[1] for b in BAD])
+def test_bad_input_exits_2(argv, needle, tmp_path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "analyze", "--probe", "language-neurons", *argv,
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and needle.lower() in lines[0].lower(), proc.stderr
+    assert not (tmp_path / "out").exists()
