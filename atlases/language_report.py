@@ -10,7 +10,6 @@ next to the report.
 from __future__ import annotations
 
 import base64
-import io
 
 from jinja2 import Environment, select_autoescape
 
@@ -50,12 +49,9 @@ language): {{ p.agnostic }}.</p>
 
 def distribution_png(distribution: dict[str, list[int]], phases: dict[str, list[int]]) -> bytes:
     """Per-layer counts of specific / related / agnostic neurons, phases shaded."""
-    import matplotlib
+    from interp.plotting import png, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    fig, ax = subplots(figsize=(8, 3), dpi=100)
     for name, counts in distribution.items():
         ax.plot(range(len(counts)), counts, marker="o", ms=3, label=name)
     shades = ["#f4f4f4", "#e8eef8", "#f8eee8", "#eef8e8"]
@@ -66,11 +62,7 @@ def distribution_png(distribution: dict[str, list[int]], phases: dict[str, list[
     ax.set_xlabel("layer")
     ax.set_ylabel("neurons")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def render_language_report(atlas: Atlas, *, dist_png: bytes, grid_png: bytes | None) -> str:

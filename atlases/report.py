@@ -8,7 +8,6 @@ exemplars highlighted in context.
 from __future__ import annotations
 
 import base64
-import io
 from typing import Callable
 
 import torch
@@ -44,12 +43,9 @@ dtype {{ params.dtype }} · {{ sites|length }} sites · groups: {{ params.groups
 
 
 def _plot(atlas: Atlas) -> str:
-    import matplotlib
+    from interp.plotting import png, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    fig, ax = subplots(figsize=(8, 3), dpi=100)
     kinds: dict[str, list[tuple[int, float]]] = {}
     for site in atlas.sites:
         _, layer, kind = site.split(".", 2)
@@ -60,11 +56,7 @@ def _plot(atlas: Atlas) -> str:
     ax.set_xlabel("layer")
     ax.set_ylabel("mean fraction of tokens with act > 0")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(png(fig)).decode()
 
 
 def _overall_frequency(atlas: Atlas, site: str) -> torch.Tensor:

@@ -89,15 +89,10 @@ class AblationGrid:
 
     def heatmap_png(self) -> bytes:
         """The relative perplexities as a heatmap (matplotlib), PNG bytes."""
-        import io
-
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from interp.plotting import png, subplots
 
         rel = self.relative().numpy()
-        fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(self.langs), 1.2 + 0.7 * (len(self.langs) + 1)), dpi=100)
+        fig, ax = subplots(figsize=(1.2 + 0.8 * len(self.langs), 1.2 + 0.7 * (len(self.langs) + 1)), dpi=100)
         im = ax.imshow(rel, cmap="Reds")
         ax.set_xticks(range(len(self.langs)), self.langs)
         ax.set_yticks(range(len(self.langs) + 1), ["none"] + self.langs)
@@ -107,11 +102,7 @@ class AblationGrid:
             for j in range(rel.shape[1]):
                 ax.text(j, i, f"{rel[i, j]:.2f}", ha="center", va="center", fontsize=8)
         fig.colorbar(im, ax=ax, label="ppl / unablated ppl")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        return buf.getvalue()
+        return png(fig)
 
 
 def ablation_grid(model: interp.Model, neurons_by_lang: Mapping[str, Neurons], texts: Mapping[str, Sequence[str]],
