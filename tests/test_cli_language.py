@@ -45,7 +45,8 @@ BAD = [
     (["--langs", "en"], "at least two"),
     (["--langs", "en,en"], "at least two different"),
     (["--langs", "en,es", "--lang-files", "en=x.txt"], "--lang-files covers"),
-    (["--langs", "en,es", "--lang-files", "en"], "LANG=FILE"),
+    (["--langs", "en,es", "--lang-files", "en"], "bad --lang-files entry"),
+    (["--langs", "en,es", "--versions", "es"], "bad --versions entry"),
     (["--langs", "en,es", "--corpus", "demo"], "parallel Bible"),
     ([], "needs --langs"),
 ]
