@@ -34,6 +34,9 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/capture.py
 	$(PY) benchmarks/load.py
+	$(PY) benchmarks/steering.py
+	$(PY) benchmarks/lm_head.py
+	$(PY) benchmarks/language_neurons.py
 
 clean:
 	rm -rf $(VENV) demo-atlas .pytest_cache
