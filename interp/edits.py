@@ -135,11 +135,18 @@ class Gate:
 
 @dataclass(frozen=True, eq=False)
 class Ablate:
-    """Project out directions: h ← h − (h Q) Qᵀ, Q an orthonormal basis of `directions` [r, width]."""
+    """Project out directions: h ← h − s · m ⊙ ((h Q) Qᵀ), Q an orthonormal basis of `directions` [r, width].
+
+    strength s (1: remove the component; between 0 and 1: shrink it; above 1: reverse it);
+    units: the indices m where it acts (None: every unit) — e.g. FOXP2's compensating
+    shift on one language's neurons only.
+    """
 
     site: str
     directions: torch.Tensor
     positions: Positions = "all"
+    strength: float = 1.0
+    units: torch.Tensor | None = None
     kind: ClassVar[str] = "ablate"
     basis: torch.Tensor = field(init=False, repr=False)
 
@@ -153,7 +160,21 @@ class Ablate:
             raise EditError("Ablate: directions are linearly dependent (or zero)")
         object.__setattr__(self, "directions", d)
         object.__setattr__(self, "basis", q.float())
+        object.__setattr__(self, "strength", float(self.strength))
+        if self.units is not None:
+            units = _idx(self.units)
+            if units.numel() == 0:
+                raise EditError("Ablate.units is empty; use None for every unit")
+            object.__setattr__(self, "units", units)
         _check_positions(self.positions)
+
+    def weight(self, width: int) -> torch.Tensor:
+        """s · m as a dense [width] vector."""
+        if self.units is None:
+            return torch.full((width,), self.strength)
+        w = torch.zeros(width)
+        w[self.units] = self.strength
+        return w
 
 
 @dataclass(frozen=True, eq=False)

@@ -69,7 +69,7 @@ def _apply_one(e, x: torch.Tensor) -> torch.Tensor:
         return f(e.gains) * torch.sigmoid((x - f(e.thresholds)) / e.temperature) * x
     if e.kind == "ablate":
         q = f(e.basis)
-        return x - (x @ q) @ q.T
+        return x - f(e.weight(x.shape[-1])) * ((x @ q) @ q.T)
     raise EditError(f"{e.kind} is not an activation edit")
 
 
@@ -135,7 +135,8 @@ class FusedSite:
                 g, t, temp, hard = p
                 new = (g * (y > t).to(y.dtype) * y) if hard else g * torch.sigmoid((y - t) / temp) * y
             else:  # ablate
-                new = y - (y @ p) @ p.T
+                q, w = p
+                new = y - w * ((y @ q) @ q.T)
             y = _where(state.mask(rule, y.shape[1], y.device), new, y)
         return y.view_as(x) if heads else y
 
@@ -146,8 +147,8 @@ class FusedSite:
             p = tuple(q.to(y.device) if isinstance(q, torch.Tensor) else q for q in p) if isinstance(p, tuple) \
                 else p.to(y.device)
             if kind == "ablate":
-                q = p.to(y.dtype)
-                y = y - (y @ q) @ q.T
+                q, w = (t.to(y.dtype) for t in p)
+                y = y - w * ((y @ q) @ q.T)
             else:
                 tail[kind] = p
         return kernels.fused_tail(y, gain=tail.get("scale"), gate=tail.get("gate"), clamp=tail.get("clamp"),
@@ -161,6 +162,8 @@ def _check_width(e, width: int) -> None:
         raise EditError(f"{e.kind} at {e.site}: expected width {width}, got {sizes[e.kind]()}")
     if e.kind in ("clamp", "scale") and e.neurons.numel() and not (0 <= int(e.neurons.min()) and int(e.neurons.max()) < width):
         raise EditError(f"{e.kind} at {e.site}: neuron index out of range 0..{width - 1}")
+    if e.kind == "ablate" and e.units is not None and not (0 <= int(e.units.min()) and int(e.units.max()) < width):
+        raise EditError(f"ablate at {e.site}: unit index out of range 0..{width - 1}")
 
 
 def _payload(kind: str, edits: list, width: int):
@@ -181,7 +184,7 @@ def _payload(kind: str, edits: list, width: int):
         (e,) = edits
         return e.gains, e.thresholds, float(e.temperature), bool(e.hard)
     (e,) = edits
-    return e.basis
+    return e.basis, e.weight(width)
 
 
 def _on(p, like: torch.Tensor):

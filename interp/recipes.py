@@ -26,10 +26,10 @@ from .models import Model
 FORMAT = "interp-recipe"
 VERSION = 1
 _TENSOR_FIELDS = {"add": ("vector",), "clamp": ("neurons", "values"), "scale": ("neurons", "gains"),
-                  "gate": ("thresholds", "gains"), "ablate": ("directions",), "lowrank": ("A", "B", "rows", "cols")}
+                  "gate": ("thresholds", "gains"), "ablate": ("directions", "units"), "lowrank": ("A", "B", "rows", "cols")}
 _SCALAR_FIELDS = {"add": ("site", "scale", "positions"), "clamp": ("site", "positions"),
                   "scale": ("site", "positions"), "gate": ("site", "temperature", "hard", "positions"),
-                  "ablate": ("site", "positions"), "lowrank": ("module", "positions")}
+                  "ablate": ("site", "positions", "strength"), "lowrank": ("module", "positions")}
 
 
 class RecipeError(InterpError):

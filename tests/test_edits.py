@@ -40,7 +40,10 @@ def random_edits(model, seed: int, n: int = 10) -> list:
             edits.append(interp.Gate(site, torch.randn(w, generator=g) * 0.1, torch.rand(w, generator=g) + 0.5,
                                      temperature=0.5, hard=bool(i % 2), positions=rule))
         else:
-            edits.append(interp.Ablate(site, torch.randn(2, w, generator=g), rule))
+            partial = bool(torch.rand(1, generator=g) < 0.5)  # half of them: a masked, partial projection
+            edits.append(interp.Ablate(site, torch.randn(2, w, generator=g), rule,
+                                       strength=float(torch.rand(1, generator=g) * 1.5) if partial else 1.0,
+                                       units=idx if partial else None))
     return edits
 
 
@@ -228,12 +231,15 @@ def test_bad_edits_raise_typed_errors(smollm2):
 
 def test_recipe_round_trip_and_refusal(smollm2, tmp_path):
     edits = random_edits(smollm2, seed=5) + [interp.LowRank("blocks.1.mlp.down_proj", torch.randn(576, 2),
-                                                            torch.randn(2, 1536), cols=[3, 4])]
+                                                            torch.randn(2, 1536), cols=[3, 4]),
+                                             interp.Ablate("blocks.2.mlp.hook_post", torch.randn(3, 1536),
+                                                           strength=0.7, units=[5, 6, 700])]
     path = save_recipe(tmp_path / "r.safetensors", edits, smollm2, provenance={"writer": "test"})
     back = load_recipe(path, smollm2)
     header, _ = read_recipe(path)
     assert header["provenance"] == {"writer": "test"} and header["model"]["id"] == "smollm2-135m"
     assert [type(e) for e in back] == [type(e) for e in edits]
+    assert back[-1].strength == 0.7 and back[-1].units.tolist() == [5, 6, 700]
     ids = smollm2.tokenizer("Round trip", return_tensors="pt")
     with interp.edit(smollm2, edits), torch.inference_mode():
         a = smollm2.hf(**ids).logits
@@ -246,3 +252,22 @@ def test_recipe_round_trip_and_refusal(smollm2, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a recipe")
     with pytest.raises(RecipeError):
         load_recipe(tmp_path / "junk.safetensors", smollm2)
+
+
+def test_partial_masked_ablation_by_hand() -> None:
+    """Ablate(strength=s, units=m): h − s · m ⊙ ((h Q) Qᵀ), by hand, on both paths."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 5, 12, generator=g)
+    d = torch.randn(12, generator=g)
+    e = interp.Ablate("s", d, strength=0.5, units=[1, 4, 9])
+    u = d / d.norm()
+    want = x.clone()
+    want[..., [1, 4, 9]] -= 0.5 * (x @ u)[..., None] * u[[1, 4, 9]]
+    torch.testing.assert_close(apply_reference([e], x), want)
+    torch.testing.assert_close(FusedSite.build([e], 12)(x, PositionState()), want)
+    full = interp.Ablate("s", d)
+    assert torch.allclose(apply_reference([full], x) @ u, torch.zeros(2, 5), atol=1e-5)  # the component is gone
+    with pytest.raises(interp.EditError, match="unit index out of range"):
+        FusedSite.build([interp.Ablate("s", d, units=[12])], 12)
+    with pytest.raises(interp.EditError, match="empty"):
+        interp.Ablate("s", d, units=[])
