@@ -1,0 +1,67 @@
+"""Neural FOXP2 edits (Saha et al. 2026; METHODS.md §D step 3): make a target language the default.
+
+In each layer of the intervention window, at the neurons (`blocks.L.mlp.hook_post`):
+
+- positive shift: h ← h + α · 1_{N_T} ⊙ U_kᵀ U_k d̄ — the mean English→target shift d̄
+  projected on the layer's top-k target directions U_k [k, d_mlp], on the target neurons
+  N_T only (an `interp.Add`);
+- compensating negative shift: h ← h − β · 1_{N_EN} ⊙ (h E Eᵀ) — the component of h along
+  the English directions E [r, d_mlp], removed (β = 1) or shrunk on the English neurons
+  N_EN only (an `interp.Ablate` with strength β and units N_EN).
+
+The directions come from `probes.language_directions`, the neuron sets from
+`probes.sae_features` (or from language-neuron masks); every quantity is an input,
+so each choice is a setting. `positive` / `negative` switch the parts off for ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+import interp
+from interp.edits import EditError
+
+
+@dataclass
+class Foxp2Layer:
+    """What one window layer needs. Tensors over d_mlp."""
+
+    layer: int
+    directions: torch.Tensor  # U_k [k, d_mlp], target directions (rows)
+    mean_diff: torch.Tensor  # d̄ [d_mlp], mean target − English activation
+    target_neurons: Sequence[int]  # N_T
+    english_neurons: Sequence[int]  # N_EN
+    english_directions: torch.Tensor  # E [r, d_mlp]
+
+    def shift(self) -> torch.Tensor:
+        """1_{N_T} ⊙ U_kᵀ U_k d̄ : [d_mlp] (U_k orthonormalised first)."""
+        q, _ = torch.linalg.qr(self.directions.double().T)  # [d_mlp, k]
+        along = (q @ (q.T @ self.mean_diff.double())).float()
+        mask = torch.zeros_like(along)
+        mask[list(self.target_neurons)] = 1.0
+        return mask * along
+
+
+def foxp2_edits(window: Sequence[Foxp2Layer], *, alpha: float = 1.0, beta: float = 1.0, positions: str = "all",
+                positive: bool = True, negative: bool = True) -> list:
+    """The edits for every window layer (an Add and/or a masked partial Ablate per layer)."""
+    if not window:
+        raise EditError("FOXP2 needs at least one window layer")
+    if not (positive or negative):
+        raise EditError("FOXP2 with neither the positive nor the negative shift does nothing")
+    edits: list = []
+    for w in window:
+        site = f"blocks.{w.layer}.mlp.hook_post"
+        if positive:
+            if not len(w.target_neurons):
+                raise EditError(f"layer {w.layer}: no target neurons")
+            edits.append(interp.Add(site, w.shift(), alpha, positions))
+        if negative:
+            if not len(w.english_neurons):
+                raise EditError(f"layer {w.layer}: no English neurons")
+            edits.append(interp.Ablate(site, w.english_directions, positions, strength=beta,
+                                       units=list(w.english_neurons)))
+    return edits
