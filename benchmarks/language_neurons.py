@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import interp  # noqa: E402
 from benchmarks.capture import machine, versions  # noqa: E402
-from benchmarks.results import write_section  # noqa: E402
+from benchmarks.results import publish  # noqa: E402
 from interp.corpora import Document  # noqa: E402
 from probes.language_counts import bible_texts, equal_budget, language_counts  # noqa: E402
 
@@ -158,9 +158,7 @@ def main(argv=None) -> int:
         f"Environment: torch {versions()['torch']}, transformers {versions()['transformers']}.",
     ]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

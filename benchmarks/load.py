@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results import write_section  # noqa: E402
+from benchmarks.results import publish  # noqa: E402
 
 SECTION = "## Model loading (issue 2)"
 # Library imports (transformers builds its lazy module tree on first use: ~5 s here) are
@@ -64,9 +64,7 @@ def main(argv=None) -> int:
         f"| cached (safetensors), median of 5 | {med:.2f} | {first / med:.0f}× faster |", "",
         f"Goal: a cached load under 2 s — {'pass' if med < 2 else 'FAIL'}.",
     ])
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

@@ -21,3 +21,10 @@ def write_section(title: str, text: str) -> None:
     tmp = RESULTS.with_suffix(".md.tmp")
     tmp.write_text(new)
     tmp.replace(RESULTS)
+
+
+def publish(title: str, text: str, *, write: bool = True) -> None:
+    """Print a benchmark's section and, unless told not to, write it into RESULTS.md."""
+    print(text)
+    if write:
+        write_section(title, text)
