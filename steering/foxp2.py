@@ -65,3 +65,24 @@ def foxp2_edits(window: Sequence[Foxp2Layer], *, alpha: float = 1.0, beta: float
             edits.append(interp.Ablate(site, w.english_directions, positions, strength=beta,
                                        units=list(w.english_neurons)))
     return edits
+
+
+def window_from_neuron_sets(spectra: dict, target_neurons: dict[int, Sequence[int]],
+                            english_neurons: dict[int, Sequence[int]]) -> list[Foxp2Layer]:
+    """One Foxp2Layer per layer that has target neurons and a spectrum.
+
+    spectra: {layer: probes.language_directions.Spectrum} of the English→target differences;
+    the English direction is −d̄ (the English side of the mean shift); a layer with no
+    English neurons of its own uses its target neurons for the compensating shift.
+    """
+    window = []
+    for layer in sorted(target_neurons):
+        if layer not in spectra or not len(target_neurons[layer]):
+            continue
+        sp = spectra[layer]
+        english = english_neurons.get(layer) or target_neurons[layer]
+        window.append(Foxp2Layer(layer, sp.directions, sp.mean_diff, list(target_neurons[layer]), list(english),
+                                 -sp.mean_diff[None, :]))
+    if not window:
+        raise EditError("no layer has both target neurons and a spectrum")
+    return window

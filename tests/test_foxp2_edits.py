@@ -41,3 +41,29 @@ def test_parts_switch_off_for_ablations() -> None:
         foxp2_edits([w], positive=False, negative=False)
     with pytest.raises(interp.EditError, match="window"):
         foxp2_edits([])
+
+
+@pytest.mark.slow
+def test_foxp2_with_language_neuron_sets_moves_smollm2_towards_spanish(smollm2) -> None:
+    """End to end with the language neurons as N_T / N_EN (issue 6 is not done: no SAE localisation, no
+    perplexity bound here): the share of Spanish continuations of held-out English prompts rises."""
+    from interp.language_id import language_share
+    from probes.language_counts import bible_texts, language_counts
+    from probes.language_directions import difference_matrices, spectrum
+    from probes.language_neurons import identify
+    from steering.foxp2 import window_from_neuron_sets
+
+    langs = ["en", "es", "fr", "de"]
+    counts, _ = language_counts(smollm2, bible_texts(langs, limit=150))
+    neurons = identify(counts)
+    es, en = neurons.neurons("es"), neurons.neurons("en")
+    pairs = bible_texts(["en", "es"], limit=64, offset=200)
+    D = difference_matrices(smollm2, pairs["es"], pairs["en"], layers=sorted(es))
+    window = window_from_neuron_sets({l: spectrum(D[l]) for l in D}, es, en)
+    prompts = ["The weather today is", "My favourite food is", "In the morning I usually", "The history of the city",
+               "Yesterday my friend told me", "The best way to learn is", "When I was a child", "This book is about"]
+    plain = language_share(interp.generate(smollm2, prompts, max_new_tokens=24), "es", langs)
+    both = language_share(interp.generate(smollm2, prompts, foxp2_edits(window, alpha=4.0), max_new_tokens=24),
+                          "es", langs)
+    print(f"\nSpanish share: unsteered {plain:.2f}, FOXP2 (α = 4, β = 1, {len(window)} layers) {both:.2f}")
+    assert both >= plain + 0.5
