@@ -54,6 +54,7 @@ import interp  # noqa: E402
 import steer_common as sc  # noqa: E402  (benchmarks/peers: edit specs shared with the peers)
 from benchmarks.capture import loadavg, machine, versions  # noqa: E402
 from benchmarks.results import RESULTS, write_section  # noqa: E402
+from interp.batching import encode_left  # noqa: E402
 from interp.cache import cache_dir  # noqa: E402
 
 MODEL = "smollm2-135m"
@@ -153,12 +154,7 @@ def gen_kwargs(model, n: int | None = None) -> dict:
 
 def encode(tok) -> dict:
     """Left-padded batch, as interp.generate tokenizes it."""
-    old = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        return dict(tok(PROMPTS, return_tensors="pt", padding=True))
-    finally:
-        tok.padding_side = old
+    return encode_left(tok, PROMPTS)
 
 
 def plain_generate(model, n: int | None = None):

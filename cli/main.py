@@ -54,8 +54,6 @@ def _cmd_analyze(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "atlas.json").exists())):
         raise interp.InterpError(f"{out} exists and is not an atlas folder; choose another --out")
-    if args.probe not in PROBES:
-        raise interp.InterpError(f"unknown probe {args.probe!r}; available: {', '.join(PROBES)}")
     if args.probe == "lm-head":
         return _analyze_lm_head(args, out)
     if args.probe == "language-neurons":
@@ -132,7 +130,7 @@ def _analyze_language_neurons(args, out: Path) -> int:
     from atlases import Atlas
     from atlases.language_report import distribution_png, render_language_report
     from probes.language_counts import active_means, bible_texts, file_texts, language_counts
-    from probes.language_neurons import identify, lape, layer_distribution, phases
+    from probes.language_neurons import RHO, identify, lape, layer_distribution, phases
     from steering.language import ablation_grid
 
     if args.langs is None:
@@ -165,19 +163,20 @@ def _analyze_language_neurons(args, out: Path) -> int:
             {l: texts[l][-args.grid_verses:] for l in langs}
         grid = ablation_grid(model, {l: result.neurons(l) for l in langs}, held, max_length=args.max_length)
     means = active_means(freq, langs)
+    sites = model.adapter.expand("mlp.hook_pre")  # the sites language_counts counted at, in layer order
     tensors = {}
-    for layer, site in enumerate(model.adapter.expand("mlp.hook_pre")):
+    for layer, site in enumerate(sites):
         tensors[f"{site}/counts"] = counts.counts[:, layer].contiguous()
         tensors[f"{site}/masks"] = result.masks[:, layer].contiguous()
         tensors[f"{site}/n_langs"] = result.n_langs[layer].contiguous()
         tensors[f"{site}/agnostic"] = result.agnostic[layer].contiguous()
         tensors[f"{site}/active_mean"] = means[:, layer].contiguous()
     params = {"method": result.method, "langs": langs, "corpus": corpus, "tau": result.tau, "lam": result.lam,
-              "rho": 0.01, "tokens_per_language": counts.tokens.tolist(), "per_language": result.per_language(),
+              "rho": RHO, "tokens_per_language": counts.tokens.tolist(), "per_language": result.per_language(),
               "count_by_languages": result.count_by_languages(), "agnostic": int(result.agnostic.sum()),
               "distribution": dist, "phases": ph,
               "grid": None if grid is None else {"ppl": grid.ppl.tolist(), "sizes": grid.sizes}}
-    atlas = Atlas(model=model.name, revision=model.revision, sites=list(model.adapter.expand("mlp.hook_pre")),
+    atlas = Atlas(model=model.name, revision=model.revision, sites=sites,
                   method=f"language-neurons/{result.method}", tensors=tensors, params=params)
     dist_png, grid_png = distribution_png(dist, ph), (grid.heatmap_png() if grid is not None else None)
     extra = {"report.html": render_language_report(atlas, dist_png=dist_png, grid_png=grid_png)}
@@ -351,10 +350,8 @@ def _steer_edits(args, model) -> tuple[list, list[str]]:
         notes.append(f"actadd {args.scale:g} x (mean of {d.n_pos} positive - mean of {d.n_neg} negative prompts, "
                      f"norm {d.norm:.3g}) at {d.site}")
     if args.recipe:
-        try:
-            from interp.recipes import load_recipe
-        except ImportError:
-            raise _error("--recipe needs interp.recipes, which this installation lacks") from None
+        from interp.recipes import load_recipe
+
         loaded = load_recipe(args.recipe, model)
         for e in loaded:  # fail before generating, with the site named
             if e.kind != "lowrank":

@@ -9,8 +9,9 @@ word each token belongs to (via character offsets).
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -51,6 +52,24 @@ def _word_ids(text: str, offsets: list[tuple[int, int]]) -> list[int]:
     return out
 
 
+@contextmanager
+def padded_on(tokenizer, side: str | None) -> Iterator[None]:
+    """Pad on `side` ("left" / "right"; None: the tokenizer's own) inside the block, then restore it."""
+    old = tokenizer.padding_side
+    tokenizer.padding_side = side or old
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = old
+
+
+def encode_left(tokenizer, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """`input_ids` / `attention_mask` [batch, seq], left-padded, not truncated: position −1 is every text's
+    next-token position (for generation and next-token probabilities)."""
+    with padded_on(tokenizer, "left"):
+        return dict(tokenizer(list(texts), return_tensors="pt", padding=True))
+
+
 def tokenize(
     tokenizer,
     texts: Sequence[str],
@@ -65,14 +84,9 @@ def tokenize(
     """Tokenize `texts` into a padded `Batch` (offsets give prompt and word masks)."""
     if not texts:
         raise CorpusError("empty batch: no texts to tokenize")
-    side = padding_side or tokenizer.padding_side
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = side
-    try:
+    with padded_on(tokenizer, padding_side):
         enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, return_offsets_mapping=True)
-    finally:
-        tokenizer.padding_side = old_side
     attn = enc["attention_mask"]
     mask = attn.bool().clone()
     offsets = enc["offset_mapping"]

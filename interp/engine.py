@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import kernels
+from .batching import encode_left
 from .edits import ACTIVATION_KINDS, EditError, LowRank
 from .errors import SiteError
 from .hooks import hooks, site_hook
@@ -296,13 +297,7 @@ def generate(model: Model, prompts: str | Sequence[str], edits: Sequence = (), *
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise EditError("generate needs one prompt string or a non-empty list of prompt strings")
-    old = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        enc = tok(prompts, return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = old
-    enc = {k: v.to(model.device) for k, v in enc.items()}
+    enc = {k: v.to(model.device) for k, v in encode_left(tok, prompts).items()}
     generation_kwargs.setdefault("do_sample", False)
     generation_kwargs.setdefault("max_new_tokens", 20)
     generation_kwargs.setdefault("pad_token_id", tok.pad_token_id)

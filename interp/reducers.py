@@ -126,23 +126,26 @@ class Reducer:
 
 
 class ActivationFrequency(Reducer):
-    """Per group: tokens with activation > threshold (`counts` [groups, width]), token counts (`tokens`
-    [groups]) and the sum of the activation over those tokens (`active_sum` [groups, width], float64),
-    so `active_mean()` is a unit's mean value when active."""
+    """Per group: tokens with activation > threshold (`counts` [groups, width]) and token counts (`tokens`
+    [groups]); with `active_sums`, also the sum of the activation over those tokens (`active_sum`
+    [groups, width], float64), so `active_mean()` is a unit's mean value when active."""
 
     kind = "frequency"
 
-    def __init__(self, threshold: float = 0.0) -> None:
+    def __init__(self, threshold: float = 0.0, active_sums: bool = False) -> None:
         super().__init__()
         self.threshold = threshold
+        self.active_sums = active_sums
 
     def settings(self) -> dict:
-        return {"threshold": self.threshold}
+        return {"threshold": self.threshold, "active_sums": self.active_sums}
 
     def _empty(self, width: int) -> dict[str, torch.Tensor]:
         g = len(self.groups)
-        return {"counts": torch.zeros(g, width, dtype=torch.int64), "tokens": torch.zeros(g, dtype=torch.int64),
-                "active_sum": torch.zeros(g, width, dtype=torch.float64)}
+        state = {"counts": torch.zeros(g, width, dtype=torch.int64), "tokens": torch.zeros(g, dtype=torch.int64)}
+        if self.active_sums:
+            state["active_sum"] = torch.zeros(g, width, dtype=torch.float64)
+        return state
 
     def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
         x, rows = _valid(acts, batch)
@@ -151,18 +154,21 @@ class ActivationFrequency(Reducer):
         st = self.state[site]
         groups = batch.group_index[rows]
         fired = (x - self.threshold if self.threshold else x).sign().clamp_(min=0)  # 1.0 where act > threshold
-        x = x.float()
         if bool((groups == groups[0]).all()):
             st["counts"][groups[0]] += fired.sum(0).long()  # exact: fewer than 2**24 tokens a batch
-            st["active_sum"][groups[0]] += (x * fired).sum(0, dtype=torch.float64)
+            if self.active_sums:
+                st["active_sum"][groups[0]] += (x.float() * fired).sum(0, dtype=torch.float64)
         else:
             one_hot = _one_hot(groups, len(self.groups), torch.float32)
             st["counts"] += (one_hot @ fired).long()
-            st["active_sum"] += (one_hot @ (x * fired)).double()
+            if self.active_sums:
+                st["active_sum"] += (one_hot @ (x.float() * fired)).double()
         st["tokens"] += torch.bincount(groups, minlength=len(self.groups))
 
     def active_mean(self, site: str) -> torch.Tensor:
         """Mean activation over the tokens where it is > threshold (0 where never), [groups, width]."""
+        if not self.active_sums:
+            raise InterpError("active_mean needs ActivationFrequency(active_sums=True)")
         st = self.state[site]
         return st["active_sum"] / st["counts"].clamp(min=1).double()
 

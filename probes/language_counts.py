@@ -72,7 +72,7 @@ def language_counts(model: interp.Model, texts: Mapping[str, list[str]], *, site
     kept, _ = equal_budget(model, texts, budget, max_length=max_length)
     docs = [Document(text=t, group=lang) for lang in langs for t in kept[lang]]
     sites = model.adapter.expand(site)
-    freq = interp.ActivationFrequency()
+    freq = interp.ActivationFrequency(active_sums=True)
     with interp.capture(model, sites, [freq], groups=langs) as run:
         run.feed(docs, batch_size=batch_size, max_length=max_length, progress=progress)
     return counts_from_reducer(freq, langs, sites), freq

@@ -120,20 +120,17 @@ def choose_window(energy: Sequence[float], stability: Sequence[float], *, max_de
 
 def spectra_png(spectra: dict[int, Spectrum], *, top: int = 10) -> bytes:
     """Normalised singular values per layer (the first `top`), one line per layer."""
+    import matplotlib
+
     from interp.plotting import png, subplots
 
     fig, ax = subplots(figsize=(7, 3.5), dpi=100)
+    colours = matplotlib.colormaps["viridis"]
     for l, sp in spectra.items():
         s = sp.singular[:top]
         ax.plot(range(1, s.numel() + 1), (s / s[0]).tolist(), marker="o", ms=2, lw=1, label=f"L{l}",
-                color=matplotlib_color(l, max(spectra) + 1))
+                color=colours(l / max(1, max(spectra))))
     ax.set_xlabel("singular value index")
     ax.set_ylabel("σ_i / σ_1")
     ax.legend(fontsize=6, ncol=3)
     return png(fig)
-
-
-def matplotlib_color(i: int, n: int):
-    import matplotlib
-
-    return matplotlib.colormaps["viridis"](i / max(1, n - 1))

@@ -187,19 +187,6 @@ class _Decoder:
 
 
 @torch.inference_mode()
-def decode_block(w: torch.Tensor, unembed_t: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
-    """Decode directions [n, d_model] through W_Uᵀ [d_model, vocab] (one block, for checks and small jobs).
-
-    Returns (logits [n, vocab], lse [n], top_logits [n, k], top_ids [n, k]).
-    """
-    dec = _Decoder(unembed_t, w.shape[0])
-    logits = dec.logits(w)
-    block_max, lse = row_stats(logits)
-    top_logits, top_ids = block_topk(logits, block_max, k)
-    return logits[:, : dec.vocab], lse, top_logits, top_ids
-
-
-@torch.inference_mode()
 def lm_head_map(model: interp.Model, layers: Sequence[int] | None = None, options: LMHeadOptions | None = None,
                 *, progress: bool = False) -> LMHeadMap:
     """Decode every neuron of `layers` (default all) in every direction of `options`."""

@@ -5,6 +5,9 @@ A writer never registers a hook; it returns edits, and `interp.edit` /
 
 - `actadd` / `contrast_direction`: contrastive activation addition (ActAdd / CAA),
   the baseline writer — mean(positive) − mean(negative) activations at a site.
+- `clamps`: hold a concept neuron at a value; sweep values measuring P(concept).
+- `language`: deactivate / activate a language's neurons; the perplexity ablation grid.
+- `foxp2`: Neural FOXP2's shifts on target and English neurons (in progress).
 """
 
 from .actadd import ContrastDirection, actadd, contrast_direction, mean_activation

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 import interp
+from interp.batching import encode_left
 from interp.edits import POSITIONS, EditError
 
 NEUTRAL_PROMPTS: tuple[str, ...] = (
@@ -53,14 +54,7 @@ def single_token_ids(tokenizer, token: str) -> list[int]:
 def next_token_probability(model: interp.Model, prompts: Sequence[str], token_ids: Sequence[int],
                            edits: Sequence = ()) -> torch.Tensor:
     """P(next token ∈ token_ids) after each prompt, under `edits`: [n_prompts] float32."""
-    tok = model.tokenizer
-    old = tok.padding_side
-    tok.padding_side = "left"  # the last position is every prompt's next-token position
-    try:
-        enc = tok(list(prompts), return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = old
-    enc = {k: v.to(model.device) for k, v in enc.items()}
+    enc = {k: v.to(model.device) for k, v in encode_left(model.tokenizer, prompts).items()}
     with interp.edit(model, edits):
         logits = model.hf(**enc, use_cache=False).logits[:, -1].float()
     return logits.softmax(-1)[:, list(token_ids)].sum(-1).cpu()

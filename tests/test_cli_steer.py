@@ -99,7 +99,8 @@ def test_contrast_files_use_actadd(smollm2, capsys, tmp_path):
 
 
 def test_recipe(smollm2, capsys, tmp_path):
-    recipes = pytest.importorskip("interp.recipes", reason="interp.recipes is not written yet")
+    from interp import recipes
+
     site, neuron, value = CLAMP
     edits = [interp.Clamp(site, [neuron], value), interp.Add("blocks.3.hook_resid_pre", torch.ones(576), 0.5)]
     path = recipes.save_recipe(tmp_path / "r.safetensors", edits, smollm2)
