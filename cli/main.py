@@ -147,6 +147,13 @@ def _analyze_language_neurons(args, out: Path) -> int:
             raise _error(f"--lang-files covers {sorted(files)}, but --langs is {langs}")
         texts = file_texts({l: files[l] for l in langs})
         corpus = "files " + ", ".join(f"{l}={Path(files[l]).name}" for l in langs)
+        g = args.grid_verses
+        short = [l for l in langs if len(texts[l]) <= g]
+        if short:
+            raise _error(f"--lang-files: {', '.join(short)} has no more than --grid-verses {g} documents; the grid "
+                         "holds out each file's last documents, so give more or lower --grid-verses")
+        held = {l: texts[l][len(texts[l]) - g:] for l in langs}  # never counted
+        texts = {l: texts[l][:len(texts[l]) - g] for l in langs}
     else:
         versions = _lang_map(args.versions, "--versions") if args.versions else None
         texts = bible_texts(langs, limit=args.verses, versions=versions)
@@ -158,9 +165,8 @@ def _analyze_language_neurons(args, out: Path) -> int:
     dist, ph = layer_distribution(result), phases(result)
     grid = None
     if args.grid_verses:
-        held = bible_texts(langs, limit=args.grid_verses, offset=args.verses, versions=versions) \
-            if not args.lang_files else \
-            {l: texts[l][-args.grid_verses:] for l in langs}
+        if not args.lang_files:
+            held = bible_texts(langs, limit=args.grid_verses, offset=args.verses, versions=versions)
         grid = ablation_grid(model, {l: result.neurons(l) for l in langs}, held, max_length=args.max_length)
     means = active_means(freq, langs)
     sites = model.adapter.expand("mlp.hook_pre")  # the sites language_counts counted at, in layer order

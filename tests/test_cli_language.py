@@ -49,14 +49,37 @@ BAD = [
     (["--langs", "en,es", "--versions", "es"], "bad --versions entry"),
     (["--langs", "en,es", "--corpus", "demo"], "parallel Bible"),
     ([], "needs --langs"),
+    (["--langs", "en,es", "--lang-files", "en={short},es={short}", "--grid-verses", "3"], "holds out"),
 ]
 
 
 @pytest.mark.parametrize("argv,needle", BAD, ids=[b[1] for b in BAD])
 def test_bad_input_exits_2(argv, needle, tmp_path) -> None:
+    short = tmp_path / "short.txt"
+    short.write_text("one\n\ntwo\n\nthree\n")  # 3 documents: none left to count after holding out 3
+    argv = [a.replace("{short}", str(short)) for a in argv]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "cli.main", "analyze", "--probe", "language-neurons", *argv,
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and needle.lower() in lines[0].lower(), proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_lang_files_hold_out_the_grid_documents(smollm2, tmp_path, capsys) -> None:
+    """With --lang-files, the grid's documents are each file's last ones, and they are never counted."""
+    docs = bible_texts(["en", "es"], limit=24, offset=100)
+    for lang in docs:
+        (tmp_path / f"{lang}.txt").write_text("\n\n".join(docs[lang]) + "\n", encoding="utf-8")
+    out = tmp_path / "ln"
+    code = main(["analyze", "--probe", "language-neurons", "--langs", "en,es", "--lang-files",
+                 f"en={tmp_path / 'en.txt'},es={tmp_path / 'es.txt'}", "--grid-verses", "4", "--dtype", "float32",
+                 "--quiet", "--out", str(out)])
+    capsys.readouterr()
+    assert code == 0
+    atlas = load_atlas(out)
+    counted, _ = language_counts(smollm2, {l: docs[l][:20] for l in docs})
+    got = torch.stack([atlas.get(f"blocks.{l}.mlp.hook_pre", "counts") for l in range(30)], dim=1)
+    assert torch.equal(got, counted.counts) and atlas.params["tokens_per_language"] == counted.tokens.tolist()
+    assert len(atlas.params["grid"]["ppl"]) == 3
