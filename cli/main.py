@@ -476,9 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sites", help="list a model's site names", description="List every site of a model.")
     s.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
 
-    a = sub.add_parser("analyze", help="run an analysis over a corpus and write an atlas",
-                       description="Stream a corpus through a model and write an atlas folder "
-                                   "(atlas.json, tensors.safetensors, report.html).")
+    a = sub.add_parser("analyze", help="run a probe (statistics, lm-head, language neurons) and write an atlas",
+                       description="Run a probe and write an atlas folder (atlas.json, tensors.safetensors, "
+                                   "report.html): stats streams a corpus through the model; lm-head decodes the "
+                                   "weights; language-neurons counts firing per language.")
     a.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
     a.add_argument("--corpus", default=None,
                    help="'demo', 'bible:en,fr[:N]', or a .txt (blank-line separated) / .jsonl file "
@@ -540,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--show", type=int, default=20, help="moved neurons to list (default 20)")
 
     st = sub.add_parser(
-        "steer", help="generate with edits applied (clamps, added vectors, ActAdd, recipes)",
+        "steer", help="generate with edits applied (clamps, added vectors, ActAdd, recipes, concept neurons)",
         description="Generate greedy continuations of prompts with edits applied at sites; "
                     "with --compare, print unsteered and steered side by side.",
         epilog="examples:\n"
