@@ -114,3 +114,17 @@ def tokenize(
         group_index=torch.as_tensor(group_index if group_index is not None else [0] * n, dtype=torch.long),
         word_ids=word_ids,
     )
+
+
+def without_first(mask: torch.Tensor) -> torch.Tensor:
+    """A copy of an attention mask [batch, seq] without each row's first real token (either padding side).
+
+    The first token is the attention sink: in many models its activations are orders of
+    magnitude larger than elsewhere (smollm2 layer 11: norm ~2800 against ~7), so pooled
+    statistics that include it measure the sink, not the text. Rows with one real token keep it.
+    """
+    out = mask.clone()
+    keep_one = mask.sum(1) <= 1
+    rows = torch.arange(mask.shape[0])[~keep_one]
+    out[rows, mask.int().argmax(1)[~keep_one]] = 0
+    return out

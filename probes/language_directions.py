@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 import interp
+from interp.batching import without_first
 from interp.errors import InterpError
 
 
@@ -40,8 +41,14 @@ class Spectrum:
 @torch.inference_mode()
 def difference_matrices(model: interp.Model, target: Sequence[str], english: Sequence[str], *,
                         site: str = "mlp.hook_post", layers: Sequence[int] | None = None,
-                        batch_size: int = 8, max_length: int = 128) -> dict[int, torch.Tensor]:
-    """{layer: D [n_pairs, width]}: mean-pooled activations of target texts minus their English parallels."""
+                        skip_first: bool = True, batch_size: int = 8,
+                        max_length: int = 128) -> dict[int, torch.Tensor]:
+    """{layer: D [n_pairs, width]}: mean-pooled activations of target texts minus their English parallels.
+
+    skip_first leaves each text's first token out of the pool: it is the attention sink, whose
+    activations in some layers are hundreds of times larger than elsewhere (smollm2 layer 11:
+    norm ~2800 against ~7) and would otherwise make d̄ a difference of sinks, not of languages.
+    """
     if len(target) != len(english) or not target:
         raise InterpError(f"need the same number (> 0) of target and English texts, got {len(target)} and {len(english)}")
     layers = list(range(model.adapter.n_layers)) if layers is None else list(layers)
@@ -52,7 +59,8 @@ def difference_matrices(model: interp.Model, target: Sequence[str], english: Seq
         for s in range(0, len(texts), batch_size):
             batch = interp.tokenize(model.tokenizer, list(texts[s:s + batch_size]), max_length=max_length)
             cache = interp.run_with_cache(model, batch, sites)
-            mask = batch.attention_mask.to(torch.float32)[:, :, None]
+            mask = without_first(batch.attention_mask) if skip_first else batch.attention_mask
+            mask = mask.to(torch.float32)[:, :, None]
             for l, name in zip(layers, sites):
                 x = cache[name].float().flatten(2)
                 out[l].append((x * mask).sum(1) / mask.sum(1).clamp(min=1))
@@ -102,13 +110,23 @@ def bootstrap_stability(D: torch.Tensor, *, rank: int | None = None, samples: in
 
 
 def choose_window(energy: Sequence[float], stability: Sequence[float], *, max_depth: float = 0.67,
-                  keep: float = 0.8) -> list[int]:
-    """Layers to intervene on: the run around the best energy × stability, among the first `max_depth` of
-    the layers, of layers scoring at least `keep` × the best."""
+                  keep: float = 0.8, width: int | None = None) -> list[int]:
+    """Layers to intervene on, among the first `max_depth` of the layers, scored by energy × stability.
+
+    Without `width`: the run around the best layer of layers scoring at least `keep` × the best.
+    With `width`: the run of `width` consecutive layers with the highest mean score (a fixed-size
+    window, for models whose spectra are flat across depth).
+    """
     if len(energy) != len(stability) or not energy:
         raise InterpError("energy and stability need one value per layer")
     n = max(1, round(max_depth * len(energy)))
     score = [e * s for e, s in zip(energy[:n], stability[:n])]
+    if width is not None:
+        if width < 1:
+            raise InterpError(f"window width must be at least 1, not {width}")
+        width = min(width, n)
+        start = max(range(n - width + 1), key=lambda i: sum(score[i:i + width]))
+        return list(range(start, start + width))
     best = max(range(n), key=score.__getitem__)
     lo = hi = best
     while lo > 0 and score[lo - 1] >= keep * score[best]:

@@ -1,12 +1,13 @@
 """Sparse autoencoders on residual activations with SAE-Lens, and language selectivity of their features
 (Neural FOXP2 step 1, METHODS.md §D).
 
-- `residual_activations`: token activations at `blocks.L.hook_resid_post` over texts, [n_tokens, d_model].
+- `residual_activations`: token activations at `blocks.L.hook_resid_post` over texts, [n_tokens, d_model]
+  (one layer or several in one pass).
 - `train_sae`: a TopK SAE (SAE-Lens `TopKTrainingSAE`, trained by its `SAETrainer` on an
   in-memory, seeded stream of those activations); reproducible for a seed; returns the SAE
   and its explained variance on held-out activations.
-- `feature_lift`: each feature's decoder direction through final norm + W_U; softmax mass on the
-  target language's tokens minus that on English tokens.
+- `feature_lift`: each feature's decoder direction through the final norm + W_U; softmax mass on the
+  target language's tokens minus (or log-ratio against) that on English tokens.
 - `trace_neurons`: a feature's strongest MLP neurons of the same layer — neurons whose write
   direction, weighted by their mean activation on the language, best aligns with the feature's
   decoder direction.
@@ -14,28 +15,43 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from unittest import mock
 from typing import Iterator, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 import interp
+from interp.batching import without_first
 from interp.errors import InterpError
 
 
 @torch.inference_mode()
-def residual_activations(model: interp.Model, texts: Sequence[str], layer: int, *, batch_size: int = 8,
-                         max_length: int = 128) -> torch.Tensor:
-    """Activations of every real token at `blocks.{layer}.hook_resid_post`: [n_tokens, d_model] float32."""
-    site = f"blocks.{layer}.hook_resid_post"
-    rows = []
+def residual_activations(model: interp.Model, texts: Sequence[str], layers: int | Sequence[int], *,
+                         skip_first: bool = True, batch_size: int = 8,
+                         max_length: int = 128) -> torch.Tensor | dict[int, torch.Tensor]:
+    """Activations of every real token at `blocks.L.hook_resid_post`: [n_tokens, d_model] float32 for one
+    layer, {layer: [n_tokens, d_model]} for a list (one forward pass per batch for all of them).
+
+    skip_first drops each text's first token, the attention sink: its residual norm is orders of
+    magnitude above the rest and would dominate both the SAE's loss and its explained variance.
+    """
+    one = isinstance(layers, int)
+    layers = [layers] if one else list(layers)
+    sites = [f"blocks.{l}.hook_resid_post" for l in layers]
+    rows: dict[int, list] = {l: [] for l in layers}
     for s in range(0, len(texts), batch_size):
         batch = interp.tokenize(model.tokenizer, list(texts[s:s + batch_size]), max_length=max_length)
-        x = interp.run_with_cache(model, batch, [site])[site].float()
-        rows.append(x[batch.attention_mask.bool()])
-    if not rows:
+        cache = interp.run_with_cache(model, batch, sites)
+        real = (without_first(batch.attention_mask) if skip_first else batch.attention_mask).bool()
+        for l, site in zip(layers, sites):
+            rows[l].append(cache[site].float()[real])
+    if not texts:
         raise InterpError("no texts to take activations from")
-    return torch.cat(rows)
+    out = {l: torch.cat(v) for l, v in rows.items()}
+    return out[layers[0]] if one else out
 
 
 class _Stream(Iterator[torch.Tensor]):
@@ -74,7 +90,8 @@ def explained_variance(sae, x: torch.Tensor) -> float:
 
 
 def train_sae(acts: torch.Tensor, layer: int, *, expansion: int = 4, k: int = 32, steps: int = 400,
-              batch_size: int = 256, lr: float = 1e-3, seed: int = 0, held_out: float = 0.1) -> TrainedSAE:
+              batch_size: int = 256, lr: float = 1e-3, seed: int = 0, held_out: float = 0.1,
+              progress: bool = False) -> TrainedSAE:
     """Train a TopK SAE (SAE-Lens) on activations [n, d_model]; the last `held_out` share scores it."""
     from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import LoggingConfig, SAETrainerConfig
@@ -89,18 +106,32 @@ def train_sae(acts: torch.Tensor, layer: int, *, expansion: int = 4, k: int = 32
                            lr_end=lr, device="cpu", n_checkpoints=0, save_final_checkpoint=False,
                            logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=8)
     trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=_Stream(train, batch_size, seed))
-    trainer.fit()
+    # SAE-Lens's trainer always draws a progress bar; it has no switch, so hand it a quiet tqdm
+    with mock.patch("sae_lens.training.sae_trainer.tqdm", functools.partial(tqdm, disable=not progress)):
+        trainer.fit()
     sae.eval()
     return TrainedSAE(sae, explained_variance(sae, test), layer, seed)
 
 
+LIFTS = ("difference", "log_ratio")
+
+
 def feature_lift(model: interp.Model, decoder: torch.Tensor, target_ids: torch.Tensor,
-                 english_ids: torch.Tensor) -> torch.Tensor:
-    """M_T(j) − M_EN(j) per feature [d_sae]: softmax mass of W_U · (g ⊙ w_dec_j) on each token set."""
+                 english_ids: torch.Tensor, *, kind: str = "difference") -> torch.Tensor:
+    """Each feature's lift toward the target language [d_sae].
+
+    The decoder direction goes through the model's own final norm (which also undoes its
+    arbitrary scale) and W_U; M = softmax mass on a token set. kind "difference": M_T − M_EN;
+    "log_ratio": log M_T − log M_EN.
+    """
+    if kind not in LIFTS:
+        raise InterpError(f"feature lift kind must be one of {', '.join(LIFTS)}, not {kind!r}")
     a = model.adapter
-    w = decoder.float() * a.final_norm_weight().detach().float()
-    probs = torch.softmax(w @ a.unembed().detach().float().T, dim=-1)  # [d_sae, vocab]
-    return probs[:, target_ids].sum(-1) - probs[:, english_ids].sum(-1)
+    with torch.no_grad():
+        normed = a.final_norm(decoder.to(model.device, a.unembed().dtype)).float()
+        probs = torch.softmax(normed @ a.unembed().detach().float().T, dim=-1)  # [d_sae, vocab]
+    m_t, m_en = probs[:, target_ids].sum(-1), probs[:, english_ids].sum(-1)
+    return (m_t - m_en if kind == "difference" else m_t.clamp(min=1e-30).log() - m_en.clamp(min=1e-30).log()).cpu()
 
 
 def trace_neurons(model: interp.Model, layer: int, directions: torch.Tensor, mean_activation: torch.Tensor,

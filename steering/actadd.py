@@ -14,6 +14,7 @@ from typing import Literal, Sequence
 import torch
 
 import interp
+from interp.batching import without_first
 from interp.edits import POSITIONS, EditError
 
 Pooling = Literal["last", "mean"]
@@ -49,10 +50,11 @@ def _prompts(texts, name: str) -> list[str]:
 
 
 def mean_activation(model: interp.Model, prompts: Sequence[str], site: str, *,
-                    position: Pooling = "mean", batch_size: int = 8) -> torch.Tensor:
+                    position: Pooling = "mean", skip_first: bool = False, batch_size: int = 8) -> torch.Tensor:
     """Mean over prompts of one pooled activation per prompt at `site`: [width] float32.
 
-    position "mean": each prompt's mean over its real tokens (padding excluded);
+    position "mean": each prompt's mean over its real tokens (padding excluded; the first
+    token, the attention sink, too when `skip_first` and the prompt has more than one token);
     "last": its last real token.
     """
     if position not in POOLINGS:
@@ -67,7 +69,7 @@ def mean_activation(model: interp.Model, prompts: Sequence[str], site: str, *,
         acts = interp.run_with_cache(model, batch, [point.name])[point.name].double().cpu()  # [b, seq, width]
         real = batch.attention_mask.bool()  # [b, seq]
         if position == "mean":
-            w = real.double().unsqueeze(-1)
+            w = (without_first(batch.attention_mask) if skip_first else real).double().unsqueeze(-1)
             pooled = (acts * w).sum(1) / w.sum(1)  # [b, width]
         else:
             seq = torch.arange(real.shape[1]).expand_as(real)
@@ -78,24 +80,28 @@ def mean_activation(model: interp.Model, prompts: Sequence[str], site: str, *,
 
 
 def contrast_direction(model: interp.Model, positive: Sequence[str], negative: Sequence[str], site: str, *,
-                       position: Pooling = "mean", batch_size: int = 8) -> ContrastDirection:
+                       position: Pooling = "mean", skip_first: bool = False, batch_size: int = 8) -> ContrastDirection:
     """mean activation over `positive` minus mean over `negative` at `site` (vector [width])."""
     pos, neg = _prompts(positive, "positive"), _prompts(negative, "negative")
-    kw = dict(position=position, batch_size=batch_size)
+    kw = dict(position=position, skip_first=skip_first, batch_size=batch_size)
     vec = mean_activation(model, pos, site, **kw) - mean_activation(model, neg, site, **kw)
     return ContrastDirection(site=model.adapter.resolve(site).name, vector=vec, n_pos=len(pos), n_neg=len(neg),
                              position=position)
 
 
 def actadd(model: interp.Model, positive: Sequence[str], negative: Sequence[str], site: str, scale: float, *,
-           positions: str = "all", position: Pooling = "mean", batch_size: int = 8) -> list[interp.Add]:
+           positions: str = "all", position: Pooling = "mean", skip_first: bool = False,
+           batch_size: int = 8) -> list[interp.Add]:
     """Edits that add `scale · (mean(positive) − mean(negative))` at `site`.
 
     positions: which tokens the edit acts on ("all" | "prompt" | "generated");
-    position: how each prompt is pooled when building the direction ("mean" | "last").
+    position: how each prompt is pooled when building the direction ("mean" | "last");
+    skip_first: leave each prompt's first token (the attention sink) out of a "mean" pool — off by
+    default, as in ActAdd/CAA; on for long texts whose sink would dominate the mean.
     Returns `[interp.Add(site, vector [width], scale, positions)]`.
     """
     if positions not in POSITIONS:
         raise EditError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
-    d = contrast_direction(model, positive, negative, site, position=position, batch_size=batch_size)
+    d = contrast_direction(model, positive, negative, site, position=position, skip_first=skip_first,
+                           batch_size=batch_size)
     return [interp.Add(d.site, d.vector, float(scale), positions)]

@@ -9,9 +9,11 @@ In each layer of the intervention window, at the neurons (`blocks.L.mlp.hook_pos
   the English directions E [r, d_mlp], removed (β = 1) or shrunk on the English neurons
   N_EN only (an `interp.Ablate` with strength β and units N_EN).
 
-The directions come from `probes.language_directions`, the neuron sets from
-`probes.sae_features` (or from language-neuron masks); every quantity is an input,
-so each choice is a setting. `positive` / `negative` switch the parts off for ablations.
+The directions and neuron sets come from `probes.foxp2.analyze` (spectra of parallel-text
+differences; SAE features traced to neurons) via `window_from_analysis`, or from
+language-neuron masks via `window_from_neuron_sets`; every quantity is an input, so each
+choice is a setting. `positive` / `negative` switch the parts off for ablations, and
+`random_direction_edits` is the equal-norm random-direction control.
 """
 
 from __future__ import annotations
@@ -65,6 +67,33 @@ def foxp2_edits(window: Sequence[Foxp2Layer], *, alpha: float = 1.0, beta: float
             edits.append(interp.Ablate(site, w.english_directions, positions, strength=beta,
                                        units=list(w.english_neurons)))
     return edits
+
+
+def random_direction_edits(window: Sequence[Foxp2Layer], *, alpha: float = 1.0, beta: float = 1.0,
+                           positions: str = "all", seed: int = 0, negative: bool = True) -> list:
+    """The control: FOXP2 with each layer's positive shift replaced by a random direction of the same
+    norm on the same target neurons (the negative shift unchanged, or left out)."""
+    g = torch.Generator().manual_seed(seed)
+    edits: list = []
+    for w in window:
+        shift = w.shift()
+        idx = list(w.target_neurons)
+        rand = torch.zeros_like(shift)
+        rand[idx] = torch.randn(len(idx), generator=g)
+        rand *= shift.norm() / rand.norm().clamp(min=1e-12)
+        edits.append(interp.Add(f"blocks.{w.layer}.mlp.hook_post", rand, alpha, positions))
+        if negative:
+            edits += foxp2_edits([w], alpha=alpha, beta=beta, positions=positions, positive=False)
+    return edits
+
+
+def window_from_analysis(analysis) -> list[Foxp2Layer]:
+    """One Foxp2Layer per window layer of a `probes.foxp2.Foxp2Analysis` (its spectra and localisation)."""
+    if not analysis.layers:
+        raise EditError("the analysis has no localised layers (run it with localisation)")
+    return window_from_neuron_sets({l: analysis.spectra[l] for l in analysis.layers},
+                                   {l: f.target_neurons for l, f in analysis.layers.items()},
+                                   {l: f.english_neurons for l, f in analysis.layers.items()})
 
 
 def window_from_neuron_sets(spectra: dict, target_neurons: dict[int, Sequence[int]],

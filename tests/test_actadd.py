@@ -65,12 +65,14 @@ def test_sentiment_scorer():
 
 
 # ---------------------------------------------------------------- fast: the direction is what it says
-def _hand_mean(model, prompts, site, position):
-    """One prompt at a time (no padding at all): mean over its tokens, or its last token."""
+def _hand_mean(model, prompts, site, position, skip_first=False):
+    """One prompt at a time (no padding at all): mean over its tokens after the first (the attention
+    sink; all of them when there is one, or when not skip_first), or its last token."""
     rows = []
     for p in prompts:
         a = interp.run_with_cache(model, [p], [site])[site][0].double()  # [seq, width]
-        rows.append(a.mean(0) if position == "mean" else a[-1])
+        first = 1 if skip_first and a.shape[0] > 1 else 0
+        rows.append(a[first:].mean(0) if position == "mean" else a[-1])
     return torch.stack(rows).mean(0)
 
 
@@ -86,6 +88,10 @@ def test_direction_equals_hand_computed_mean_difference(smollm2, position):
     assert (d.site, d.n_pos, d.n_neg, d.position) == (site, 3, 3, position)
     assert d.vector.shape == (smollm2.adapter.d_model,) and d.vector.dtype == torch.float32
     torch.testing.assert_close(d.vector, want, atol=1e-5, rtol=1e-5)
+    if position == "mean":
+        sinkless = contrast_direction(smollm2, pos, neg, site, position=position, batch_size=2, skip_first=True)
+        want = (_hand_mean(smollm2, pos, site, position, True) - _hand_mean(smollm2, neg, site, position, True))
+        torch.testing.assert_close(sinkless.vector, want.float(), atol=1e-5, rtol=1e-5)
 
 
 def test_actadd_returns_edits_and_registers_nothing(smollm2):

@@ -39,6 +39,10 @@ def test_window_is_the_strong_stable_low_to_mid_run() -> None:
     stability = [0.5, 0.9, 0.95, 0.97, 0.9, 0.5, 0.5, 0.99, 0.99]  # the last layers are excluded by depth
     assert choose_window(energy, stability) == [2, 3, 4]
     assert choose_window(energy, stability, max_depth=1.0) == [7, 8]
+    assert choose_window(energy, stability, width=2) == [2, 3]  # 0.855 + 0.9215 beats 0.9215 + 0.81
+    assert choose_window(energy, stability, width=2, max_depth=1.0) == [7, 8]
+    assert choose_window(energy, stability, width=3, max_depth=1.0) == [2, 3, 4]  # 2.59 beats [6, 7, 8]: 2.11
+    assert choose_window(energy, stability, width=50) == list(range(6))  # clipped to the allowed depth
 
 
 def test_smollm2_english_spanish_shift_is_low_rank(smollm2) -> None:
