@@ -45,7 +45,7 @@ def _cmd_sites(args) -> int:
     return 0
 
 
-PROBES = ("stats", "lm-head", "language-neurons")
+PROBES = ("stats", "lm-head", "language-neurons", "foxp2")
 
 
 def _cmd_analyze(args) -> int:
@@ -58,6 +58,10 @@ def _cmd_analyze(args) -> int:
         return _analyze_lm_head(args, out)
     if args.probe == "language-neurons":
         return _analyze_language_neurons(args, out)
+    if args.probe == "foxp2":
+        from cli.foxp2 import analyze_command
+
+        return analyze_command(args, out)
     if args.corpus is None:
         raise interp.InterpError("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
     return _analyze_stats(args, out)
@@ -420,6 +424,8 @@ def _cmd_steer(args) -> int:
     # cheap checks first: syntax and files, before the model loads
     if args.max_new_tokens < 1:
         raise _error("--max-new-tokens must be at least 1")
+    if not (args.repetition_penalty > 0 and math.isfinite(args.repetition_penalty)):
+        raise _error("--repetition-penalty must be a positive number")
     prompts = [p for p in args.prompt if p.strip()]
     if not prompts:
         raise _error("no prompt: give --prompt TEXT (repeatable)")
@@ -443,18 +449,29 @@ def _cmd_steer(args) -> int:
     args._sweep = [_float(v, "--sweep") for v in (args.sweep or "").split(",") if v.strip()]
     if args.atlas and not (Path(args.atlas) / "atlas.json").is_file():
         raise _error(f"--atlas {args.atlas} is not an atlas folder (no atlas.json)")
-    if not (args._clamps or args._adds or args.contrast or args.recipe or args.concept):
-        raise _error("no edits given: use --clamp, --add, --contrast, --recipe or --concept")
+    if args.method == "foxp2":
+        from cli.foxp2 import check_target
+
+        check_target(args.target)
+    elif args.target or args.window or args.save_recipe:
+        raise _error("--target, --window and --save-recipe go with --method foxp2")
+    if not (args._clamps or args._adds or args.contrast or args.recipe or args.concept or args.method):
+        raise _error("no edits given: use --clamp, --add, --contrast, --recipe, --concept or --method foxp2")
 
     model = interp.load_model(args.model)
     edits, notes = _steer_edits(args, model)
+    if args.method == "foxp2":
+        from cli.foxp2 import steer_edits
+
+        edits += steer_edits(args, model, notes)
     if args.concept is not None:
         edits.append(_concept_clamp(args, model, notes))
-    gen = dict(max_new_tokens=args.max_new_tokens)
+    gen = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
     steered = interp.generate(model, prompts, edits, **gen)  # first: a bad recipe edit fails before any output
     plain = interp.generate(model, prompts, [], **gen) if args.compare else None
     width = shutil.get_terminal_size((100, 24)).columns
-    print(f"# {model.name}, greedy, {args.max_new_tokens} new tokens, positions {args.positions}")
+    print(f"# {model.name}, greedy, {args.max_new_tokens} new tokens, repetition penalty "
+          f"{args.repetition_penalty:g}, positions {args.positions}")
     for n in notes:
         print(f"# {n}")
     for i, prompt in enumerate(prompts):
@@ -521,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="zhang2025: the three-way classification with the λ search; lape: the LAPE baseline")
     ln.add_argument("--grid-verses", type=int, default=16,
                     help="held-out texts per language for the ablation grid (default 16; 0: no grid)")
+    from cli.foxp2 import add_options
+
+    add_options(a.add_argument_group("foxp2 options"), steer=False)
 
     at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
     atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=_Parser)
@@ -550,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  interp steer --prompt 'The movie was' --contrast love.txt hate.txt "
                "--site blocks.10.hook_resid_pre --scale 6 --compare\n"
                "  interp steer --prompt 'Hello' --recipe edits.safetensors\n"
-               "  interp steer --prompt 'My favourite animal is' --concept ' dog' --compare",
+               "  interp steer --prompt 'My favourite animal is' --concept ' dog' --compare\n"
+               "  interp steer --prompt 'The best way to learn is' --method foxp2 --target es --compare",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
     st.add_argument("--prompt", action="append", required=True, metavar="TEXT",
@@ -574,7 +595,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--clamp-value", type=float, help="value for --concept (default: picked from the sweep)")
     st.add_argument("--sweep", metavar="V,V,...", help="clamp values to try for --concept")
     st.add_argument("--compare", action="store_true", help="also generate without edits; print both side by side")
+    st.add_argument("--method", choices=["foxp2"],
+                    help="foxp2: Neural FOXP2, make --target the model's default language (localises first)")
+    from cli.foxp2 import add_options
+
+    add_options(st.add_argument_group("foxp2 options"), steer=True)
     st.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
+    st.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
+                    help="HF repetition penalty (default 1: none; 1.3 keeps a small model's greedy text from looping)")
     st.add_argument("--positions", default="all", choices=["all", "prompt", "generated"],
                     help="which tokens the --clamp/--add/--contrast edits act on (recipes keep their own)")
     return p

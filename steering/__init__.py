@@ -7,7 +7,8 @@ A writer never registers a hook; it returns edits, and `interp.edit` /
   the baseline writer — mean(positive) − mean(negative) activations at a site.
 - `clamps`: hold a concept neuron at a value; sweep values measuring P(concept).
 - `language`: deactivate / activate a language's neurons; the perplexity ablation grid.
-- `foxp2`: Neural FOXP2's shifts on target and English neurons (in progress).
+- `foxp2`: Neural FOXP2's shifts on target and English neurons, the random-direction control, strength
+  calibration and the evaluation table (`language_eval`, `neutral_prompts`).
 """
 
 from .actadd import ContrastDirection, actadd, contrast_direction, mean_activation

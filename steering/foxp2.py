@@ -115,3 +115,60 @@ def window_from_neuron_sets(spectra: dict, target_neurons: dict[int, Sequence[in
     if not window:
         raise EditError("no layer has both target neurons and a spectrum")
     return window
+
+
+def foxp2_table(model: interp.Model, window: Sequence[Foxp2Layer], target: str, texts: dict, *,
+                alpha: float = 1.5, beta: float = 1.0, strengths: Sequence[float] | None = None,
+                actadd_scales: Sequence[float] = (2.0, 4.0, 8.0), **eval_kwargs):
+    """The evaluation table on held-out neutral prompts (`steering.neutral_prompts`): FOXP2 at
+    `strengths` (default 2/3, 1 and 4/3 × alpha), only its positive shift, only its negative shift,
+    a random direction of the same norm, and ActAdd (the parallel texts' contrast, `texts[target]`
+    minus `texts["en"]`, at the residual stream entering the window's middle layer)."""
+    from .actadd import actadd
+    from .language_eval import evaluate
+    from .neutral_prompts import NEUTRAL
+
+    if target not in NEUTRAL:
+        raise EditError(f"no held-out neutral prompts in {target!r} (have {', '.join(NEUTRAL)})")
+    strengths = strengths or (alpha * 2 / 3, alpha, alpha * 4 / 3)
+    layers = [w.layer for w in window]
+    site = f"blocks.{layers[len(layers) // 2]}.hook_resid_pre"
+    variants = [("FOXP2", a, foxp2_edits(window, alpha=a, beta=beta)) for a in strengths]
+    variants += [("positive shift only", alpha, foxp2_edits(window, alpha=alpha, negative=False)),
+                 ("negative shift only", alpha, foxp2_edits(window, alpha=alpha, beta=beta, positive=False)),
+                 ("random direction, same norm", alpha, random_direction_edits(window, alpha=alpha, beta=beta))]
+    pos, neg = texts[target][:32], texts["en"][:32]
+    variants += [(f"ActAdd ({site})", s, actadd(model, pos, neg, site, s, skip_first=True)) for s in actadd_scales]
+    return evaluate(model, variants, target, NEUTRAL["en"], NEUTRAL[target], **eval_kwargs)
+
+
+STRENGTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+
+
+def calibrate_strength(model: interp.Model, window: Sequence[Foxp2Layer], target: str, prompts: Sequence[str], *,
+                       beta: float = 1.0, share: float = 0.9, strengths: Sequence[float] = STRENGTHS,
+                       candidates: Sequence[str] = ("en", "es", "fr", "de"), **generation) -> tuple[float, list]:
+    """The smallest α in `strengths` whose continuations of `prompts` reach `share` in the target language
+    (the largest α when none does), and the sweep [(α, share)]: the least push, the least fluency cost.
+
+    `prompts` must be kept apart from any evaluation prompts (the CLI uses English Bible verse
+    openings that the analysis did not read).
+    """
+    from interp.language_id import language_share
+
+    from .language_eval import GENERATION
+
+    gen = {**GENERATION, **generation}
+    cands = sorted({*candidates, target, "en"})
+    sweep = []
+    for a in sorted(strengths):
+        out = interp.generate(model, list(prompts), foxp2_edits(window, alpha=a, beta=beta), **gen)
+        sweep.append((a, language_share(out, target, cands)))
+        if sweep[-1][1] >= share:
+            return a, sweep
+    return sweep[-1][0], sweep
+
+
+def verse_openings(verses: Sequence[str], words: int = 8) -> list[str]:
+    """The first `words` words of each verse: calibration prompts that read like prose."""
+    return [" ".join(v.split()[:words]) for v in verses if len(v.split()) > words]

@@ -1,0 +1,154 @@
+"""`interp analyze --probe foxp2` and `interp steer --method foxp2`: Neural FOXP2 from the command line.
+
+analyze writes an atlas folder: atlas.json (settings, spectra numbers, window, localisation),
+tensors.safetensors (per window layer: target directions, d̄, N_T, N_EN), spectra.png,
+report.html, recipe.safetensors (the edits at --strength), and with --evaluate the
+language-steering table (table.txt, and in atlas.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import tempfile
+from pathlib import Path
+
+from interp.errors import InterpError
+
+
+def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
+    """The FOXP2 settings, shared by analyze and steer."""
+    group.add_argument("--target", help="target language (ISO 639-1 / Bible code), e.g. es, fr" +
+                       ("" if steer else " (foxp2)"))
+    group.add_argument("--window", metavar="LAYERS", help="intervention layers, e.g. 19-26 (default: chosen from the "
+                       "difference spectra: the quarter of the layers with the highest energy × stability)")
+    group.add_argument("--strength", type=float, default=1.5, help="α, the positive shift (default 1.5)")
+    group.add_argument("--beta", type=float, default=1.0, help="β, the negative shift on English neurons (default 1)")
+    group.add_argument("--sae-steps", type=int, default=300, help="SAE training steps per layer (default 300)")
+    group.add_argument("--seed", type=int, default=0, help="seed of SAE training and bootstrap (default 0)")
+    group.add_argument("--lift", default="difference", choices=["difference", "log_ratio"],
+                       help="feature selectivity: M_T − M_EN or log(M_T / M_EN)")
+    group.add_argument("--foxp2-verses", type=int, default=96, metavar="N",
+                       help="parallel Bible verses for the directions and the SAEs (default 96)")
+    if not steer:
+        group.add_argument("--evaluate", action="store_true",
+                           help="also generate on held-out neutral prompts: target share and perplexity for "
+                                "FOXP2, its parts, a random direction and ActAdd (a few minutes)")
+    else:
+        group.add_argument("--save-recipe", metavar="FILE", help="write the FOXP2 edits to FILE (.safetensors)")
+
+
+def settings_from(args, model):
+    from probes.foxp2 import Foxp2Settings
+
+    for name in ("strength", "beta"):
+        if not math.isfinite(getattr(args, name)):
+            raise InterpError(f"--{name} must be a finite number")
+    if args.sae_steps < 1 or args.foxp2_verses < 8:
+        raise InterpError("--sae-steps must be at least 1 and --foxp2-verses at least 8")
+    window = model.adapter.parse_layers(args.window) if args.window else None
+    return Foxp2Settings(target=args.target, window=window, sae_steps=args.sae_steps, seed=args.seed, lift=args.lift)
+
+
+def check_target(target: str | None) -> None:
+    """Fail before any model loads when the Bible has no text in the target language."""
+    from interp.corpora import BIBLE_DEFAULTS
+
+    if not target:
+        raise InterpError("foxp2 needs --target LANG, e.g. --target es")
+    if target == "en" or target not in BIBLE_DEFAULTS:
+        raise InterpError(f"--target {target!r}: choose a language other than English that the parallel Bible has: "
+                          f"{', '.join(sorted(set(BIBLE_DEFAULTS) - {'en'}))}")
+
+
+def build(args, model):
+    """Run the analysis; return (analysis, window layers, edits)."""
+    from probes.foxp2 import analyze
+    from probes.language_counts import bible_texts
+    from steering.foxp2 import foxp2_edits, window_from_analysis
+
+    settings = settings_from(args, model)
+    texts = bible_texts(["en", settings.target], limit=args.foxp2_verses)
+    analysis = analyze(model, texts, settings)
+    window = window_from_analysis(analysis)
+    return analysis, window, texts, foxp2_edits(window, alpha=args.strength, beta=args.beta)
+
+
+def recipe_bytes(edits, model, provenance: dict) -> bytes:
+    from interp.recipes import save_recipe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recipe.safetensors"
+        save_recipe(path, edits, model, provenance)
+        return path.read_bytes()
+
+
+def provenance(args, analysis) -> dict:
+    return {"writer": "steering.foxp2", "target": analysis.target, "alpha": args.strength, "beta": args.beta,
+            "window": analysis.window, "corpus": f"parallel Bible en/{analysis.target}, {args.foxp2_verses} verses",
+            "seed": args.seed, "sae_steps": args.sae_steps, "lift": args.lift}
+
+
+_REPORT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>interp FOXP2: {model}</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 64em; }} pre {{ font-size: 12px; }}</style>
+</head><body><h1>Neural FOXP2 — {model}, English → {target}</h1>
+<p>Window layers {window}; α = {alpha:g}, β = {beta:g}. Spectra of the English → {target} activation differences
+(left), energy / stability / effective rank over depth (right):</p>
+<img alt="spectra" src="spectra.png" style="max-width:100%">
+<h2>Per layer</h2><pre>{table}</pre>
+{evaluation}</body></html>"""
+
+
+def analyze_command(args, out: Path) -> int:
+    import interp
+    from atlases import Atlas
+    from probes.foxp2 import spectra_png
+    from steering.foxp2 import foxp2_table
+
+    check_target(args.target)
+    model = interp.load_model(args.model)
+    analysis, window, texts, edits = build(args, model)
+    table = (foxp2_table(model, window, analysis.target, texts, alpha=args.strength, beta=args.beta)
+             if args.evaluate else None)
+    tensors = {}
+    for w in window:
+        site = f"blocks.{w.layer}.mlp.hook_post"
+        tensors[f"{site}/directions"] = w.directions.contiguous()
+        tensors[f"{site}/mean_diff"] = w.mean_diff.contiguous()
+    params = {**analysis.summary(), "alpha": args.strength, "beta": args.beta,
+              "evaluation": table.to_json() if table else None}
+    atlas = Atlas(model=model.name, revision=model.revision, sites=[f"blocks.{l}.mlp.hook_post" for l in analysis.window],
+                  method="foxp2", tensors=tensors, params=params)
+    ev = "" if table is None else f"<h2>Held-out neutral prompts</h2><pre>{html.escape(table.text())}</pre>"
+    report = _REPORT.format(model=html.escape(model.name), target=html.escape(analysis.target),
+                            window=analysis.window, alpha=args.strength, beta=args.beta,
+                            table=html.escape(analysis.table()), evaluation=ev)
+    binary = {"spectra.png": spectra_png(analysis),
+              "recipe.safetensors": recipe_bytes(edits, model, provenance(args, analysis))}
+    extra = {"report.html": report, **({"table.txt": table.text() + "\n"} if table else {})}
+    atlas.save(out, extra_files=extra, binary_files=binary)
+    print(analysis.table())
+    if table is not None:
+        print(table.text())
+    print(f"wrote {out}: window {analysis.window}, "
+          f"{sum(len(f.target_neurons) for f in analysis.layers.values())} target and "
+          f"{sum(len(f.english_neurons) for f in analysis.layers.values())} English neurons; "
+          f"steer with: interp steer --recipe {out / 'recipe.safetensors'} --prompt ...")
+    return 0
+
+
+def steer_edits(args, model, notes: list[str]) -> list:
+    """--method foxp2: analyse (minutes on a CPU), optionally save the recipe, return the edits."""
+    from interp.recipes import save_recipe
+
+    print(f"# FOXP2: localising English → {args.target} in {model.name} (SAEs on the window layers; "
+          "save the recipe with --save-recipe or `interp analyze --probe foxp2` to skip this next time)")
+    analysis, window, _, edits = build(args, model)
+    if args.save_recipe:
+        save_recipe(args.save_recipe, edits, model, provenance(args, analysis))
+        notes.append(f"recipe written to {args.save_recipe}")
+    notes.append(f"foxp2 → {args.target}: window {analysis.window}, α = {args.strength:g}, β = {args.beta:g}, "
+                 f"{sum(len(w.target_neurons) for w in window)} target / "
+                 f"{sum(len(w.english_neurons) for w in window)} English neurons")
+    return edits
