@@ -23,12 +23,16 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
                        ("" if steer else " (foxp2)"))
     group.add_argument("--window", metavar="LAYERS", help="intervention layers, e.g. 19-26 (default: chosen from the "
                        "difference spectra: the quarter of the layers with the highest energy × stability)")
-    group.add_argument("--strength", type=float, default=1.5, help="α, the positive shift (default 1.5)")
+    group.add_argument("--strength", default="auto", metavar="ALPHA|auto",
+                       help="α, the positive shift; auto (default): the smallest of 0.5 … 3 that makes ≥ 90%% of "
+                            "continuations of calibration prompts (kept apart from the test prompts) the target")
     group.add_argument("--beta", type=float, default=1.0, help="β, the negative shift on English neurons (default 1)")
     group.add_argument("--sae-steps", type=int, default=300, help="SAE training steps per layer (default 300)")
     group.add_argument("--seed", type=int, default=0, help="seed of SAE training and bootstrap (default 0)")
     group.add_argument("--lift", default="difference", choices=["difference", "log_ratio"],
                        help="feature selectivity: M_T − M_EN or log(M_T / M_EN)")
+    group.add_argument("--sae", action="append", default=[], metavar="LAYER=DIR",
+                       help="use an SAE-Lens SAE from disk for a window layer instead of training one (repeatable)")
     group.add_argument("--foxp2-verses", type=int, default=96, metavar="N",
                        help="parallel Bible verses for the directions and the SAEs (default 96)")
     if not steer:
@@ -42,36 +46,56 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
 def settings_from(args, model):
     from probes.foxp2 import Foxp2Settings
 
-    for name in ("strength", "beta"):
-        if not math.isfinite(getattr(args, name)):
-            raise InterpError(f"--{name} must be a finite number")
+    if not math.isfinite(args.beta):
+        raise InterpError("--beta must be a finite number")
     if args.sae_steps < 1 or args.foxp2_verses < 8:
         raise InterpError("--sae-steps must be at least 1 and --foxp2-verses at least 8")
     window = model.adapter.parse_layers(args.window) if args.window else None
     return Foxp2Settings(target=args.target, window=window, sae_steps=args.sae_steps, seed=args.seed, lift=args.lift)
 
 
-def check_target(target: str | None) -> None:
-    """Fail before any model loads when the Bible has no text in the target language."""
+def check_args(args) -> None:
+    """Fail before any model loads: a target the Bible has, a strength that is a number or auto."""
     from interp.corpora import BIBLE_DEFAULTS
 
+    target = args.target
     if not target:
         raise InterpError("foxp2 needs --target LANG, e.g. --target es")
     if target == "en" or target not in BIBLE_DEFAULTS:
         raise InterpError(f"--target {target!r}: choose a language other than English that the parallel Bible has: "
                           f"{', '.join(sorted(set(BIBLE_DEFAULTS) - {'en'}))}")
+    args._saes = {}
+    for spec in args.sae:
+        layer, _, folder = spec.partition("=")
+        if not layer.strip().isdigit() or not folder:
+            raise InterpError(f"bad --sae {spec!r}: use LAYER=DIR, e.g. 20=saes/layer20")
+        if not (Path(folder) / "cfg.json").is_file():
+            raise InterpError(f"--sae {spec}: {folder} is not an SAE-Lens SAE folder (no cfg.json)")
+        args._saes[int(layer)] = folder
+    if args.strength != "auto":
+        try:
+            args.strength = float(args.strength)
+        except ValueError:
+            raise InterpError(f"--strength must be a number or auto, not {args.strength!r}") from None
+        if not math.isfinite(args.strength):
+            raise InterpError("--strength must be a finite number")
 
 
 def build(args, model):
-    """Run the analysis; return (analysis, window layers, edits)."""
+    """Run the analysis (and the strength calibration when --strength auto); return
+    (analysis, window layers, texts, edits); args.strength holds the α used."""
     from probes.foxp2 import analyze
     from probes.language_counts import bible_texts
-    from steering.foxp2 import foxp2_edits, window_from_analysis
+    from steering.foxp2 import calibrate_strength, foxp2_edits, window_from_analysis
+    from steering.neutral_prompts import CALIBRATION
 
     settings = settings_from(args, model)
     texts = bible_texts(["en", settings.target], limit=args.foxp2_verses)
-    analysis = analyze(model, texts, settings)
+    analysis = analyze(model, texts, settings, saes=args._saes)
     window = window_from_analysis(analysis)
+    if args.strength == "auto":
+        args.strength, sweep = calibrate_strength(model, window, settings.target, CALIBRATION, beta=args.beta)
+        print("# strength calibration (α: target share): " + ", ".join(f"{a:g}: {s:.2f}" for a, s in sweep))
     return analysis, window, texts, foxp2_edits(window, alpha=args.strength, beta=args.beta)
 
 
@@ -106,7 +130,7 @@ def analyze_command(args, out: Path) -> int:
     from probes.foxp2 import spectra_png
     from steering.foxp2 import foxp2_table
 
-    check_target(args.target)
+    check_args(args)
     model = interp.load_model(args.model)
     analysis, window, texts, edits = build(args, model)
     table = (foxp2_table(model, window, analysis.target, texts, alpha=args.strength, beta=args.beta)

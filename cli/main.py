@@ -450,9 +450,9 @@ def _cmd_steer(args) -> int:
     if args.atlas and not (Path(args.atlas) / "atlas.json").is_file():
         raise _error(f"--atlas {args.atlas} is not an atlas folder (no atlas.json)")
     if args.method == "foxp2":
-        from cli.foxp2 import check_target
+        from cli.foxp2 import check_args
 
-        check_target(args.target)
+        check_args(args)
     elif args.target or args.window or args.save_recipe:
         raise _error("--target, --window and --save-recipe go with --method foxp2")
     if not (args._clamps or args._adds or args.contrast or args.recipe or args.concept or args.method):

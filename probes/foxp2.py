@@ -29,7 +29,7 @@ from interp.corpora import language_token_sets
 from interp.errors import InterpError
 
 from .language_directions import Spectrum, bootstrap_stability, choose_window, difference_matrices, spectrum
-from .sae_features import feature_lift, residual_activations, trace_neurons, train_sae
+from .sae_features import feature_lift, load_sae, residual_activations, trace_neurons, train_sae
 
 
 @dataclass
@@ -140,8 +140,12 @@ def _mlp_means(model: interp.Model, texts: Sequence[str], layers: Sequence[int])
 
 
 def localize(model: interp.Model, target_texts: Sequence[str], english_texts: Sequence[str],
-             layers: Sequence[int], settings: Foxp2Settings) -> dict[int, LayerFindings]:
-    """Step 1 on each of `layers`: SAE, feature lift, top features → N_T and N_EN."""
+             layers: Sequence[int], settings: Foxp2Settings,
+             saes: Mapping[int, str] | None = None) -> dict[int, LayerFindings]:
+    """Step 1 on each of `layers`: SAE, feature lift, top features → N_T and N_EN.
+
+    saes: {layer: folder} of SAE-Lens SAEs on `blocks.L.hook_resid_post` to use instead of
+    training one (scored on the same tokens)."""
     ids = language_token_sets(model.tokenizer, [settings.target, "en"])
     resid_t = residual_activations(model, target_texts, list(layers))
     resid_en = residual_activations(model, english_texts, list(layers))
@@ -151,8 +155,12 @@ def localize(model: interp.Model, target_texts: Sequence[str], english_texts: Se
     for l in layers:
         mixed = torch.cat([resid_t[l], resid_en[l]])
         mixed = mixed[torch.randperm(mixed.shape[0], generator=g)]
-        trained = train_sae(mixed, l, expansion=settings.sae_expansion, k=settings.sae_k, steps=settings.sae_steps,
-                            batch_size=settings.sae_batch, lr=settings.sae_lr, seed=settings.seed)
+        if saes and l in saes:
+            trained = load_sae(saes[l], l, mixed[int(0.9 * mixed.shape[0]):])
+        else:
+            trained = train_sae(mixed, l, expansion=settings.sae_expansion, k=settings.sae_k,
+                                steps=settings.sae_steps, batch_size=settings.sae_batch, lr=settings.sae_lr,
+                                seed=settings.seed)
         usage = (trained.encode(mixed) > 0).float().mean(0)
         live = usage >= settings.min_usage
         if int(live.sum()) < 2 * settings.top_features:
@@ -171,7 +179,7 @@ def localize(model: interp.Model, target_texts: Sequence[str], english_texts: Se
 
 
 def analyze(model: interp.Model, texts: Mapping[str, Sequence[str]], settings: Foxp2Settings,
-            *, localize_layers: bool = True) -> Foxp2Analysis:
+            *, localize_layers: bool = True, saes: Mapping[int, str] | None = None) -> Foxp2Analysis:
     """Steps 1–2 on parallel texts {"en": [...], target: [...]} (same length, aligned)."""
     if "en" not in texts or settings.target not in texts:
         raise InterpError(f"FOXP2 needs parallel English and {settings.target!r} texts")
@@ -179,7 +187,7 @@ def analyze(model: interp.Model, texts: Mapping[str, Sequence[str]], settings: F
         raise InterpError("the FOXP2 target language must not be English")
     tgt, en = texts[settings.target], texts["en"]
     spectra, stability, window = spectra_and_window(model, tgt, en, settings)
-    found = localize(model, tgt, en, window, settings) if localize_layers else {}
+    found = localize(model, tgt, en, window, settings, saes) if localize_layers else {}
     return Foxp2Analysis(settings.target, settings, spectra, stability, window, found)
 
 

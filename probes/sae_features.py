@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from unittest import mock
 from typing import Iterator, Sequence
 
@@ -114,6 +115,26 @@ def train_sae(acts: torch.Tensor, layer: int, *, expansion: int = 4, k: int = 32
 
 
 LIFTS = ("difference", "log_ratio")
+
+
+def save_sae(trained: TrainedSAE, folder: str | Path) -> Path:
+    """Write the SAE as an SAE-Lens inference SAE (safetensors weights + JSON config) to `folder`."""
+    trained.sae.save_inference_model(folder)
+    return Path(folder)
+
+
+def load_sae(folder: str | Path, layer: int, held_out: torch.Tensor) -> TrainedSAE:
+    """An SAE-Lens SAE from disk (any architecture SAE-Lens reads), scored on `held_out` [n, d_model]."""
+    from sae_lens import SAE
+
+    if not (Path(folder) / "cfg.json").is_file():
+        raise InterpError(f"{folder} is not an SAE-Lens SAE folder (no cfg.json)")
+    sae = SAE.load_from_disk(str(folder), device="cpu")
+    if sae.cfg.d_in != held_out.shape[1]:
+        raise InterpError(f"the SAE in {folder} reads d_in = {sae.cfg.d_in}, but layer {layer} has width "
+                          f"{held_out.shape[1]}")
+    sae.eval()
+    return TrainedSAE(sae, explained_variance(sae, held_out.to(sae.W_dec.dtype)), layer, seed=-1)
 
 
 def feature_lift(model: interp.Model, decoder: torch.Tensor, target_ids: torch.Tensor,

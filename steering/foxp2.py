@@ -119,7 +119,7 @@ def window_from_neuron_sets(spectra: dict, target_neurons: dict[int, Sequence[in
 
 def foxp2_table(model: interp.Model, window: Sequence[Foxp2Layer], target: str, texts: dict, *,
                 alpha: float = 1.5, beta: float = 1.0, strengths: Sequence[float] | None = None,
-                actadd_scales: Sequence[float] = (2.0, 4.0, 8.0), **eval_kwargs):
+                actadd_scales: Sequence[float] = (0.5, 1.0, 2.0), **eval_kwargs):
     """The evaluation table on held-out neutral prompts (`steering.neutral_prompts`): FOXP2 at
     `strengths` (default 2/3, 1 and 4/3 × alpha), only its positive shift, only its negative shift,
     a random direction of the same norm, and ActAdd (the parallel texts' contrast, `texts[target]`
@@ -151,8 +151,8 @@ def calibrate_strength(model: interp.Model, window: Sequence[Foxp2Layer], target
     """The smallest α in `strengths` whose continuations of `prompts` reach `share` in the target language
     (the largest α when none does), and the sweep [(α, share)]: the least push, the least fluency cost.
 
-    `prompts` must be kept apart from any evaluation prompts (the CLI uses English Bible verse
-    openings that the analysis did not read).
+    `prompts` must be kept apart from any evaluation prompts (`steering.neutral_prompts.CALIBRATION`
+    is: the CLI and the tests calibrate on it and evaluate on `NEUTRAL`).
     """
     from interp.language_id import language_share
 
@@ -168,7 +168,3 @@ def calibrate_strength(model: interp.Model, window: Sequence[Foxp2Layer], target
             return a, sweep
     return sweep[-1][0], sweep
 
-
-def verse_openings(verses: Sequence[str], words: int = 8) -> list[str]:
-    """The first `words` words of each verse: calibration prompts that read like prose."""
-    return [" ".join(v.split()[:words]) for v in verses if len(v.split()) > words]

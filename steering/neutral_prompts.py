@@ -51,3 +51,13 @@ NEUTRAL: dict[str, list[str]] = {
         "शहर शांत था क्योंकि", "मैंने और मेरे दोस्त ने बात की",
     ],
 }
+
+# English only, disjoint from NEUTRAL: for choosing a steering strength without touching the test prompts.
+CALIBRATION: list[str] = [
+    "On my way to work this morning I", "The small dog ran across the street and", "We bought fresh bread at the market because",
+    "Her brother has always wanted to", "The museum was closed, so the tourists", "In our village, the oldest tree",
+    "When the rain finally stopped, the farmers", "The new neighbours invited us to", "During the holidays my cousins usually",
+    "The football match ended when", "A good friend is someone who", "The kitchen smelled of coffee and",
+    "At the end of the long road there was", "My father taught me how to", "The students were nervous before the exam because",
+    "Nobody expected the old bridge to",
+]

@@ -49,6 +49,9 @@ def test_steer_method_foxp2_localises_then_generates_and_saves_the_recipe(smollm
     (["analyze", "--probe", "foxp2", "--target", "xx", "--out", "X"], "parallel Bible has"),
     (["steer", "--prompt", "hi", "--method", "foxp2"], "needs --target"),
     (["steer", "--prompt", "hi", "--target", "es"], "go with --method foxp2"),
+    (["analyze", "--probe", "foxp2", "--target", "es", "--sae", "20", "--out", "X"], "use LAYER=DIR"),
+    (["analyze", "--probe", "foxp2", "--target", "es", "--sae", "20=nowhere", "--out", "X"], "no cfg.json"),
+    (["steer", "--prompt", "hi", "--method", "foxp2", "--target", "es", "--strength", "lots"], "number or auto"),
     (["steer", "--prompt", "hi", "--clamp", "blocks.1.mlp.hook_post:1=2", "--repetition-penalty", "0"],
      "repetition-penalty"),
 ])

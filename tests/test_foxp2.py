@@ -16,8 +16,9 @@ import interp
 from probes.foxp2 import Foxp2Analysis, Foxp2Settings, LayerFindings, analyze
 from probes.language_directions import spectrum
 from steering.foxp2 import (Foxp2Layer, calibrate_strength, foxp2_edits, foxp2_table, random_direction_edits,
-                            verse_openings, window_from_analysis)
+                            window_from_analysis)
 from steering.language_eval import distinct2
+from steering.neutral_prompts import CALIBRATION, NEUTRAL
 
 W = 16
 
@@ -57,9 +58,9 @@ def test_window_from_analysis_uses_the_localised_layers() -> None:
     assert "*" in an.table().splitlines()[2]  # layer 1 is marked as a window layer
 
 
-def test_verse_openings_cut_prose_prompts() -> None:
-    assert verse_openings(["In the beginning God created the heaven and the earth.", "Jesus wept."], 4) == [
-        "In the beginning God"]
+def test_calibration_prompts_are_apart_from_the_test_prompts() -> None:
+    assert not set(CALIBRATION) & set(NEUTRAL["en"]) and len(CALIBRATION) == len(set(CALIBRATION)) == 16
+    assert all(len(NEUTRAL[l]) == len(NEUTRAL["en"]) for l in NEUTRAL)
 
 
 # ---------------------------------------------------------------- slow: the method on real models
@@ -69,7 +70,7 @@ def _run(model, target: str, sae_steps: int = 200):
     texts = bible_texts(["en", target], limit=96)
     analysis = analyze(model, texts, Foxp2Settings(target=target, sae_steps=sae_steps))
     window = window_from_analysis(analysis)
-    calibration = verse_openings(bible_texts(["en"], limit=24, offset=96)["en"])[:16]  # not the test prompts
+    calibration = CALIBRATION  # English prompts kept apart from the test prompts
     cands = ("en", "es", "fr", "de", target)
     alpha, sweep = calibrate_strength(model, window, target, calibration, candidates=cands)
     table = foxp2_table(model, window, target, texts, alpha=alpha, candidates=cands)

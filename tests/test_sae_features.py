@@ -48,3 +48,17 @@ def test_spanish_features_lift_spanish_tokens_and_trace_to_neurons(smollm2, acts
     w = smollm2.adapter.write_weights(LAYER).detach().float()
     best = int((trained.decoder[es_feats[0]] @ w).argmax())
     assert neurons[0] == best  # the first neuron is the first feature's best-aligned one
+
+
+@pytest.mark.slow
+def test_a_saved_sae_loads_back_through_sae_lens(acts, tmp_path) -> None:
+    from probes.sae_features import explained_variance, load_sae, save_sae
+
+    _, _, mixed = acts
+    trained = train_sae(mixed, LAYER, steps=60, seed=1)
+    loaded = load_sae(save_sae(trained, tmp_path / "sae"), LAYER, mixed[:500])
+    assert torch.allclose(loaded.decoder, trained.decoder)
+    assert torch.allclose(loaded.encode(mixed[:50]), trained.encode(mixed[:50]), atol=1e-5)
+    assert abs(loaded.explained_variance - explained_variance(trained.sae, mixed[:500])) < 1e-5
+    with pytest.raises(Exception, match="not an SAE-Lens SAE folder"):
+        load_sae(tmp_path, LAYER, mixed[:10])
