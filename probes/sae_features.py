@@ -118,8 +118,10 @@ LIFTS = ("difference", "log_ratio")
 
 
 def save_sae(trained: TrainedSAE, folder: str | Path) -> Path:
-    """Write the SAE as an SAE-Lens inference SAE (safetensors weights + JSON config) to `folder`."""
-    trained.sae.save_inference_model(folder)
+    """Write the SAE in SAE-Lens's format (safetensors weights + JSON config) to `folder`; it loads back
+    as SAE-Lens's inference SAE with the same encoder and decoder (no decoder-norm folding, which
+    would change which features win the top k)."""
+    trained.sae.save_model(folder)
     return Path(folder)
 
 

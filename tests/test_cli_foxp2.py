@@ -36,7 +36,7 @@ def test_analyze_foxp2_writes_atlas_spectra_and_a_recipe_that_steer_uses(smollm2
 @pytest.mark.slow
 def test_steer_method_foxp2_localises_then_generates_and_saves_the_recipe(smollm2, tmp_path, capsys) -> None:
     rec = tmp_path / "es.safetensors"
-    assert main(["steer", "--method", "foxp2", "--target", "es", *SMALL, "--save-recipe", str(rec),
+    assert main(["steer", "--method", "foxp2", "--target", "es", *SMALL, "--strength", "1.5", "--save-recipe", str(rec),
                  "--prompt", "The best way to learn is", "--max-new-tokens", "6", "--compare"]) == 0
     out = capsys.readouterr().out
     assert "foxp2 → es: window [20, 21]" in out and "unsteered" in out

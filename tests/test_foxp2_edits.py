@@ -45,8 +45,8 @@ def test_parts_switch_off_for_ablations() -> None:
 
 @pytest.mark.slow
 def test_foxp2_with_language_neuron_sets_moves_smollm2_towards_spanish(smollm2) -> None:
-    """End to end with the language neurons as N_T / N_EN (issue 6 is not done: no SAE localisation, no
-    perplexity bound here): the share of Spanish continuations of held-out English prompts rises."""
+    """The other source of neuron sets: language-specific neurons (Zhang et al. 2025) as N_T / N_EN instead
+    of the SAE localisation of tests/test_foxp2.py; the share of Spanish continuations still rises."""
     from interp.language_id import language_share
     from probes.language_counts import bible_texts, language_counts
     from probes.language_directions import difference_matrices, spectrum
