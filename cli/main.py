@@ -45,7 +45,7 @@ def _cmd_sites(args) -> int:
     return 0
 
 
-PROBES = ("stats", "lm-head", "language-neurons", "foxp2")
+PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp")
 
 
 def _cmd_analyze(args) -> int:
@@ -62,6 +62,10 @@ def _cmd_analyze(args) -> int:
         from cli.foxp2 import analyze_command
 
         return analyze_command(args, out)
+    if args.probe == "hftp":
+        from cli.hftp import analyze_command as hftp_command
+
+        return hftp_command(args, out)
     if args.corpus is None:
         raise interp.InterpError("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
     return _analyze_stats(args, out)
@@ -541,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.foxp2 import add_options
 
     add_options(a.add_argument_group("foxp2 options"), steer=False)
+    from cli.hftp import add_options as hftp_options
+
+    hftp_options(a.add_argument_group("hftp options (--sites selects the neurons, default mlp.hook_post)"))
 
     at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
     atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=_Parser)

@@ -1,0 +1,96 @@
+"""`interp analyze --probe hftp [--brain EPOCHS]`: syntax neurons by frequency tagging, and RSA with brain data.
+
+Writes an atlas folder: per site `z.sentence`, `z.phrase` [width] and `label` [width] (0 none,
+1 sentence-only, 2 phrase-only, 3 shared); atlas.json holds the settings and the per-layer
+counts (and the RSA summary with --brain); spectra.png, counts.png, rsa.png, report.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+from pathlib import Path
+
+from interp.errors import InterpError
+
+
+def add_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--lang", default="en", help="stimulus language: en or es (default en)")
+    group.add_argument("--streams", type=int, default=100, help="streams per condition (default 100, as in the paper)")
+    group.add_argument("--groups", type=int, default=10, help="groups the streams are averaged in (default 10)")
+    group.add_argument("--sentences", type=int, default=60, help="sentences per stream (default 60: 240 words)")
+    group.add_argument("--permutations", type=int, default=1000, help="time permutations in stage 1 (default 1000)")
+    group.add_argument("--brain", metavar="EPOCHS", help="epochs file (.fif) with the six conditions, for RSA")
+    group.add_argument("--regions", metavar="JSON", help="{region: [channel, ...]} for per-region RSA summaries")
+
+
+def _check(args) -> None:
+    from probes.hftp.stimuli import LEXICON
+
+    if args.lang not in LEXICON:
+        raise InterpError(f"--lang {args.lang!r}: HFTP word lists exist for {', '.join(LEXICON)}")
+    if args.streams < 2 or args.groups < 1 or args.streams % args.groups:
+        raise InterpError(f"--streams {args.streams} must split into --groups {args.groups} equal groups (≥ 2 streams)")
+    if args.sentences < 4 or args.permutations < 20:
+        raise InterpError("--sentences must be at least 4 and --permutations at least 20")
+    if args.regions and not Path(args.regions).is_file():
+        raise InterpError(f"--regions {args.regions} does not exist")
+    if args.regions and not args.brain:
+        raise InterpError("--regions goes with --brain")
+
+
+def analyze_command(args, out: Path) -> int:
+    import numpy as np
+    import torch
+
+    import interp
+    from atlases import Atlas
+    from probes.hftp.brain import CONDITIONS, brain_rdms, model_brain_rsa, model_rdm, read_epochs
+    from probes.hftp.plots import counts_png, rsa_png, spectra_png
+    from probes.hftp.run import HftpSettings, condition_spectra, run_hftp, summary
+
+    _check(args)
+    epochs = read_epochs(args.brain) if args.brain else None  # a bad file fails before the model loads
+    regions = None
+    if args.regions:
+        try:
+            regions = json.loads(Path(args.regions).read_text())
+        except json.JSONDecodeError as exc:
+            raise InterpError(f"--regions {args.regions}: not JSON ({exc.msg})") from None
+    model = interp.load_model(args.model)
+    sites = model.adapter.expand(args.sites, args.layers)
+    settings = HftpSettings(lang=args.lang, site=args.sites, n_sentences=args.sentences, n_streams=args.streams,
+                            n_groups=args.groups, n_perm=args.permutations)
+    result = run_hftp(model, settings, sites)
+    tensors = {}
+    for site in sites:
+        lab = result.labels(site)
+        code = lab["sentence-only"].to(torch.int8) + 2 * lab["phrase-only"].to(torch.int8) + 3 * lab["shared"].to(torch.int8)
+        tensors[f"{site}/label"] = code
+        for name in result.rates:
+            tensors[f"{site}/z.{name}"] = result.z[name][site].contiguous()
+    params = summary(result, settings)
+    binary = {"spectra.png": spectra_png(result, 4 * settings.n_sentences), "counts.png": counts_png(result)}
+    rsa_text = ""
+    if epochs is not None:
+        spectra, freqs = condition_spectra(model, settings, sites)
+        selected = torch.cat([result.significant["sentence"][s] | result.significant["phrase"][s] for s in sites])
+        if not selected.any():
+            raise InterpError("no syntax neurons were found, so there is nothing to compare with the brain data")
+        r = model_brain_rsa(spectra, freqs, selected.numpy(), epochs, regions=regions)
+        params["rsa"] = {"by_region": r.by_region(), "rho": r.rho.tolist(), "channels": r.channels}
+        brain, _ = brain_rdms(epochs)
+        m = model_rdm([s[:, selected.numpy()] for s in spectra], freqs)
+        binary["rsa.png"] = rsa_png(m, np.nanmean(brain, 0), list(CONDITIONS), r.by_region())
+        rsa_text = "\n\nRSA (Spearman ρ, syntax neurons vs random neurons of the same count)\n" + r.table()
+    atlas = Atlas(model=model.name, revision=model.revision, sites=sites, method="hftp", tensors=tensors,
+                  params=params)
+    report = (f"<!doctype html><html><head><meta charset='utf-8'><title>interp HFTP: {html.escape(model.name)}"
+              f"</title></head><body><h1>HFTP — {html.escape(model.name)}</h1><img src='spectra.png'>"
+              f"<img src='counts.png'>{'<img src=rsa.png>' if epochs is not None else ''}"
+              f"<pre>{html.escape(result.table() + rsa_text)}</pre></body></html>")
+    atlas.save(out, extra_files={"report.html": report}, binary_files=binary)
+    print(result.table() + rsa_text)
+    print(f"wrote {out}: {sum(sum(c.values()) for c in result.counts().values())} syntax neurons over {len(sites)} sites")
+    return 0
