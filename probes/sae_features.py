@@ -140,7 +140,7 @@ def load_sae(folder: str | Path, layer: int, held_out: torch.Tensor) -> TrainedS
 
 
 def feature_lift(model: interp.Model, decoder: torch.Tensor, target_ids: torch.Tensor,
-                 english_ids: torch.Tensor, *, kind: str = "difference") -> torch.Tensor:
+                 english_ids: torch.Tensor, *, kind: str = "difference", chunk: int = 256) -> torch.Tensor:
     """Each feature's lift toward the target language [d_sae].
 
     The decoder direction goes through the model's own final norm (which also undoes its
@@ -150,11 +150,15 @@ def feature_lift(model: interp.Model, decoder: torch.Tensor, target_ids: torch.T
     if kind not in LIFTS:
         raise InterpError(f"feature lift kind must be one of {', '.join(LIFTS)}, not {kind!r}")
     a = model.adapter
+    W = a.unembed().detach().float()
+    out = []
     with torch.no_grad():
-        normed = a.final_norm(decoder.to(model.device, a.unembed().dtype)).float()
-        probs = torch.softmax(normed @ a.unembed().detach().float().T, dim=-1)  # [d_sae, vocab]
-    m_t, m_en = probs[:, target_ids].sum(-1), probs[:, english_ids].sum(-1)
-    return (m_t - m_en if kind == "difference" else m_t.clamp(min=1e-30).log() - m_en.clamp(min=1e-30).log()).cpu()
+        for rows in decoder.split(chunk):  # [chunk, vocab] at a time: a 262k vocabulary is 1 GiB per 1k rows
+            normed = a.final_norm(rows.to(model.device, a.unembed().dtype)).float()
+            probs = torch.softmax(normed @ W.T, dim=-1)
+            m_t, m_en = probs[:, target_ids].sum(-1), probs[:, english_ids].sum(-1)
+            out.append(m_t - m_en if kind == "difference" else m_t.clamp(min=1e-30).log() - m_en.clamp(min=1e-30).log())
+    return torch.cat(out).cpu()
 
 
 def trace_neurons(model: interp.Model, layer: int, directions: torch.Tensor, mean_activation: torch.Tensor,

@@ -1,0 +1,58 @@
+"""`interp analyze --probe hftp [--brain]`: atlas, plots, RSA summary; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from atlases import load_atlas
+from cli.main import main
+
+SMALL = ["--streams", "10", "--groups", "5", "--sentences", "20", "--permutations", "200"]
+
+
+@pytest.mark.slow
+def test_analyze_hftp_with_simulated_brain_data_writes_labels_plots_and_rsa(smollm2, tmp_path, capsys) -> None:
+    from probes.hftp.simulate import simulate_epochs
+
+    epochs, regions = simulate_epochs({"left": 3, "right": 3}, syntax_regions=("left",), seed=2)
+    fif = tmp_path / "sim-epo.fif"
+    epochs.save(fif, verbose="error")
+    (tmp_path / "regions.json").write_text(json.dumps(regions))
+    out = tmp_path / "h"
+    assert main(["analyze", "--probe", "hftp", *SMALL, "--brain", str(fif), "--regions",
+                 str(tmp_path / "regions.json"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    atlas = load_atlas(out, model=smollm2.name)
+    p = atlas.params
+    assert atlas.method == "hftp" and len(p["counts"]) == smollm2.adapter.n_layers
+    label = atlas.get("blocks.10.mlp.hook_post", "label")
+    assert label.shape == (smollm2.adapter.d_mlp,) and set(label.unique().tolist()) <= {0, 1, 2, 3}
+    assert set(p["rsa"]["by_region"]) == {"left", "right"}
+    for name in ("spectra.png", "counts.png", "rsa.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG")
+    assert "sentence-only" in printed and "RSA" in printed
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lang", "xx"], "word lists exist for"),
+    (["--streams", "10", "--groups", "3"], "equal groups"),
+    (["--brain", "missing-epo.fif"], "does not exist"),
+    (["--regions", "regions.json"], "does not exist"),
+])
+def test_bad_hftp_input_is_one_line_and_exit_2(extra, message, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "--probe", "hftp", *extra, "--out", "h"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "h").exists()
+
+
+def test_epochs_without_the_conditions_fail_before_the_model_loads(tmp_path, capsys) -> None:
+    from probes.hftp.simulate import simulate_epochs
+
+    epochs, _ = simulate_epochs(n_trials=2, conditions=("Sentence/1", "Random/1"))
+    epochs.save(tmp_path / "two-epo.fif", verbose="error")
+    assert main(["analyze", "--probe", "hftp", "--model", "no-such-model", "--brain", str(tmp_path / "two-epo.fif"),
+                 "--out", str(tmp_path / "h")]) == 2
+    assert "lack condition" in capsys.readouterr().err
