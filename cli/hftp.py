@@ -21,7 +21,13 @@ def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--groups", type=int, default=10, help="groups the streams are averaged in (default 10)")
     group.add_argument("--sentences", type=int, default=60, help="sentences per stream (default 60: 240 words)")
     group.add_argument("--permutations", type=int, default=1000, help="time permutations in stage 1 (default 1000)")
+    group.add_argument("--paper-z", action="store_true",
+                       help="stage 2 as in the paper: z-score the differences against themselves (marks the top few "
+                            "per cent even without any effect); default: against a second, independent control")
     group.add_argument("--brain", metavar="EPOCHS", help="epochs file (.fif) with the six conditions, for RSA")
+    group.add_argument("--rsa-top", type=int, default=1000, metavar="N",
+                       help="RSA uses the N syntax neurons with the highest z (default 1000; the random control "
+                            "draws as many from all neurons)")
     group.add_argument("--regions", metavar="JSON", help="{region: [channel, ...]} for per-region RSA summaries")
 
 
@@ -34,6 +40,8 @@ def _check(args) -> None:
         raise InterpError(f"--streams {args.streams} must split into --groups {args.groups} equal groups (≥ 2 streams)")
     if args.sentences < 4 or args.permutations < 20:
         raise InterpError("--sentences must be at least 4 and --permutations at least 20")
+    if args.rsa_top < 1:
+        raise InterpError("--rsa-top must be at least 1")
     if args.regions and not Path(args.regions).is_file():
         raise InterpError(f"--regions {args.regions} does not exist")
     if args.regions and not args.brain:
@@ -61,7 +69,7 @@ def analyze_command(args, out: Path) -> int:
     model = interp.load_model(args.model)
     sites = model.adapter.expand(args.sites, args.layers)
     settings = HftpSettings(lang=args.lang, site=args.sites, n_sentences=args.sentences, n_streams=args.streams,
-                            n_groups=args.groups, n_perm=args.permutations)
+                            n_groups=args.groups, n_perm=args.permutations, null_control=not args.paper_z)
     result = run_hftp(model, settings, sites)
     tensors = {}
     for site in sites:
@@ -78,6 +86,11 @@ def analyze_command(args, out: Path) -> int:
         selected = torch.cat([result.significant["sentence"][s] | result.significant["phrase"][s] for s in sites])
         if not selected.any():
             raise InterpError("no syntax neurons were found, so there is nothing to compare with the brain data")
+        score = torch.cat([torch.maximum(result.z["sentence"][s], result.z["phrase"][s]) for s in sites])
+        score = torch.where(selected, score, torch.full_like(score, -torch.inf))
+        top = score.topk(min(args.rsa_top, int(selected.sum()))).indices
+        selected = torch.zeros_like(selected)
+        selected[top] = True
         r = model_brain_rsa(spectra, freqs, selected.numpy(), epochs, regions=regions)
         params["rsa"] = {"by_region": r.by_region(), "rho": r.rho.tolist(), "channels": r.channels}
         brain, _ = brain_rdms(epochs)

@@ -29,7 +29,11 @@ def test_analyze_hftp_with_simulated_brain_data_writes_labels_plots_and_rsa(smol
     assert atlas.method == "hftp" and len(p["counts"]) == smollm2.adapter.n_layers
     label = atlas.get("blocks.10.mlp.hook_post", "label")
     assert label.shape == (smollm2.adapter.d_mlp,) and set(label.unique().tolist()) <= {0, 1, 2, 3}
-    assert set(p["rsa"]["by_region"]) == {"left", "right"}
+    by = p["rsa"]["by_region"]
+    assert set(by) == {"left", "right"}
+    # the planted region follows the model's syntax neurons, the noise region does not (on smollm2 nearly every
+    # neuron passes, so the random-neuron control is about as high: see the issue notes)
+    assert by["left"]["rho"] > by["right"]["rho"] + 0.3, by
     for name in ("spectra.png", "counts.png", "rsa.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     assert "sentence-only" in printed and "RSA" in printed

@@ -1,8 +1,8 @@
 """The brain side of HFTP (An et al. 2025; METHODS.md §E step 5), with MNE.
 
-- `read_epochs`: any file MNE reads as epochs (.fif), or a BIDS dataset via `mne-bids`
-  when installed; the six conditions are event names (Sentence, Phrase, Random × 2 blocks
-  by default, each a setting).
+- `read_epochs`: any file MNE reads as epochs (.fif; a BIDS recording is read with
+  mne-bids and epoched by the user first); the six conditions are event names (Sentence,
+  Phrase, Random × 2 blocks by default, each a setting).
 - `itpc_spectra`: inter-trial phase coherence per channel and frequency for one condition:
   |mean over trials of X(f) / |X(f)||, X the rFFT of each trial (mne.time_frequency's
   CSD/TFR tools are time-resolved; the paper's measure is over the whole trial).
@@ -39,6 +39,9 @@ def read_epochs(path: str | Path, conditions: Sequence[str] = CONDITIONS):
     path = Path(path)
     if not path.exists():
         raise EpochsError(f"{path} does not exist")
+    if path.is_dir():
+        raise EpochsError(f"{path} is a folder: for a BIDS dataset, read the recording with mne-bids "
+                          "(read_raw_bids), epoch it with mne.Epochs using the condition names, and pass the -epo.fif")
     try:
         epochs = mne.read_epochs(path, preload=True, verbose="error")
     except Exception as exc:  # MNE raises many kinds; one line for the user
@@ -100,9 +103,15 @@ def brain_rdms(epochs, conditions: Sequence[str] = CONDITIONS, band=BAND,
 
 
 def model_rdm(spectra: Sequence[np.ndarray], freqs: np.ndarray, band=BAND, center: bool = True) -> np.ndarray:
-    """RDM [C, C] from each condition's amplitude spectra [F, n_neurons] of the chosen neurons."""
-    keep = _band(freqs, band)
-    return _cosine_rdm(np.stack([np.asarray(s)[keep].reshape(-1) for s in spectra]), center)
+    """RDM [C, C] from each condition's amplitude spectra [F, n_neurons] of the chosen neurons.
+
+    With `center`, each neuron's block is also scaled to unit spread over conditions × frequencies,
+    so that a few neurons with huge activations (the attention-sink ones) do not set the RDM alone."""
+    x = np.stack([np.asarray(s)[_band(freqs, band)] for s in spectra])  # [C, F, N]
+    if center:
+        x = x - x.mean(0, keepdims=True)
+        x = x / np.maximum(x.std(axis=(0, 1), keepdims=True), 1e-30)
+    return _cosine_rdm(x.reshape(x.shape[0], -1), center=False)
 
 
 def _off_diagonal(rdm: np.ndarray) -> np.ndarray:

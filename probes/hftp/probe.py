@@ -7,8 +7,8 @@
 3. Stage 1, per neuron and tagged rate: the group-averaged experiment series keeps its
    amplitude above the `1 − alpha` quantile of `n_perm` random time permutations.
 4. Stage 2: diff = mean_g A_exp − mean_g A_ctrl at the rate; neurons failing stage 1 get 0;
-   z-scored over every site × neuron; z > `z` is significant. Labels: sentence-only,
-   phrase-only, shared.
+   z-scored over every site × neuron (or against a second control's differences, `null`);
+   z > `z` among the stage-1 passers is significant. Labels: sentence-only, phrase-only, shared.
 
 The permutation test needs the amplitude at one frequency only, so each permutation is
 applied to the complex exponential instead of the data: |e[π] · x| for all neurons at once,
@@ -129,26 +129,38 @@ class HftpResult:
 
 def hftp_test(experiment: Mapping[str, torch.Tensor], control: Mapping[str, torch.Tensor],
               rates: Mapping[str, float], *, n_perm: int = 1000, alpha: float = 0.05, z: float = 2.0,
-              seed: int = 0) -> HftpResult:
-    """Both stages on group-averaged series {site: [G, T, N]} of the experiment and the control."""
-    if set(experiment) != set(control) or not experiment:
-        raise InterpError("experiment and control need the same, non-empty sites")
+              seed: int = 0, null: Mapping[str, torch.Tensor] | None = None) -> HftpResult:
+    """Both stages on group-averaged series {site: [G, T, N]} of the experiment and the control.
+
+    null: series of a second, independent control. Without it (the paper), stage 2 z-scores the
+    experiment − control differences against their own distribution, which marks the top few
+    per cent whether or not there is any effect (a shuffled control in the experiment's place
+    gets as many "syntax neurons"). With it, the z-scores use the mean and spread of
+    null − control differences (stage 1 applied to the null series), so z > 2 means beyond
+    what two controls differ by.
+    """
+    if set(experiment) != set(control) or not experiment or (null is not None and set(null) != set(control)):
+        raise InterpError("experiment, control (and null) need the same, non-empty sites")
     sites = list(experiment)
     spectra = {"experiment": {}, "control": {}}
     for site in sites:
         spectra["experiment"][site] = amplitude(experiment[site]).mean(0)
         spectra["control"][site] = amplitude(control[site]).mean(0)
+
+    def passed_diffs(series: Mapping[str, torch.Tensor], rate: float) -> dict[str, torch.Tensor]:
+        out = {}
+        for site in sites:
+            k = _bin(series[site].shape[1], rate)
+            ok = permutation_pass(series[site].mean(0), rate, n_perm=n_perm, alpha=alpha, seed=seed)
+            d = (amplitude(series[site]).mean(0)[k] - spectra["control"][site][k]).double()
+            out[site] = torch.where(ok, d, torch.zeros_like(d))
+        return out
+
     zs, sig = {}, {}
     for name, rate in rates.items():
-        diffs = {}
-        for site in sites:
-            T = experiment[site].shape[1]
-            k = _bin(T, rate)
-            passed = permutation_pass(experiment[site].mean(0), rate, n_perm=n_perm, alpha=alpha, seed=seed)
-            d = (spectra["experiment"][site][k] - spectra["control"][site][k]).double()
-            diffs[site] = torch.where(passed, d, torch.zeros_like(d))
-        flat = torch.cat(list(diffs.values()))
-        mu, sd = flat.mean(), flat.std().clamp(min=1e-12)
+        diffs = passed_diffs(experiment, rate)
+        ref = torch.cat(list((passed_diffs(null, rate) if null is not None else diffs).values()))
+        mu, sd = ref.mean(), ref.std().clamp(min=1e-12)
         zs[name] = {site: ((d - mu) / sd).float() for site, d in diffs.items()}
-        sig[name] = {site: zs[name][site] > z for site in sites}
+        sig[name] = {site: (zs[name][site] > z) & (diffs[site] != 0) for site in sites}
     return HftpResult(dict(rates), zs, sig, spectra)

@@ -32,6 +32,7 @@ class HftpSettings:
     alpha: float = 0.05
     z: float = 2.0
     seed: int = 0
+    null_control: bool = True  # z against a second independent control (False: the paper's self z-score)
 
 
 def run_hftp(model: interp.Model, settings: HftpSettings, sites: Sequence[str] | None = None) -> HftpResult:
@@ -41,7 +42,12 @@ def run_hftp(model: interp.Model, settings: HftpSettings, sites: Sequence[str] |
     exp, ctl = experiment(settings.lang, **kw), control(settings.lang, **kw)
     e = word_series(model, exp, sites, n_groups=settings.n_groups)
     c = word_series(model, ctl, sites, n_groups=settings.n_groups)
-    return hftp_test(e, c, exp.rates, n_perm=settings.n_perm, alpha=settings.alpha, z=settings.z, seed=settings.seed)
+    null = None
+    if settings.null_control:
+        other = control(settings.lang, **kw, shuffle_seed=settings.seed + 7919)
+        null = word_series(model, other, sites, n_groups=settings.n_groups)
+    return hftp_test(e, c, exp.rates, n_perm=settings.n_perm, alpha=settings.alpha, z=settings.z, seed=settings.seed,
+                     null=null)
 
 
 def condition_spectra(model: interp.Model, settings: HftpSettings, sites: Sequence[str],
