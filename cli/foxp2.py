@@ -46,16 +46,12 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
 def settings_from(args, model):
     from probes.foxp2 import Foxp2Settings
 
-    if not math.isfinite(args.beta):
-        raise InterpError("--beta must be a finite number")
-    if args.sae_steps < 1 or args.foxp2_verses < 8:
-        raise InterpError("--sae-steps must be at least 1 and --foxp2-verses at least 8")
     window = model.adapter.parse_layers(args.window) if args.window else None
     return Foxp2Settings(target=args.target, window=window, sae_steps=args.sae_steps, seed=args.seed, lift=args.lift)
 
 
 def check_args(args) -> None:
-    """Fail before any model loads: a target the Bible has, a strength that is a number or auto."""
+    """Fail before any model loads: a target the Bible has, numbers that are numbers, SAE folders that exist."""
     from interp.corpora import BIBLE_DEFAULTS
 
     target = args.target
@@ -64,6 +60,10 @@ def check_args(args) -> None:
     if target == "en" or target not in BIBLE_DEFAULTS:
         raise InterpError(f"--target {target!r}: choose a language other than English that the parallel Bible has: "
                           f"{', '.join(sorted(set(BIBLE_DEFAULTS) - {'en'}))}")
+    if not math.isfinite(args.beta):
+        raise InterpError("--beta must be a finite number")
+    if args.sae_steps < 1 or args.foxp2_verses < 8:
+        raise InterpError("--sae-steps must be at least 1 and --foxp2-verses at least 8")
     args._saes = {}
     for spec in args.sae:
         layer, _, folder = spec.partition("=")

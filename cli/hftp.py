@@ -49,12 +49,11 @@ def _check(args) -> None:
 
 
 def analyze_command(args, out: Path) -> int:
-    import numpy as np
     import torch
 
     import interp
     from atlases import Atlas
-    from probes.hftp.brain import CONDITIONS, brain_rdms, model_brain_rsa, model_rdm, read_epochs
+    from probes.hftp.brain import CONDITIONS, check_regions, model_brain_rsa, read_epochs
     from probes.hftp.plots import counts_png, rsa_png, spectra_png
     from probes.hftp.run import HftpSettings, condition_spectra, run_hftp, summary
 
@@ -66,6 +65,7 @@ def analyze_command(args, out: Path) -> int:
             regions = json.loads(Path(args.regions).read_text())
         except json.JSONDecodeError as exc:
             raise InterpError(f"--regions {args.regions}: not JSON ({exc.msg})") from None
+        check_regions(epochs, regions)
     model = interp.load_model(args.model)
     sites = model.adapter.expand(args.sites, args.layers)
     settings = HftpSettings(lang=args.lang, site=args.sites, n_sentences=args.sentences, n_streams=args.streams,
@@ -83,19 +83,12 @@ def analyze_command(args, out: Path) -> int:
     rsa_text = ""
     if epochs is not None:
         spectra, freqs = condition_spectra(model, settings, sites)
-        selected = torch.cat([result.significant["sentence"][s] | result.significant["phrase"][s] for s in sites])
+        selected = result.top(sites, args.rsa_top)
         if not selected.any():
             raise InterpError("no syntax neurons were found, so there is nothing to compare with the brain data")
-        score = torch.cat([torch.maximum(result.z["sentence"][s], result.z["phrase"][s]) for s in sites])
-        score = torch.where(selected, score, torch.full_like(score, -torch.inf))
-        top = score.topk(min(args.rsa_top, int(selected.sum()))).indices
-        selected = torch.zeros_like(selected)
-        selected[top] = True
         r = model_brain_rsa(spectra, freqs, selected.numpy(), epochs, regions=regions)
         params["rsa"] = {"by_region": r.by_region(), "rho": r.rho.tolist(), "channels": r.channels}
-        brain, _ = brain_rdms(epochs)
-        m = model_rdm([s[:, selected.numpy()] for s in spectra], freqs)
-        binary["rsa.png"] = rsa_png(m, np.nanmean(brain, 0), list(CONDITIONS), r.by_region())
+        binary["rsa.png"] = rsa_png(r.model_rdm, r.brain_rdm, list(CONDITIONS), r.by_region())
         rsa_text = "\n\nRSA (Spearman ρ, syntax neurons vs random neurons of the same count)\n" + r.table()
     atlas = Atlas(model=model.name, revision=model.revision, sites=sites, method="hftp", tensors=tensors,
                   params=params)

@@ -24,12 +24,11 @@ from typing import Mapping, Sequence
 import torch
 
 import interp
-from interp.batching import without_first
 from interp.corpora import language_token_sets
 from interp.errors import InterpError
 
 from .language_directions import Spectrum, bootstrap_stability, choose_window, difference_matrices, spectrum
-from .sae_features import feature_lift, load_sae, residual_activations, trace_neurons, train_sae
+from .sae_features import feature_lift, load_sae, token_activations, trace_neurons, train_sae
 
 
 @dataclass
@@ -123,22 +122,6 @@ def spectra_and_window(model: interp.Model, target_texts: Sequence[str], english
     return spectra, stability, window
 
 
-def _mlp_means(model: interp.Model, texts: Sequence[str], layers: Sequence[int]) -> dict[int, torch.Tensor]:
-    """Mean activation per neuron at `blocks.L.mlp.hook_post` over the real tokens of texts: {layer: [d_mlp]}."""
-    sites = [f"blocks.{l}.mlp.hook_post" for l in layers]
-    sums = {l: 0.0 for l in layers}
-    count = 0
-    with torch.inference_mode():
-        for s in range(0, len(texts), 8):
-            batch = interp.tokenize(model.tokenizer, list(texts[s:s + 8]), max_length=128)
-            cache = interp.run_with_cache(model, batch, sites)
-            real = without_first(batch.attention_mask).bool()  # the sink out, as in the SAE's data
-            count += int(real.sum())
-            for l, site in zip(layers, sites):
-                sums[l] = sums[l] + cache[site].float()[real].sum(0)
-    return {l: (sums[l] / max(count, 1)).cpu() for l in layers}
-
-
 def localize(model: interp.Model, target_texts: Sequence[str], english_texts: Sequence[str],
              layers: Sequence[int], settings: Foxp2Settings,
              saes: Mapping[int, str] | None = None) -> dict[int, LayerFindings]:
@@ -147,13 +130,15 @@ def localize(model: interp.Model, target_texts: Sequence[str], english_texts: Se
     saes: {layer: folder} of SAE-Lens SAEs on `blocks.L.hook_resid_post` to use instead of
     training one (scored on the same tokens)."""
     ids = language_token_sets(model.tokenizer, [settings.target, "en"])
-    resid_t = residual_activations(model, target_texts, list(layers))
-    resid_en = residual_activations(model, english_texts, list(layers))
-    mean_t, mean_en = _mlp_means(model, target_texts, layers), _mlp_means(model, english_texts, layers)
+    resid = {l: f"blocks.{l}.hook_resid_post" for l in layers}  # the SAEs' data
+    mlp = {l: f"blocks.{l}.mlp.hook_post" for l in layers}  # the neurons traced to (their mean activations)
+    acts_t = token_activations(model, target_texts, [*resid.values(), *mlp.values()])
+    acts_en = token_activations(model, english_texts, [*resid.values(), *mlp.values()])
     g = torch.Generator().manual_seed(settings.seed)
     out = {}
     for l in layers:
-        mixed = torch.cat([resid_t[l], resid_en[l]])
+        mean_t, mean_en = acts_t.pop(mlp[l]).mean(0), acts_en.pop(mlp[l]).mean(0)
+        mixed = torch.cat([acts_t.pop(resid[l]), acts_en.pop(resid[l])])
         mixed = mixed[torch.randperm(mixed.shape[0], generator=g)]
         if saes and l in saes:
             trained = load_sae(saes[l], l, mixed[int(0.9 * mixed.shape[0]):])
@@ -169,8 +154,8 @@ def localize(model: interp.Model, target_texts: Sequence[str], english_texts: Se
         ranked = torch.where(live, lift, torch.nan)
         t_feats = ranked.nan_to_num(-torch.inf).topk(settings.top_features).indices
         en_feats = (-ranked).nan_to_num(-torch.inf).topk(settings.top_features).indices
-        t_neurons = trace_neurons(model, l, trained.decoder[t_feats], mean_t[l], top=settings.neurons_per_feature)
-        en_neurons = trace_neurons(model, l, trained.decoder[en_feats], mean_en[l], top=settings.neurons_per_feature)
+        t_neurons = trace_neurons(model, l, trained.decoder[t_feats], mean_t, top=settings.neurons_per_feature)
+        en_neurons = trace_neurons(model, l, trained.decoder[en_feats], mean_en, top=settings.neurons_per_feature)
         en_neurons = [n for n in en_neurons if n not in set(t_neurons)]
         out[l] = LayerFindings(l, trained.explained_variance, int(live.sum()), t_feats.tolist(),
                                lift[t_feats].tolist(), en_feats.tolist(), lift[en_feats].tolist(), t_neurons,

@@ -1,8 +1,8 @@
 """Sparse autoencoders on residual activations with SAE-Lens, and language selectivity of their features
 (Neural FOXP2 step 1, METHODS.md §D).
 
-- `residual_activations`: token activations at `blocks.L.hook_resid_post` over texts, [n_tokens, d_model]
-  (one layer or several in one pass).
+- `token_activations` / `residual_activations`: every token's activations at some sites (the
+  residual stream `blocks.L.hook_resid_post`), [n_tokens, width], all sites in one pass.
 - `train_sae`: a TopK SAE (SAE-Lens `TopKTrainingSAE`, trained by its `SAETrainer` on an
   in-memory, seeded stream of those activations); reproducible for a seed; returns the SAE
   and its explained variance on held-out activations.
@@ -30,28 +30,33 @@ from interp.errors import InterpError
 
 
 @torch.inference_mode()
-def residual_activations(model: interp.Model, texts: Sequence[str], layers: int | Sequence[int], *,
-                         skip_first: bool = True, batch_size: int = 8,
-                         max_length: int = 128) -> torch.Tensor | dict[int, torch.Tensor]:
-    """Activations of every real token at `blocks.L.hook_resid_post`: [n_tokens, d_model] float32 for one
-    layer, {layer: [n_tokens, d_model]} for a list (one forward pass per batch for all of them).
+def token_activations(model: interp.Model, texts: Sequence[str], sites: Sequence[str], *, skip_first: bool = True,
+                      batch_size: int = 8, max_length: int = 128) -> dict[str, torch.Tensor]:
+    """{site: [n_tokens, width] float32}: every real token's activations, all sites in one pass per batch.
 
     skip_first drops each text's first token, the attention sink: its residual norm is orders of
-    magnitude above the rest and would dominate both the SAE's loss and its explained variance.
+    magnitude above the rest and would dominate both an SAE's loss and its explained variance.
     """
-    one = isinstance(layers, int)
-    layers = [layers] if one else list(layers)
-    sites = [f"blocks.{l}.hook_resid_post" for l in layers]
-    rows: dict[int, list] = {l: [] for l in layers}
-    for s in range(0, len(texts), batch_size):
-        batch = interp.tokenize(model.tokenizer, list(texts[s:s + batch_size]), max_length=max_length)
-        cache = interp.run_with_cache(model, batch, sites)
-        real = (without_first(batch.attention_mask) if skip_first else batch.attention_mask).bool()
-        for l, site in zip(layers, sites):
-            rows[l].append(cache[site].float()[real])
     if not texts:
         raise InterpError("no texts to take activations from")
-    out = {l: torch.cat(v) for l, v in rows.items()}
+    rows: dict[str, list] = {site: [] for site in sites}
+    for s in range(0, len(texts), batch_size):
+        batch = interp.tokenize(model.tokenizer, list(texts[s:s + batch_size]), max_length=max_length)
+        cache = interp.run_with_cache(model, batch, list(sites))
+        real = (without_first(batch.attention_mask) if skip_first else batch.attention_mask).bool()
+        for site in sites:
+            rows[site].append(cache[site].float().flatten(2)[real].cpu())
+    return {site: torch.cat(v) for site, v in rows.items()}
+
+
+def residual_activations(model: interp.Model, texts: Sequence[str], layers: int | Sequence[int],
+                         **kwargs) -> torch.Tensor | dict[int, torch.Tensor]:
+    """`token_activations` at `blocks.L.hook_resid_post`: [n_tokens, d_model] for one layer,
+    {layer: [n_tokens, d_model]} for a list."""
+    one = isinstance(layers, int)
+    layers = [layers] if one else list(layers)
+    acts = token_activations(model, texts, [f"blocks.{l}.hook_resid_post" for l in layers], **kwargs)
+    out = {l: acts[f"blocks.{l}.hook_resid_post"] for l in layers}
     return out[layers[0]] if one else out
 
 
@@ -150,11 +155,12 @@ def feature_lift(model: interp.Model, decoder: torch.Tensor, target_ids: torch.T
     if kind not in LIFTS:
         raise InterpError(f"feature lift kind must be one of {', '.join(LIFTS)}, not {kind!r}")
     a = model.adapter
-    W = a.unembed().detach().float()
+    U = a.unembed().detach()
+    W = U.float()
     out = []
     with torch.no_grad():
         for rows in decoder.split(chunk):  # [chunk, vocab] at a time: a 262k vocabulary is 1 GiB per 1k rows
-            normed = a.final_norm(rows.to(model.device, a.unembed().dtype)).float()
+            normed = a.final_norm(rows.to(model.device, U.dtype)).float()
             probs = torch.softmax(normed @ W.T, dim=-1)
             m_t, m_en = probs[:, target_ids].sum(-1), probs[:, english_ids].sum(-1)
             out.append(m_t - m_en if kind == "difference" else m_t.clamp(min=1e-30).log() - m_en.clamp(min=1e-30).log())

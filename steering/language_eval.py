@@ -28,7 +28,7 @@ import torch
 
 import interp
 from interp.errors import InterpError
-from interp.language_id import identify_language
+from interp.language_id import language_share
 
 GENERATION = {"max_new_tokens": 32, "repetition_penalty": 1.3}
 
@@ -95,8 +95,7 @@ class LanguageSteeringTable:
 
 def _row(model, name, strength, prompts, score_prompts, edits, target, candidates, generation) -> Row:
     out = interp.generate(model, list(prompts), edits, **generation)
-    ids = identify_language(out, candidates)
-    share = sum(i == target for i in ids) / len(ids)
+    share = language_share(out, target, candidates)
     return Row(name, strength, share, continuation_perplexity(model, score_prompts, out), distinct2(out), out[0])
 
 

@@ -132,6 +132,8 @@ class RsaResult:
     channels: list[str]
     rho: np.ndarray  # [n_channels], selected neurons
     control: np.ndarray  # [n_controls, n_channels], random neurons of the same count
+    model_rdm: np.ndarray  # [C, C], selected neurons
+    brain_rdm: np.ndarray  # [C, C], mean over channels
     regions: dict[str, list[str]] | None = None
 
     def by_region(self) -> dict[str, dict[str, float]]:
@@ -162,15 +164,21 @@ def model_brain_rsa(model_spectra: Sequence[np.ndarray], freqs: np.ndarray, sele
     selected = np.asarray(selected, dtype=bool)
     if not selected.any():
         raise InterpError("no neurons selected for RSA")
+    if regions is not None:
+        check_regions(epochs, regions)
+        regions = {r: list(c) for r, c in regions.items()}
     brain, channels = brain_rdms(epochs, conditions, band, center)
-    rho = rsa(model_rdm([s[:, selected] for s in model_spectra], freqs, band, center), brain)
+    chosen = model_rdm([s[:, selected] for s in model_spectra], freqs, band, center)
+    rho = rsa(chosen, brain)
     rng = np.random.default_rng(seed)
     n, k = selected.size, int(selected.sum())
     control = np.stack([rsa(model_rdm([s[:, idx] for s in model_spectra], freqs, band, center), brain)
                         for idx in (rng.choice(n, size=k, replace=False) for _ in range(n_controls))])
-    if regions is not None:
-        unknown = [c for chans in regions.values() for c in chans if c not in channels]
-        if unknown:
-            raise EpochsError(f"region labels name channels the epochs lack: {', '.join(unknown[:5])}")
-        regions = {r: list(c) for r, c in regions.items()}
-    return RsaResult(channels, rho, control, regions)
+    return RsaResult(channels, rho, control, chosen, np.nanmean(brain, 0), regions)
+
+
+def check_regions(epochs, regions: Mapping[str, Sequence[str]]) -> None:
+    """Region labels must name channels the epochs have."""
+    unknown = [c for chans in regions.values() for c in chans if c not in epochs.ch_names]
+    if unknown:
+        raise EpochsError(f"region labels name channels the epochs lack: {', '.join(unknown[:5])}")

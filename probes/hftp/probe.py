@@ -120,6 +120,16 @@ class HftpResult:
         sites = list(self.significant["sentence"])
         return {site: {k: int(v.sum()) for k, v in self.labels(site).items()} for site in sites}
 
+    def top(self, sites: Sequence[str], n: int) -> torch.Tensor:
+        """The `n` significant neurons (at any rate) with the highest z, as a mask over `sites`'
+        neurons concatenated in order: bool [Σ width]."""
+        significant = torch.cat([self.significant["sentence"][s] | self.significant["phrase"][s] for s in sites])
+        score = torch.cat([torch.maximum(self.z["sentence"][s], self.z["phrase"][s]) for s in sites])
+        score = torch.where(significant, score, torch.full_like(score, -torch.inf))
+        mask = torch.zeros_like(significant)
+        mask[score.topk(min(n, int(significant.sum()))).indices] = True
+        return mask
+
     def table(self) -> str:
         rows = [f"{'site':28s} " + " ".join(f"{l:>13s}" for l in LABELS)]
         for site, c in self.counts().items():
@@ -142,25 +152,25 @@ def hftp_test(experiment: Mapping[str, torch.Tensor], control: Mapping[str, torc
     if set(experiment) != set(control) or not experiment or (null is not None and set(null) != set(control)):
         raise InterpError("experiment, control (and null) need the same, non-empty sites")
     sites = list(experiment)
-    spectra = {"experiment": {}, "control": {}}
-    for site in sites:
-        spectra["experiment"][site] = amplitude(experiment[site]).mean(0)
-        spectra["control"][site] = amplitude(control[site]).mean(0)
+    series = {"experiment": experiment, "control": control, **({"null": null} if null is not None else {})}
+    spectra = {cond: {site: amplitude(x[site]).mean(0) for site in sites} for cond, x in series.items()}
 
-    def passed_diffs(series: Mapping[str, torch.Tensor], rate: float) -> dict[str, torch.Tensor]:
+    def passed_diffs(cond: str, rate: float) -> dict[str, torch.Tensor]:
+        """Amplitude at `rate` minus the control's, 0 where stage 1 fails: {site: [N]}."""
         out = {}
         for site in sites:
-            k = _bin(series[site].shape[1], rate)
-            ok = permutation_pass(series[site].mean(0), rate, n_perm=n_perm, alpha=alpha, seed=seed)
-            d = (amplitude(series[site]).mean(0)[k] - spectra["control"][site][k]).double()
+            k = _bin(series[cond][site].shape[1], rate)
+            ok = permutation_pass(series[cond][site].mean(0), rate, n_perm=n_perm, alpha=alpha, seed=seed)
+            d = (spectra[cond][site][k] - spectra["control"][site][k]).double()
             out[site] = torch.where(ok, d, torch.zeros_like(d))
         return out
 
     zs, sig = {}, {}
     for name, rate in rates.items():
-        diffs = passed_diffs(experiment, rate)
-        ref = torch.cat(list((passed_diffs(null, rate) if null is not None else diffs).values()))
+        diffs = passed_diffs("experiment", rate)
+        ref = torch.cat(list((passed_diffs("null", rate) if null is not None else diffs).values()))
         mu, sd = ref.mean(), ref.std().clamp(min=1e-12)
         zs[name] = {site: ((d - mu) / sd).float() for site, d in diffs.items()}
         sig[name] = {site: (zs[name][site] > z) & (diffs[site] != 0) for site in sites}
+    spectra.pop("null", None)
     return HftpResult(dict(rates), zs, sig, spectra)

@@ -65,11 +65,15 @@ class Condition:
         return len(self.streams[0])
 
 
-def sentences(lang: str, n: int, seed: int = 0) -> list[tuple[str, ...]]:
-    """`n` distinct four-word sentences drawn from the lexicon."""
+def _lexicon(lang: str) -> tuple[list[str], ...]:
     if lang not in LEXICON:
         raise InterpError(f"no HFTP word lists for {lang!r}; have {', '.join(LEXICON)}")
-    slots = LEXICON[lang]
+    return LEXICON[lang]
+
+
+def sentences(lang: str, n: int, seed: int = 0) -> list[tuple[str, ...]]:
+    """`n` distinct four-word sentences drawn from the lexicon."""
+    slots = _lexicon(lang)
     total = 1
     for s in slots:
         total *= len(s)
@@ -132,9 +136,7 @@ def phrases(lang: str = "en", n_phrases: int = 120, n_streams: int = 100, seed: 
 
 def random_words(lang: str = "en", n_words: int = 240, n_streams: int = 100, seed: int = 0) -> Condition:
     """Streams of the lexicon's words in random order: no structure at any rate."""
-    pool = [w for slot in LEXICON[lang] for w in slot] if lang in LEXICON else None
-    if pool is None:
-        raise InterpError(f"no HFTP word lists for {lang!r}; have {', '.join(LEXICON)}")
+    pool = [w for slot in _lexicon(lang) for w in slot]
     streams = []
     for s in range(n_streams):
         rng = random.Random(seed * 100_003 + 7919 + s)
