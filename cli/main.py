@@ -497,10 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sites", help="list a model's site names", description="List every site of a model.")
     s.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
 
-    a = sub.add_parser("analyze", help="run a probe (statistics, lm-head, language neurons) and write an atlas",
+    a = sub.add_parser("analyze", help="run a probe (statistics, lm-head, language neurons, foxp2, hftp) and write an atlas",
                        description="Run a probe and write an atlas folder (atlas.json, tensors.safetensors, "
                                    "report.html): stats streams a corpus through the model; lm-head decodes the "
-                                   "weights; language-neurons counts firing per language.")
+                                   "weights; language-neurons counts firing per language; foxp2 localises a target "
+                                   "language and writes a steering recipe; hftp finds syntax neurons by frequency "
+                                   "tagging (and compares them with brain recordings).")
     a.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
     a.add_argument("--corpus", default=None,
                    help="'demo', 'bible:en,fr[:N]', or a .txt (blank-line separated) / .jsonl file "
@@ -509,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--probe", default="stats", choices=PROBES,
                    help="stats: activation statistics over a corpus; lm-head: decode every MLP neuron "
                         "through the unembedding (weights only, no corpus); language-neurons: language-specific, "
-                        "-related and -agnostic neurons from per-language firing counts")
+                        "-related and -agnostic neurons from per-language firing counts; foxp2: Neural FOXP2 "
+                        "localisation, spectra and recipe (--target); hftp: sentence- and phrase-rate neurons")
     a.add_argument("--sites", default="mlp.hook_post", help="comma list of site names or per-layer names")
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
