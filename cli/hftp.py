@@ -24,10 +24,14 @@ def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--paper-z", action="store_true",
                        help="stage 2 as in the paper: z-score the differences against themselves (marks the top few "
                             "per cent even without any effect); default: against a second, independent control")
-    group.add_argument("--brain", metavar="EPOCHS", help="epochs file (.fif) with the six conditions, for RSA")
+    group.add_argument("--brain", metavar="EPOCHS",
+                       help="epochs file (.fif) with the six conditions, or a BIDS dataset folder (mne-bids), for RSA")
+    group.add_argument("--bids", metavar="KEY=VALUE,...",
+                       help="which BIDS recording, e.g. subject=01,task=hftp "
+                            "(keys: subject, session, task, acquisition, run)")
     group.add_argument("--rsa-top", type=int, default=1000, metavar="N",
-                       help="RSA uses the N syntax neurons with the highest z (default 1000; the random control "
-                            "draws as many from all neurons)")
+                       help="RSA uses the N syntax neurons with the highest z (default 1000; the random controls "
+                            "draw as many from all neurons and from the non-syntax neurons)")
     group.add_argument("--regions", metavar="JSON", help="{region: [channel, ...]} for per-region RSA summaries")
 
 
@@ -44,8 +48,17 @@ def _check(args) -> None:
         raise InterpError("--rsa-top must be at least 1")
     if args.regions and not Path(args.regions).is_file():
         raise InterpError(f"--regions {args.regions} does not exist")
-    if args.regions and not args.brain:
-        raise InterpError("--regions goes with --brain")
+    if (args.regions or args.bids) and not args.brain:
+        raise InterpError("--regions and --bids go with --brain")
+
+
+def _bids_entities(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(not k.strip() or not sep or not v.strip() for k, sep, v in pairs):
+        raise InterpError(f"--bids {text!r}: expected KEY=VALUE pairs separated by commas, e.g. subject=01,task=hftp")
+    return {k.strip(): v.strip() for k, _, v in pairs}
 
 
 def analyze_command(args, out: Path) -> int:
@@ -58,7 +71,8 @@ def analyze_command(args, out: Path) -> int:
     from probes.hftp.run import HftpSettings, condition_spectra, run_hftp, summary
 
     _check(args)
-    epochs = read_epochs(args.brain) if args.brain else None  # a bad file fails before the model loads
+    # a bad file fails before the model loads
+    epochs = read_epochs(args.brain, bids=_bids_entities(args.bids)) if args.brain else None
     regions = None
     if args.regions:
         try:
@@ -86,10 +100,13 @@ def analyze_command(args, out: Path) -> int:
         selected = result.top(sites, args.rsa_top)
         if not selected.any():
             raise InterpError("no syntax neurons were found, so there is nothing to compare with the brain data")
-        r = model_brain_rsa(spectra, freqs, selected.numpy(), epochs, regions=regions)
+        r = model_brain_rsa(spectra, freqs, selected.numpy(), epochs, regions=regions,
+                            significant=result.any_rate(sites).numpy())
         params["rsa"] = {"by_region": r.by_region(), "rho": r.rho.tolist(), "channels": r.channels}
         binary["rsa.png"] = rsa_png(r.model_rdm, r.brain_rdm, list(CONDITIONS), r.by_region())
-        rsa_text = "\n\nRSA (Spearman ρ, syntax neurons vs random neurons of the same count)\n" + r.table()
+        rsa_text = ("\n\nRSA (Spearman ρ): syntax neurons vs random neurons of the same count, drawn from all "
+                    "neurons and from the non-syntax ones; p = (1 + sets reaching ρ) / 21 over 20 random sets\n"
+                    + r.table())
     atlas = Atlas(model=model.name, revision=model.revision, sites=sites, method="hftp", tensors=tensors,
                   params=params)
     report = (f"<!doctype html><html><head><meta charset='utf-8'><title>interp HFTP: {html.escape(model.name)}"

@@ -13,16 +13,18 @@ SMALL = ["--streams", "10", "--groups", "5", "--sentences", "20", "--permutation
 
 
 @pytest.mark.slow
-def test_analyze_hftp_with_simulated_brain_data_writes_labels_plots_and_rsa(smollm2, tmp_path, capsys) -> None:
-    from probes.hftp.simulate import simulate_epochs
+def test_analyze_hftp_with_simulated_bids_meg_writes_labels_plots_and_rsa(smollm2, tmp_path, capsys) -> None:
+    """Simulated MEG stored as a BIDS dataset (two subjects, one picked by --bids); RSA with the model's syntax
+    neurons is high in the planted region, low in the noise region, and above random non-syntax neurons."""
+    from probes.hftp.simulate import simulate_epochs, write_bids
 
-    epochs, regions = simulate_epochs({"left": 3, "right": 3}, syntax_regions=("left",), seed=2)
-    fif = tmp_path / "sim-epo.fif"
-    epochs.save(fif, verbose="error")
+    epochs, regions = simulate_epochs({"left": 4, "right": 4}, syntax_regions=("left",), ch_type="mag", seed=2)
+    write_bids(epochs, tmp_path / "bids", subject="01")
+    write_bids(simulate_epochs(ch_type="mag", n_trials=2, seed=9)[0], tmp_path / "bids", subject="02")
     (tmp_path / "regions.json").write_text(json.dumps(regions))
     out = tmp_path / "h"
-    assert main(["analyze", "--probe", "hftp", *SMALL, "--brain", str(fif), "--regions",
-                 str(tmp_path / "regions.json"), "--out", str(out)]) == 0
+    assert main(["analyze", "--probe", "hftp", *SMALL, "--brain", str(tmp_path / "bids"), "--bids", "subject=01",
+                 "--regions", str(tmp_path / "regions.json"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     atlas = load_atlas(out, model=smollm2.name)
     p = atlas.params
@@ -31,9 +33,12 @@ def test_analyze_hftp_with_simulated_brain_data_writes_labels_plots_and_rsa(smol
     assert label.shape == (smollm2.adapter.d_mlp,) and set(label.unique().tolist()) <= {0, 1, 2, 3}
     by = p["rsa"]["by_region"]
     assert set(by) == {"left", "right"}
-    # the planted region follows the model's syntax neurons, the noise region does not (on smollm2 nearly every
-    # neuron passes, so the random-neuron control is about as high: see the issue notes)
+    # the planted region follows the model's syntax neurons, the noise region does not; random neurons from the
+    # non-syntax pool fall well below. Random neurons from all neurons come close (about 90 % of smollm2's neurons
+    # pass the test, so they are mostly syntax neurons): printed, not asserted.
     assert by["left"]["rho"] > by["right"]["rho"] + 0.3, by
+    assert by["left"]["rho"] > by["left"]["non_syntax"] + 0.1 and by["left"]["p_non_syntax"] <= 0.05, by
+    print("\n" + printed[printed.index("RSA"):])
     for name in ("spectra.png", "counts.png", "rsa.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     assert "sentence-only" in printed and "RSA" in printed
@@ -44,6 +49,9 @@ def test_analyze_hftp_with_simulated_brain_data_writes_labels_plots_and_rsa(smol
     (["--streams", "10", "--groups", "3"], "equal groups"),
     (["--brain", "missing-epo.fif"], "does not exist"),
     (["--regions", "regions.json"], "does not exist"),
+    (["--bids", "subject=01"], "go with --brain"),
+    (["--brain", ".", "--bids", "subject"], "KEY=VALUE"),
+    (["--brain", ".", "--bids", "subjekt=01"], "unknown BIDS entity"),
 ])
 def test_bad_hftp_input_is_one_line_and_exit_2(extra, message, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -140,11 +140,38 @@ def test_rsa_is_higher_in_planted_regions_than_in_noise_and_than_random_neurons(
 
     epochs, regions = simulate_epochs({"left-syntax": 4, "right-noise": 4}, syntax_regions=("left-syntax",), seed=1)
     spectra, freqs, selected = _design_spectra()
-    r = model_brain_rsa(spectra, freqs, selected, epochs, regions=regions, n_controls=20)
+    r = model_brain_rsa(spectra, freqs, selected, epochs, regions=regions, n_controls=20, significant=selected)
     by = r.by_region()
     print("\n" + r.table())
     assert by["left-syntax"]["rho"] > by["right-noise"]["rho"] + 0.3
-    assert by["left-syntax"]["rho"] > by["left-syntax"]["control"] + 0.2
+    assert by["left-syntax"]["rho"] > by["left-syntax"]["control"] + 0.2 and by["left-syntax"]["p"] <= 0.05
+    assert by["left-syntax"]["rho"] > by["left-syntax"]["non_syntax"] + 0.2
+    assert r.control_non_syntax.shape == r.control.shape == (20, 8)
+
+
+def test_bids_recordings_read_back_as_the_same_epochs_and_ambiguity_is_an_error(tmp_path) -> None:
+    import numpy as np
+
+    from probes.hftp.brain import EpochsError, brain_rdms, read_epochs
+    from probes.hftp.simulate import simulate_epochs, write_bids
+
+    epochs, _ = simulate_epochs({"a": 2, "b": 2}, ch_type="mag", n_trials=3, seed=4)
+    write_bids(epochs, tmp_path, subject="01")
+    back = read_epochs(tmp_path)
+    assert {c: len(back[c]) for c in back.event_id} == {c: 3 for c in epochs.event_id}
+    np.testing.assert_allclose(back.get_data(), epochs.get_data(), atol=1e-6 * np.abs(epochs.get_data()).max())
+    np.testing.assert_allclose(brain_rdms(back)[0], brain_rdms(epochs)[0], atol=1e-4)
+    write_bids(simulate_epochs({"a": 2}, ch_type="mag", n_trials=2, conditions=("Sentence/1", "Random/1"))[0],
+               tmp_path, subject="02")
+    with pytest.raises(EpochsError, match="2 recordings match"):
+        read_epochs(tmp_path)
+    with pytest.raises(EpochsError, match="lack condition.*Phrase/1"):
+        read_epochs(tmp_path, bids={"subject": "02"})
+    with pytest.raises(EpochsError, match="no MEG/EEG/iEEG recording matches"):
+        read_epochs(tmp_path, bids={"subject": "03"})
+    with pytest.raises(EpochsError, match="BIDS entities go with a BIDS dataset folder"):
+        epochs.save(tmp_path / "x-epo.fif", verbose="error")
+        read_epochs(tmp_path / "x-epo.fif", bids={"subject": "01"})
 
 
 def test_bad_epochs_get_clear_errors(tmp_path) -> None:

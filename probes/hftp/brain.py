@@ -1,7 +1,7 @@
 """The brain side of HFTP (An et al. 2025; METHODS.md §E step 5), with MNE.
 
-- `read_epochs`: any file MNE reads as epochs (.fif; a BIDS recording is read with
-  mne-bids and epoched by the user first); the six conditions are event names (Sentence,
+- `read_epochs`: any file MNE reads as epochs (.fif), or a BIDS dataset folder read with
+  mne-bids and epoched at its events; the six conditions are event names (Sentence,
   Phrase, Random × 2 blocks by default, each a setting).
 - `itpc_spectra`: inter-trial phase coherence per channel and frequency for one condition:
   |mean over trials of X(f) / |X(f)||, X the rFFT of each trial (mne.time_frequency's
@@ -32,20 +32,79 @@ class EpochsError(InterpError):
     """An epochs file that MNE cannot read, or that lacks the conditions HFTP needs."""
 
 
-def read_epochs(path: str | Path, conditions: Sequence[str] = CONDITIONS):
-    """Epochs from a .fif file (or anything `mne.read_epochs` reads), checked for every condition."""
+def read_epochs(path: str | Path, conditions: Sequence[str] = CONDITIONS,
+                bids: Mapping[str, str] | None = None):
+    """Epochs from a .fif file (or anything `mne.read_epochs` reads), or from a BIDS dataset folder
+    (`read_bids_epochs`, `bids` picking the recording), checked for every condition."""
     import mne
 
     path = Path(path)
     if not path.exists():
         raise EpochsError(f"{path} does not exist")
     if path.is_dir():
-        raise EpochsError(f"{path} is a folder: for a BIDS dataset, read the recording with mne-bids "
-                          "(read_raw_bids), epoch it with mne.Epochs using the condition names, and pass the -epo.fif")
+        return read_bids_epochs(path, conditions, bids)
+    if bids:
+        raise EpochsError(f"{path} is a file; BIDS entities go with a BIDS dataset folder")
     try:
         epochs = mne.read_epochs(path, preload=True, verbose="error")
     except Exception as exc:  # MNE raises many kinds; one line for the user
         raise EpochsError(f"{path}: MNE cannot read it as epochs ({type(exc).__name__}: {exc})") from None
+    check_conditions(epochs, conditions)
+    return epochs
+
+
+BIDS_SUFFIXES = ("meg", "eeg", "ieeg")
+BIDS_ENTITIES = ("subject", "session", "task", "acquisition", "run")
+
+
+def read_bids_epochs(root: str | Path, conditions: Sequence[str] = CONDITIONS,
+                     entities: Mapping[str, str] | None = None, tmax: float | None = None):
+    """Epochs from one MEG/EEG/iEEG recording of a BIDS dataset, read with mne-bids.
+
+    The recording's events (events.tsv `trial_type`) name the conditions; each epoch starts at
+    its event and spans the events' shortest duration (or `tmax` seconds). `entities`
+    ({"subject": "01", "task": "hftp", ...}) pick the recording when the dataset has several.
+    """
+    try:
+        import mne
+        import mne_bids
+    except ImportError:
+        raise EpochsError("reading a BIDS folder needs mne-bids: pip install 'interp[brain]'") from None
+    entities = dict(entities or {})
+    unknown = set(entities) - set(BIDS_ENTITIES)
+    if unknown:
+        raise EpochsError(f"unknown BIDS entit{'ies' if len(unknown) > 1 else 'y'} {', '.join(sorted(unknown))}; "
+                          f"use {', '.join(BIDS_ENTITIES)}")
+    query = {f"{k}s": [v] for k, v in entities.items()}
+    try:
+        found = mne_bids.find_matching_paths(Path(root), suffixes=list(BIDS_SUFFIXES), ignore_json=True,
+                                             ignore_nosub=True, **query)
+    except Exception as exc:
+        raise EpochsError(f"{root}: not a BIDS dataset mne-bids can search ({type(exc).__name__}: {exc})") from None
+    found = [f for f in found if f.extension and f.extension not in (".tsv", ".json")]
+    if not found:
+        raise EpochsError(f"{root}: no MEG/EEG/iEEG recording matches {entities or 'anything'}")
+    if len(found) > 1:
+        names = ", ".join(f.basename for f in found[:4])
+        raise EpochsError(f"{root}: {len(found)} recordings match ({names}…); pick one with subject=, task=, run=")
+    try:
+        raw = mne_bids.read_raw_bids(found[0], verbose="error")
+    except Exception as exc:
+        raise EpochsError(f"{found[0].basename}: mne-bids cannot read it ({type(exc).__name__}: {exc})") from None
+    ann = raw.annotations
+    present = [c for c in conditions if c in set(ann.description)]
+    if not present:
+        raise EpochsError(f"{found[0].basename}: its events name none of the conditions {', '.join(conditions)}; "
+                          f"they have {', '.join(sorted(set(ann.description))) or 'no events'}")
+    if tmax is None:
+        durations = [d for d, name in zip(ann.duration, ann.description) if name in present]
+        if min(durations) <= 0:
+            raise EpochsError(f"{found[0].basename}: the condition events have no duration; pass the trial length")
+        tmax = float(min(durations))
+    events, event_id = mne.events_from_annotations(raw, event_id={c: i + 1 for i, c in enumerate(present)},
+                                                   verbose="error")
+    epochs = mne.Epochs(raw, events, event_id, tmin=0.0, tmax=tmax - 1.0 / raw.info["sfreq"], baseline=None,
+                        preload=True, reject_by_annotation=False, verbose="error")
     check_conditions(epochs, conditions)
     return epochs
 
@@ -129,33 +188,55 @@ def rsa(model: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 @dataclass
 class RsaResult:
+    """ρ per channel for the selected (syntax) neurons and for two random-neuron controls.
+
+    control: random sets of the same count drawn from all neurons (the paper's control).
+    control_non_syntax: drawn from the neurons that passed neither rate (None without the
+    labels). When most of a model's neurons carry the rhythm (smollm2: ~90 %), random
+    neurons are mostly syntax neurons and the paper's control cannot separate them; the
+    non-syntax draw asks the question the control is for: is it these neurons?"""
+
     channels: list[str]
     rho: np.ndarray  # [n_channels], selected neurons
     control: np.ndarray  # [n_controls, n_channels], random neurons of the same count
     model_rdm: np.ndarray  # [C, C], selected neurons
     brain_rdm: np.ndarray  # [C, C], mean over channels
     regions: dict[str, list[str]] | None = None
+    control_non_syntax: np.ndarray | None = None  # [n_controls, n_channels]
 
     def by_region(self) -> dict[str, dict[str, float]]:
-        """{region: {"rho": mean ρ, "control": mean control ρ}} (one region "all" without labels)."""
+        """{region: {"rho", "control", "p", "non_syntax", "p_non_syntax"}}: mean ρ over the region's channels,
+        the controls' mean, and the permutation p = (1 + #controls ≥ ρ) / (1 + n_controls)
+        (one region "all" without labels; NaN where a control is absent)."""
         groups = self.regions or {"all": self.channels}
         idx = {c: i for i, c in enumerate(self.channels)}
         out = {}
         for region, chans in groups.items():
             ii = [idx[c] for c in chans]
-            out[region] = {"rho": float(np.nanmean(self.rho[ii])), "control": float(np.nanmean(self.control[:, ii]))}
+            rho = float(np.nanmean(self.rho[ii]))
+            row = {"rho": rho}
+            for key, ctl in (("control", self.control), ("non_syntax", self.control_non_syntax)):
+                means = np.nanmean(ctl[:, ii], axis=1) if ctl is not None else np.array([np.nan])
+                row[key] = float(np.nanmean(means))
+                p_key = "p" if key == "control" else "p_non_syntax"
+                row[p_key] = float((1 + np.sum(means >= rho)) / (1 + means.size)) if ctl is not None else float("nan")
+            out[region] = row
         return out
 
     def table(self) -> str:
-        rows = [f"{'region':16s} {'rho':>7s} {'random':>7s}"]
-        rows += [f"{r:16s} {v['rho']:7.3f} {v['control']:7.3f}" for r, v in self.by_region().items()]
+        rows = [f"{'region':16s} {'rho':>7s} {'random':>7s} {'p':>6s} {'non-syntax':>10s} {'p':>6s}"]
+        rows += [f"{r:16s} {v['rho']:7.3f} {v['control']:7.3f} {v['p']:6.3f} {v['non_syntax']:10.3f} "
+                 f"{v['p_non_syntax']:6.3f}" for r, v in self.by_region().items()]
         return "\n".join(rows)
 
 
 def model_brain_rsa(model_spectra: Sequence[np.ndarray], freqs: np.ndarray, selected: np.ndarray, epochs, *,
-                    conditions: Sequence[str] = CONDITIONS, regions: Mapping[str, Sequence[str]] | None = None,
-                    n_controls: int = 20, seed: int = 0, band=BAND, center: bool = True) -> RsaResult:
-    """RSA of the selected neurons (bool [n_neurons]) and of `n_controls` random sets of the same size.
+                    significant: np.ndarray | None = None, conditions: Sequence[str] = CONDITIONS,
+                    regions: Mapping[str, Sequence[str]] | None = None, n_controls: int = 20, seed: int = 0,
+                    band=BAND, center: bool = True) -> RsaResult:
+    """RSA of the selected neurons (bool [n_neurons]) and of `n_controls` random sets of the same size
+    from all neurons, and (given `significant`, bool [n_neurons]: the neurons that passed any rate)
+    from the non-significant ones.
 
     model_spectra: per condition, amplitude spectra [F, n_neurons] (same order as `conditions`).
     """
@@ -168,13 +249,20 @@ def model_brain_rsa(model_spectra: Sequence[np.ndarray], freqs: np.ndarray, sele
         check_regions(epochs, regions)
         regions = {r: list(c) for r, c in regions.items()}
     brain, channels = brain_rdms(epochs, conditions, band, center)
-    chosen = model_rdm([s[:, selected] for s in model_spectra], freqs, band, center)
-    rho = rsa(chosen, brain)
+    score = lambda mask: rsa(model_rdm([s[:, mask] for s in model_spectra], freqs, band, center), brain)  # noqa: E731
     rng = np.random.default_rng(seed)
-    n, k = selected.size, int(selected.sum())
-    control = np.stack([rsa(model_rdm([s[:, idx] for s in model_spectra], freqs, band, center), brain)
-                        for idx in (rng.choice(n, size=k, replace=False) for _ in range(n_controls))])
-    return RsaResult(channels, rho, control, chosen, np.nanmean(brain, 0), regions)
+    k = int(selected.sum())
+
+    def controls(pool: np.ndarray) -> np.ndarray:
+        draws = [rng.choice(pool, size=min(k, pool.size), replace=False) for _ in range(n_controls)]
+        return np.stack([score(idx) for idx in draws])
+
+    control, non_syntax = controls(np.arange(selected.size)), None
+    if significant is not None:
+        pool = np.flatnonzero(~np.asarray(significant, dtype=bool))
+        non_syntax = controls(pool) if pool.size else None
+    chosen = model_rdm([s[:, selected] for s in model_spectra], freqs, band, center)
+    return RsaResult(channels, rsa(chosen, brain), control, chosen, np.nanmean(brain, 0), regions, non_syntax)
 
 
 def check_regions(epochs, regions: Mapping[str, Sequence[str]]) -> None:

@@ -61,8 +61,9 @@ def rsa_png(model_rdm: np.ndarray, brain_rdm: np.ndarray, conditions, by_region:
         fig.colorbar(im, ax=ax, fraction=0.046)
     regions = list(by_region)
     x = np.arange(len(regions))
-    c.bar(x - 0.2, [by_region[r]["rho"] for r in regions], 0.4, label="syntax neurons")
-    c.bar(x + 0.2, [by_region[r]["control"] for r in regions], 0.4, label="random neurons")
+    bars = (("rho", "syntax neurons"), ("control", "random neurons"), ("non_syntax", "random non-syntax neurons"))
+    for i, (key, label) in enumerate(bars):
+        c.bar(x + (i - 1) * 0.27, [by_region[r][key] for r in regions], 0.27, label=label)
     c.set_xticks(x, regions, fontsize=7)
     c.set_ylabel("Spearman ρ")
     c.legend(fontsize=7)

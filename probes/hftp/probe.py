@@ -120,10 +120,14 @@ class HftpResult:
         sites = list(self.significant["sentence"])
         return {site: {k: int(v.sum()) for k, v in self.labels(site).items()} for site in sites}
 
+    def any_rate(self, sites: Sequence[str]) -> torch.Tensor:
+        """Neurons significant at any rate, over `sites`' neurons concatenated in order: bool [Σ width]."""
+        return torch.cat([torch.stack([self.significant[r][s] for r in self.rates]).any(0) for s in sites])
+
     def top(self, sites: Sequence[str], n: int) -> torch.Tensor:
         """The `n` significant neurons (at any rate) with the highest z, as a mask over `sites`'
         neurons concatenated in order: bool [Σ width]."""
-        significant = torch.cat([self.significant["sentence"][s] | self.significant["phrase"][s] for s in sites])
+        significant = self.any_rate(sites)
         score = torch.cat([torch.maximum(self.z["sentence"][s], self.z["phrase"][s]) for s in sites])
         score = torch.where(significant, score, torch.full_like(score, -torch.inf))
         mask = torch.zeros_like(significant)

@@ -10,6 +10,7 @@ with a diagonal covariance. Every array is reproducible from the seed.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -22,8 +23,11 @@ LOCKED = {"Sentence": (1.0, 2.0), "Phrase": (2.0,), "Random": ()}
 
 def simulate_epochs(regions: Mapping[str, int] | None = None, syntax_regions: Sequence[str] = ("syntax",), *,
                     n_trials: int = 20, n_words: int = 48, sfreq: float = 100.0, amplitude: float = 1.0,
-                    noise: float = 2.0, conditions: Sequence[str] = CONDITIONS, seed: int = 0):
+                    noise: float = 2.0, conditions: Sequence[str] = CONDITIONS, ch_type: str = "seeg",
+                    seed: int = 0):
     """EpochsArray with one event per condition name ("Sentence/1", …) and region → channel labels.
+
+    ch_type: "seeg" (default), "eeg" or "mag" (MEG magnetometers, which `write_bids` can store as FIF).
 
     Returns (epochs, {region: [channel names]}).
     """
@@ -34,7 +38,7 @@ def simulate_epochs(regions: Mapping[str, int] | None = None, syntax_regions: Se
     for region, n in regions.items():
         labels[region] = [f"{region}-{i}" for i in range(n)]
         names += labels[region]
-    info = mne.create_info(names, sfreq, ch_types="seeg")
+    info = mne.create_info(names, sfreq, ch_types=ch_type)
     rng = np.random.default_rng(seed)
     n_times = int(round(n_words / WORD_RATE * sfreq))
     t = np.arange(n_times) / sfreq
@@ -61,3 +65,31 @@ def simulate_epochs(regions: Mapping[str, int] | None = None, syntax_regions: Se
                          verbose="error")
     mne.simulation.add_noise(epochs, cov, iir_filter=None, rng=int(rng.integers(2 ** 31)), verbose="error")
     return epochs, labels
+
+
+def write_bids(epochs, root: str | Path, subject: str = "01", task: str = "hftp") -> Path:
+    """Store simulated MEG epochs as one continuous BIDS recording (mne-bids, FIF), each trial an event
+    named by its condition with the trial's duration — the layout `brain.read_bids_epochs` reads.
+
+    Returns the recording's path. MEG channels only (BIDS stores EEG/iEEG in formats that need
+    extra writers)."""
+    import tempfile
+
+    import mne
+    import mne_bids
+
+    data = epochs.get_data(copy=True)  # [n_trials, n_channels, n_times]
+    n_trials, _, n_times = data.shape
+    sfreq = epochs.info["sfreq"]
+    raw = mne.io.RawArray(np.concatenate(list(data), axis=1), epochs.info, verbose="error")
+    names = {code: name for name, code in epochs.event_id.items()}
+    raw.set_annotations(mne.Annotations(np.arange(n_trials) * n_times / sfreq, [n_times / sfreq] * n_trials,
+                                        [names[code] for code in epochs.events[:, 2]]))
+    path = mne_bids.BIDSPath(subject=subject, task=task, root=Path(root), datatype="meg", suffix="meg",
+                             extension=".fif")
+    with tempfile.TemporaryDirectory() as tmp:
+        fif = Path(tmp) / "sim_raw.fif"
+        raw.save(fif, verbose="error")
+        mne_bids.write_raw_bids(mne.io.read_raw_fif(fif, verbose="error"), path, event_id=dict(epochs.event_id),
+                                overwrite=True, verbose="error")
+    return path.fpath
