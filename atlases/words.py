@@ -1,0 +1,152 @@
+"""Word onsets and word features for the MEG brain atlas (METHODS.md §G steps 1–2).
+
+A words file is a TSV with a header: `onset` (seconds from the recording's start) and
+`word`; an optional `recording` column names the recording a row belongs to (its file
+stem; without it every recording heard the same words at the same times); any other
+numeric column is a user feature (family = the column name up to its first "_", so
+`pos_noun`, `pos_verb` form the family "pos").
+
+Built-in features, each its own family: "frequency" (Zipf log frequency from `wordfreq`),
+"function" (1 for a closed-class word of our list, else 0), "length" (log of the letter
+count). The list of function words is ours: determiners, pronouns, prepositions,
+conjunctions, auxiliaries and particles of English.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from interp.errors import InterpError
+
+FUNCTION_WORDS = frozenset("""
+a an the this that these those some any each every no none all both either neither such what which whose
+i me my mine myself you your yours yourself yourselves he him his himself she her hers herself it its itself
+we us our ours ourselves they them their theirs themselves thee thou thy thine ye who whom whoever whatever
+one ones other another
+of in on at by for with without to from into onto upon over under above below between among through during
+before after since until till about against along around across behind beyond near off out up down within
+toward towards unto per via than as like
+and or but nor so yet if then else because although though while whereas whether unless lest
+am is are was were be been being have has had having do does did done shall should will would may might
+can could must ought hath doth art wast
+not never also too very just only even still again ever here there where when why how now thus hence
+therefore
+""".split())
+
+BUILT_IN = ("frequency", "function", "length")
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
+
+
+class WordsError(InterpError):
+    """A words file that cannot be read or does not fit its recording."""
+
+
+@dataclass
+class Words:
+    """One recording's words: onsets [n] (s, increasing) and the words; user features [n, F_user]."""
+
+    onsets: np.ndarray
+    words: list[str]
+    user: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    user_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.onsets = np.asarray(self.onsets, dtype=float)
+        if self.user.size == 0:
+            self.user = np.zeros((len(self.words), 0))
+        if len(self.onsets) != len(self.words) or self.user.shape[0] != len(self.words):
+            raise WordsError("onsets, words and features differ in length")
+        if len(self.words) < 2:
+            raise WordsError("need at least two words")
+        if np.any(np.diff(self.onsets) < 0):
+            raise WordsError("word onsets must not decrease")
+
+
+def normalise(word: str) -> str:
+    """Lower-case letters of a word ('"Lord,' → 'lord'); '' when it has none."""
+    found = _WORD.findall(word.lower())
+    return found[0] if found else ""
+
+
+def read_words(path: str | Path) -> dict[str | None, Words]:
+    """{recording stem or None: Words} from a TSV (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WordsError(f"words file {path} does not exist")
+    try:
+        rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t"))
+    except UnicodeDecodeError:
+        raise WordsError(f"{path} is not UTF-8 text") from None
+    if not rows or not {"onset", "word"} <= set(rows[0]):
+        raise WordsError(f"{path}: needs a header with the columns onset and word (tab-separated)")
+    extra = [c for c in rows[0] if c not in ("onset", "word", "recording", "duration") and c]
+    groups: dict[str | None, list[dict]] = {}
+    for i, row in enumerate(rows, start=2):
+        try:
+            row["onset"] = float(row["onset"])
+            values = [float(row[c]) for c in extra]
+        except (TypeError, ValueError):
+            raise WordsError(f"{path}:{i}: onset and feature columns must be numbers") from None
+        if not math.isfinite(row["onset"]) or not all(map(math.isfinite, values)):
+            raise WordsError(f"{path}:{i}: onset and features must be finite")
+        row["values"] = values
+        groups.setdefault(row.get("recording") or None, []).append(row)
+    out = {}
+    for rec, rs in groups.items():
+        rs.sort(key=lambda r: r["onset"])
+        out[rec] = Words(np.array([r["onset"] for r in rs]), [r["word"] for r in rs],
+                         np.array([r["values"] for r in rs]).reshape(len(rs), len(extra)), list(extra))
+    return out
+
+
+def write_words(path: str | Path, words: Words) -> Path:
+    path = Path(path)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["onset", "word", *words.user_names])
+        for i, (t, word) in enumerate(zip(words.onsets, words.words)):
+            w.writerow([f"{t:.4f}", word, *(f"{v:g}" for v in words.user[i])])
+    return path
+
+
+def family(name: str) -> str:
+    return name.split("_", 1)[0]
+
+
+def lexicon(words: Sequence[str], kind: str, lang: str = "en") -> np.ndarray:
+    """One built-in lexical value per word: "frequency" (Zipf), "function" (0/1) or "length"."""
+    from wordfreq import zipf_frequency
+
+    norm = [normalise(w) for w in words]
+    if kind == "frequency":
+        return np.array([zipf_frequency(w, lang) if w else 0.0 for w in norm])
+    if kind == "function":
+        return np.array([float(w in FUNCTION_WORDS) for w in norm])
+    if kind == "length":
+        return np.log(np.array([max(len(w), 1) for w in norm], dtype=float))
+    raise WordsError(f"unknown lexicon {kind!r}; built in: {', '.join(BUILT_IN)}")
+
+
+def word_features(words: Words, families: Sequence[str] | None = None,
+                  lang: str = "en") -> tuple[np.ndarray, list[str]]:
+    """Features per word [n_words, F] and their names: the built-in families, then the user columns,
+    restricted to `families` when given."""
+    cols, names = [], []
+    for kind in BUILT_IN:
+        if families is None or kind in families:
+            cols.append(lexicon(words.words, kind, lang))
+            names.append(kind)
+    for j, name in enumerate(words.user_names):
+        if families is None or family(name) in families:
+            cols.append(words.user[:, j])
+            names.append(name)
+    if not cols:
+        raise WordsError(f"no features left (families {list(families or [])})")
+    return np.stack(cols, axis=1), names
