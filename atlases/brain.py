@@ -171,7 +171,8 @@ def check_onsets(words: Words, duration: float, name: str) -> None:
     bad = (words.onsets < 0) | (words.onsets > duration)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise BrainAtlasError(f"{name}: {int(bad.sum())} word onset(s) fall outside the recording (0–{duration:.1f} s), "
+        raise BrainAtlasError(f"{name}: {int(bad.sum())} word onset(s) fall outside the recording "
+                              f"(0–{duration:.1f} s), "
                               f"e.g. {words.words[i]!r} at {words.onsets[i]:.2f} s")
 
 
@@ -243,7 +244,7 @@ class BrainAtlas:
                         + "".join(f" {v[k]:10.3f}" for v in self.stability.values()))
         rows.append(f"permutation threshold (q={self.settings.perm_quantile}, {self.null_max.size} shifts): "
                     f"{self.threshold:.3f}; {int(self.kept.sum())} of {self.kept.size} state PCs above it "
-                    f"({self.settings.subspace}: ICA over {'those' if self.settings.subspace == 'reliable' else 'all'}); "
+                    f"(ICA over {'those' if self.settings.subspace == 'reliable' else 'all of them'}); "
                     f"{self.n_windows} windows, {len(self.words)} words")
         return "\n".join(rows)
 
@@ -275,7 +276,8 @@ def load_brain_atlas(folder: str | Path) -> BrainAtlas:
     s = dict(p["settings"])
     s["band"], s["lags"] = tuple(s["band"]), tuple(s["lags"])
     s["families"] = tuple(s["families"]) if s.get("families") is not None else None
-    arr = {k.split("/", 1)[1]: v.numpy().astype(np.float64) for k, v in atlas.tensors.items()}
+    arr = {k.split("/", 1)[1]: v.numpy().astype(np.float64) for k, v in atlas.tensors.items()
+           if k.startswith("meg/")}  # (adapters, when present, are read by probes.brain_axes.load_adapter)
     arr["kept"] = arr["kept"] > 0.5
     return BrainAtlas(words=list(p["words"]), feature_names=list(p["feature_names"]),
                       settings=BrainAtlasSettings(**s), validation=p["validation"], stability=p["stability"],

@@ -8,15 +8,13 @@ numeric column is a user feature (family = the column name up to its first "_", 
 
 Built-in features, each its own family: "frequency" (Zipf log frequency from `wordfreq`),
 "function" (1 for a closed-class word of our list, else 0), "length" (log of the letter
-count). The list of function words is ours: determiners, pronouns, prepositions,
-conjunctions, auxiliaries and particles of English.
+count); see `interp.lexicon`.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,24 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from interp.errors import InterpError
+from interp.lexicon import BUILT_IN, FUNCTION_WORDS, lexicon, normalise  # noqa: F401  (re-exported)
 
-FUNCTION_WORDS = frozenset("""
-a an the this that these those some any each every no none all both either neither such what which whose
-i me my mine myself you your yours yourself yourselves he him his himself she her hers herself it its itself
-we us our ours ourselves they them their theirs themselves thee thou thy thine ye who whom whoever whatever
-one ones other another
-of in on at by for with without to from into onto upon over under above below between among through during
-before after since until till about against along around across behind beyond near off out up down within
-toward towards unto per via than as like
-and or but nor so yet if then else because although though while whereas whether unless lest
-am is are was were be been being have has had having do does did done shall should will would may might
-can could must ought hath doth art wast
-not never also too very just only even still again ever here there where when why how now thus hence
-therefore
-""".split())
-
-BUILT_IN = ("frequency", "function", "length")
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 
 
 class WordsError(InterpError):
@@ -67,12 +49,6 @@ class Words:
             raise WordsError("need at least two words")
         if np.any(np.diff(self.onsets) < 0):
             raise WordsError("word onsets must not decrease")
-
-
-def normalise(word: str) -> str:
-    """Lower-case letters of a word ('"Lord,' → 'lord'); '' when it has none."""
-    found = _WORD.findall(word.lower())
-    return found[0] if found else ""
 
 
 def read_words(path: str | Path) -> dict[str | None, Words]:
@@ -118,20 +94,6 @@ def write_words(path: str | Path, words: Words) -> Path:
 
 def family(name: str) -> str:
     return name.split("_", 1)[0]
-
-
-def lexicon(words: Sequence[str], kind: str, lang: str = "en") -> np.ndarray:
-    """One built-in lexical value per word: "frequency" (Zipf), "function" (0/1) or "length"."""
-    from wordfreq import zipf_frequency
-
-    norm = [normalise(w) for w in words]
-    if kind == "frequency":
-        return np.array([zipf_frequency(w, lang) if w else 0.0 for w in norm])
-    if kind == "function":
-        return np.array([float(w in FUNCTION_WORDS) for w in norm])
-    if kind == "length":
-        return np.log(np.array([max(len(w), 1) for w in norm], dtype=float))
-    raise WordsError(f"unknown lexicon {kind!r}; built in: {', '.join(BUILT_IN)}")
 
 
 def word_features(words: Words, families: Sequence[str] | None = None,

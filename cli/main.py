@@ -45,7 +45,7 @@ def _cmd_sites(args) -> int:
     return 0
 
 
-PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp")
+PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes")
 
 
 def _cmd_analyze(args) -> int:
@@ -66,6 +66,10 @@ def _cmd_analyze(args) -> int:
         from cli.hftp import analyze_command as hftp_command
 
         return hftp_command(args, out)
+    if args.probe == "brain-axes":
+        from cli.brain_axes import analyze_command as brain_command
+
+        return brain_command(args, out)
     if args.corpus is None:
         raise interp.InterpError("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
     return _analyze_stats(args, out)
@@ -448,8 +452,10 @@ def _cmd_steer(args) -> int:
     if args.recipe and not Path(args.recipe).is_file():
         raise _error(f"recipe {args.recipe} does not exist" if not Path(args.recipe).exists()
                      else f"recipe {args.recipe} is not a file")
-    if args.concept is None and (args.atlas or args.clamp_value is not None or args.sweep):
-        raise _error("--atlas, --clamp-value and --sweep go with --concept TOKEN")
+    if args.concept is None and (args.clamp_value is not None or args.sweep):
+        raise _error("--clamp-value and --sweep go with --concept TOKEN")
+    if args.atlas and args.concept is None and args.method != "brain-axis":
+        raise _error("--atlas goes with --concept TOKEN or --method brain-axis")
     args._sweep = [_float(v, "--sweep") for v in (args.sweep or "").split(",") if v.strip()]
     if args.atlas and not (Path(args.atlas) / "atlas.json").is_file():
         raise _error(f"--atlas {args.atlas} is not an atlas folder (no atlas.json)")
@@ -459,8 +465,14 @@ def _cmd_steer(args) -> int:
         check_args(args)
     elif args.target or args.window or args.save_recipe:
         raise _error("--target, --window and --save-recipe go with --method foxp2")
+    if args.method == "brain-axis":
+        from cli.brain_axes import check_steer
+
+        check_steer(args)
+    elif args.axis is not None or args.layer is not None:
+        raise _error("--axis and --layer go with --method brain-axis")
     if not (args._clamps or args._adds or args.contrast or args.recipe or args.concept or args.method):
-        raise _error("no edits given: use --clamp, --add, --contrast, --recipe, --concept or --method foxp2")
+        raise _error("no edits given: use --clamp, --add, --contrast, --recipe, --concept or --method foxp2|brain-axis")
 
     model = interp.load_model(args.model)
     edits, notes = _steer_edits(args, model)
@@ -468,6 +480,10 @@ def _cmd_steer(args) -> int:
         from cli.foxp2 import steer_edits
 
         edits += steer_edits(args, model, notes)
+    if args.method == "brain-axis":
+        from cli.brain_axes import steer_edits as axis_edits
+
+        edits += axis_edits(args, model, prompts, notes)
     if args.concept is not None:
         edits.append(_concept_clamp(args, model, notes))
     gen = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
@@ -497,12 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sites", help="list a model's site names", description="List every site of a model.")
     s.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
 
-    a = sub.add_parser("analyze", help="run a probe (statistics, lm-head, language neurons, foxp2, hftp) and write an atlas",
+    a = sub.add_parser("analyze", help="run a probe (statistics, lm-head, language neurons, foxp2, hftp, brain axes) "
+                                       "and write an atlas",
                        description="Run a probe and write an atlas folder (atlas.json, tensors.safetensors, "
                                    "report.html): stats streams a corpus through the model; lm-head decodes the "
                                    "weights; language-neurons counts firing per language; foxp2 localises a target "
                                    "language and writes a steering recipe; hftp finds syntax neurons by frequency "
-                                   "tagging (and compares them with brain recordings).")
+                                   "tagging (and compares them with brain recordings); brain-axes builds an MEG "
+                                   "word atlas and fits the model's adapters to its axes.")
     a.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
     a.add_argument("--corpus", default=None,
                    help="'demo', 'bible:en,fr[:N]', or a .txt (blank-line separated) / .jsonl file "
@@ -512,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stats: activation statistics over a corpus; lm-head: decode every MLP neuron "
                         "through the unembedding (weights only, no corpus); language-neurons: language-specific, "
                         "-related and -agnostic neurons from per-language firing counts; foxp2: Neural FOXP2 "
-                        "localisation, spectra and recipe (--target); hftp: sentence- and phrase-rate neurons")
+                        "localisation, spectra and recipe (--target); hftp: sentence- and phrase-rate neurons; "
+                        "brain-axes: MEG word atlas, ICA axes and adapters (--meg, --words)")
     a.add_argument("--sites", default="mlp.hook_post", help="comma list of site names or per-layer names")
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
@@ -551,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.hftp import add_options as hftp_options
 
     hftp_options(a.add_argument_group("hftp options (--sites selects the neurons, default mlp.hook_post)"))
+    from cli.brain_axes import add_options as brain_options
+
+    brain_options(a.add_argument_group("brain-axes options (--layers picks the adapter layers)"), steer=False)
 
     at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
     atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=_Parser)
@@ -581,7 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
                "--site blocks.10.hook_resid_pre --scale 6 --compare\n"
                "  interp steer --prompt 'Hello' --recipe edits.safetensors\n"
                "  interp steer --prompt 'My favourite animal is' --concept ' dog' --compare\n"
-               "  interp steer --prompt 'The best way to learn is' --method foxp2 --target es --compare",
+               "  interp steer --prompt 'The best way to learn is' --method foxp2 --target es --compare\n"
+               "  interp steer --prompt 'Once upon a time' --method brain-axis --atlas axes/ --axis 0 "
+               "--strength 2 --compare",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
     st.add_argument("--prompt", action="append", required=True, metavar="TEXT",
@@ -605,11 +629,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--clamp-value", type=float, help="value for --concept (default: picked from the sweep)")
     st.add_argument("--sweep", metavar="V,V,...", help="clamp values to try for --concept")
     st.add_argument("--compare", action="store_true", help="also generate without edits; print both side by side")
-    st.add_argument("--method", choices=["foxp2"],
-                    help="foxp2: Neural FOXP2, make --target the model's default language (localises first)")
+    st.add_argument("--method", choices=["foxp2", "brain-axis"],
+                    help="foxp2: Neural FOXP2, make --target the model's default language (localises first); "
+                         "brain-axis: steer along --axis of a brain-axes --atlas with --strength")
     from cli.foxp2 import add_options
 
-    add_options(st.add_argument_group("foxp2 options"), steer=True)
+    add_options(st.add_argument_group("foxp2 options (--strength is also the brain-axis strength)"), steer=True)
+    from cli.brain_axes import add_options as axis_options
+
+    axis_options(st.add_argument_group("brain-axis options"), steer=True)
     st.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
     st.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
                     help="HF repetition penalty (default 1: none; 1.3 keeps a small model's greedy text from looping)")

@@ -30,7 +30,7 @@ def word_type_states(model: interp.Model, words: Sequence[str], keys: Sequence[s
 
     words: the heard word stream, in order; a word's key is `atlases.words.normalise(word)`.
     Types in `keys` that never occur get NaN rows."""
-    from atlases.words import normalise
+    from interp.lexicon import normalise
 
     index = {k: i for i, k in enumerate(keys)}
     sites = {l: f"blocks.{l}.{site}" for l in layers}
@@ -143,3 +143,32 @@ def fit_adapters(states: dict[int, np.ndarray], scores: np.ndarray, *, site: str
             base.append(_r2(y_all[test], shuffled.predict(x[test])))
         r2_shuffled[layer] = np.mean(base, axis=0)
     return AdapterReport(adapters, r2, r2_shuffled, len(train), len(test), axes)
+
+
+def adapter_tensors(report: AdapterReport) -> dict[str, torch.Tensor]:
+    """The adapters as atlas tensors: {"blocks.{l}.{site}/adapter.{coef,intercept,mean,scale}": …}."""
+    out = {}
+    for layer, a in report.adapters.items():
+        for name in ("coef", "intercept", "mean", "scale"):
+            out[f"blocks.{layer}.{a.site}/adapter.{name}"] = torch.from_numpy(
+                np.ascontiguousarray(getattr(a, name), dtype=np.float32))
+    return out
+
+
+def adapter_params(report: AdapterReport, model_name: str) -> dict:
+    """JSON-ready adapter summary for atlas params: model, axes, site, per-layer α / R² / shuffled R²."""
+    layers = {str(l): {"alpha": a.alpha, "r2": report.r2[l].tolist(), "r2_shuffled": report.r2_shuffled[l].tolist()}
+              for l, a in report.adapters.items()}
+    return {"model": model_name, "axes": [int(a) for a in report.axes],
+            "site": next(iter(report.adapters.values())).site, "layers": layers,
+            "n_train": report.n_train, "n_test": report.n_test}
+
+
+def load_adapter(tensors: dict[str, torch.Tensor], params: dict, layer: int) -> AxisAdapter:
+    """One layer's adapter back from atlas tensors and `adapter_params`."""
+    info = params["layers"].get(str(layer))
+    if info is None:
+        raise InterpError(f"the atlas has no adapter at layer {layer}; it has layers {', '.join(params['layers'])}")
+    site = params["site"]
+    get = lambda n: tensors[f"blocks.{layer}.{site}/adapter.{n}"].numpy().astype(np.float64)  # noqa: E731
+    return AxisAdapter(layer, site, get("mean"), get("scale"), get("coef"), get("intercept"), float(info["alpha"]))

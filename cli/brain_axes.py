@@ -1,0 +1,147 @@
+"""`interp analyze --probe brain-axes --meg DIR --words words.tsv` and `interp steer --method brain-axis`.
+
+analyze: the MEG atlas (PLV states → word atlas → ICA axes, `atlases.brain`) from every raw
+recording under --meg (FIF files or a BIDS dataset), then the model's adapters from
+word-type hidden states to the recovered axes (`probes.brain_axes`) at --layers (default
+every fifth layer and the last). One atlas folder: the brain tensors ("meg/…"), the
+adapters ("blocks.{l}.hook_resid_post/adapter.…"), table.txt and report.html.
+
+steer: adds strength × (norm fraction × the layer's mean residual norm) × the axis's unit
+direction at `blocks.{layer}.hook_resid_post` (`steering.axes`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+from pathlib import Path
+
+from interp.errors import InterpError
+
+
+def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
+    if steer:
+        group.add_argument("--axis", type=int, metavar="K", help="brain-axis: the axis to steer along (see table.txt)")
+        group.add_argument("--layer", type=int, metavar="L",
+                           help="brain-axis: the adapter layer to steer at (default: its best held-out R² for --axis)")
+        group.add_argument("--norm-fraction", type=float, default=0.25, metavar="F",
+                           help="brain-axis: strength 1 adds F × the layer's mean residual norm (default 0.25)")
+        return
+    group.add_argument("--meg", metavar="DIR", help="raw MEG: a .fif file, a folder of them, or a BIDS dataset")
+    group.add_argument("--words", metavar="TSV", help="word onsets: columns onset, word [, recording, features…]")
+    group.add_argument("--lexicon", action="append", default=[], metavar="NAME=CSV",
+                       help="an extra lexicon to validate axes against (word,value per row; repeatable)")
+    group.add_argument("--brain-permutations", type=int, default=100, metavar="N",
+                       help="timeline shifts for the recovery threshold (default 100)")
+    group.add_argument("--paper-axes", action="store_true",
+                       help="the paper's choices: ICA over every PC, window-mean word vectors, every word "
+                            "(finds the word features even in noise; see README)")
+
+
+def check_analyze(args) -> None:
+    if not args.meg or not args.words:
+        raise InterpError("--probe brain-axes needs --meg DIR and --words words.tsv")
+    if not Path(args.meg).exists():
+        raise InterpError(f"--meg {args.meg} does not exist")
+    if not Path(args.words).is_file():
+        raise InterpError(f"--words {args.words} does not exist")
+    if args.brain_permutations < 10:
+        raise InterpError("--brain-permutations must be at least 10")
+    args._lexica = {}
+    for spec in args.lexicon:
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            raise InterpError(f"bad --lexicon {spec!r}: use NAME=FILE, e.g. concreteness=brysbaert.csv")
+        args._lexica[name] = path
+
+
+def analyze_command(args, out: Path) -> int:
+    import numpy as np
+
+    import interp
+    from atlases.brain import BrainAtlasSettings, build_brain_atlas, find_recordings, read_lexicon, read_raw
+    from atlases.brain_plots import axes_png
+    from atlases.words import read_words
+    from probes.brain_axes import adapter_params, adapter_tensors, fit_adapters, word_type_states
+
+    check_analyze(args)
+    words = read_words(args.words)
+    lexica = {name: read_lexicon(path) for name, path in args._lexica.items()}
+    paths = find_recordings(args.meg)
+    names = [p.name.removesuffix(".fif") for p in paths]
+    if None not in words and not set(names) <= set(words):
+        missing = sorted(set(names) - set(words))
+        raise InterpError(f"--words has no rows for recording(s) {', '.join(missing[:3])} (column 'recording')")
+    raws = [read_raw(p) for p in paths]
+    settings = BrainAtlasSettings(n_perm=args.brain_permutations)
+    if args.paper_axes:
+        settings = BrainAtlasSettings(n_perm=args.brain_permutations, subspace="all", word_vector="windows",
+                                      min_count=1)
+    atlas = build_brain_atlas(raws, words, settings, names=names, lexica=lexica, progress=not args.quiet)
+    text = atlas.table()
+    disk = atlas.to_atlas()
+    axes = [int(k) for k in np.flatnonzero(atlas.recovered)]
+    if axes:
+        model = interp.load_model(args.model)
+        n = model.adapter.n_layers
+        layers = sorted(set(model.adapter.parse_layers(args.layers) if args.layers else [*range(0, n, 5), n - 1]))
+        stream = [w for ws in words.values() for w in ws.words]
+        report = fit_adapters(word_type_states(model, stream, atlas.words, layers), atlas.scores, axes=axes)
+        disk.tensors.update(adapter_tensors(report))
+        disk.params["adapters"] = adapter_params(report, model.name)
+        disk.sites = ["meg", *(f"blocks.{l}.hook_resid_post" for l in layers)]
+        text += "\n\nadapters (held-out R² per recovered axis; shuffled-label baseline)\n" + report.table()
+    else:
+        text += "\n\nno axis was recovered, so no adapters were fitted"
+    report_html = (f"<!doctype html><html><head><meta charset='utf-8'><title>interp brain axes</title></head>"
+                   f"<body><h1>Brain-grounded axes</h1><img src='axes.png'><pre>{html.escape(text)}</pre>"
+                   f"</body></html>")
+    disk.save(out, extra_files={"report.html": report_html, "table.txt": text + "\n"},
+              binary_files={"axes.png": axes_png(atlas)})
+    print(text)
+    print(f"wrote {out}: {len(axes)} recovered axes over {len(atlas.words)} words")
+    return 0
+
+
+def check_steer(args) -> None:
+    if args.axis is None:
+        raise InterpError("--method brain-axis needs --axis K and --atlas DIR (from interp analyze --probe brain-axes)")
+    if not args.atlas:
+        raise InterpError("--method brain-axis needs --atlas DIR (from interp analyze --probe brain-axes)")
+    try:
+        args._strength = 1.0 if args.strength == "auto" else float(args.strength)
+    except ValueError:
+        raise InterpError(f"--strength {args.strength!r} must be a number") from None
+    if not math.isfinite(args._strength) or not math.isfinite(args.norm_fraction) or args.norm_fraction <= 0:
+        raise InterpError("--strength must be finite and --norm-fraction positive")
+
+
+def steer_edits(args, model, prompts, notes: list[str]) -> list:
+    """--method brain-axis: the Add edit along the axis's adapter direction."""
+    import numpy as np
+
+    from atlases import load_atlas
+    from probes.brain_axes import load_adapter
+    from steering.axes import axis_edits, residual_norm
+
+    atlas = load_atlas(args.atlas)
+    if atlas.method != "brain-axes":
+        raise InterpError(f"--atlas {args.atlas} is a {atlas.method!r} atlas, not a brain-axes atlas")
+    info = atlas.params.get("adapters")
+    if info is None:
+        raise InterpError(f"--atlas {args.atlas} has no adapters (no axis was recovered)")
+    if info["model"] != model.name:
+        raise InterpError(f"the adapters in {args.atlas} were fitted on {info['model']!r}, not {model.name!r}")
+    if args.axis not in info["axes"]:
+        raise InterpError(f"--axis {args.axis} is not a recovered axis; recovered: {', '.join(map(str, info['axes']))}")
+    k = info["axes"].index(args.axis)
+    layer = args.layer
+    if layer is None:
+        layer = max((int(l) for l in info["layers"]), key=lambda l: info["layers"][str(l)]["r2"][k])
+    adapter = load_adapter(atlas.tensors, info, layer)
+    unit = args.norm_fraction * residual_norm(model, layer, prompts)
+    r2 = info["layers"][str(layer)]["r2"][k]
+    notes.append(f"brain axis {args.axis} at layer {layer} (adapter held-out R² {r2:.2f}), strength "
+                 f"{args._strength:g} × {unit:.2f} (= {args.norm_fraction:g} × mean residual norm)")
+    return axis_edits(np.asarray(adapter.direction(k)), layer, args._strength, unit)

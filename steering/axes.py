@@ -1,0 +1,254 @@
+"""Steering along brain-grounded axes (Andric 2025; METHODS.md §G steps 5–6).
+
+Direction: the adapter's row for the axis turned into a unit hidden-state direction
+(`AxisAdapter.direction`: coef / scale, the gradient; the public code's coef × scale is a
+switch), added as `s · unit · v` to `blocks.{layer}.hook_resid_post` (the block output) at
+every position. `unit` is `norm_fraction` × the mean residual norm at that layer on the
+prompts, so strengths mean the same on any model (the paper's raw s ∈ {−2..2} on a unit
+vector is ~1 % of smollm2's residual norm); `sign` orients the axis (e.g. +1 when its
+scores rise with log frequency).
+
+Evaluation (`evaluate_axis`): sampled continuations (T 0.7, top-p 0.9) of neutral prompts
+per strength; each is re-encoded (mean hidden state over its tokens, given its prompt)
+and projected through the adapter; text metrics: mean Zipf log frequency of its words and
+the function/content word ratio; perplexity under the unsteered model. Positive against
+negative strengths: Cohen's d and a two-sided permutation p; the perplexity-matched
+control pairs each positive continuation with the negative one of nearest perplexity
+and tests the paired differences (sign flips). The same for a text-probe direction
+(ridge from hidden states to log frequency) and ActAdd (common- vs rare-word prompts),
+at the same norm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+import interp
+from interp.errors import InterpError
+
+STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 40}
+
+# ActAdd contrast for word frequency: the same scenes told in everyday words and in rare ones (ours).
+COMMON_WORDS = [
+    "The man went to the store and got some bread and milk for his family.",
+    "She said that it was a good day and they all went out to play.",
+    "We had a lot of fun at the house with our friends last night.",
+    "He put the book on the table and sat down to eat his food.",
+    "They walked home in the rain and talked about the old days.",
+    "It was a big city with many people and a lot of cars.",
+    "I think that you should come with me and see the new school.",
+    "The water was cold, so the children ran back to their mother.",
+]
+RARE_WORDS = [
+    "The haberdasher procured victuals and lactic provisions for his progeny.",
+    "She averred that the diurnal conditions were salubrious, and they frolicked.",
+    "We caroused convivially at the domicile with our confederates nocturnally.",
+    "He deposited the tome upon the escritoire and commenced his repast.",
+    "They perambulated homeward amid precipitation, reminiscing about bygone epochs.",
+    "It was a vast metropolis teeming with denizens and automobiles.",
+    "I surmise that you ought to accompany me and inspect the nascent academy.",
+    "The effluent was frigid, so the urchins scurried back to their matriarch.",
+]
+
+
+@torch.inference_mode()
+def residual_norm(model: interp.Model, layer: int, prompts: Sequence[str]) -> float:
+    """Mean L2 norm of `blocks.{layer}.hook_resid_post` over the prompts' tokens (the attention sink left out)."""
+    from interp.batching import without_first
+
+    site = f"blocks.{layer}.hook_resid_post"
+    batch = interp.tokenize(model.tokenizer, list(prompts))
+    acts = interp.run_with_cache(model, batch, [site])[site].float()
+    return float(acts.norm(dim=-1)[without_first(batch.mask)].mean())
+
+
+def axis_edits(direction: np.ndarray | torch.Tensor, layer: int, strength: float, unit: float) -> list[interp.Add]:
+    """[Add(blocks.{layer}.hook_resid_post, direction, strength · unit)] (none at strength 0)."""
+    if strength == 0:
+        return []
+    v = torch.as_tensor(np.asarray(direction), dtype=torch.float32)
+    return [interp.Add(f"blocks.{layer}.hook_resid_post", v / v.norm(), float(strength * unit))]
+
+
+# --------------------------------------------------------------------------- text metrics
+
+
+def text_metrics(text: str, lang: str = "en") -> tuple[float, float]:
+    """(mean Zipf log frequency of the words, function/content ratio); NaN without words."""
+    from wordfreq import zipf_frequency
+
+    from interp.lexicon import FUNCTION_WORDS, normalise
+
+    words = [w for w in (normalise(t) for t in text.split()) if w]
+    if not words:
+        return math.nan, math.nan
+    function = sum(w in FUNCTION_WORDS for w in words)
+    return float(np.mean([zipf_frequency(w, lang) for w in words])), function / max(len(words) - function, 1)
+
+
+@torch.inference_mode()
+def reencode(model: interp.Model, prompts: Sequence[str], continuations: Sequence[str], layer: int) -> np.ndarray:
+    """Mean hidden state at `blocks.{layer}.hook_resid_post` over each continuation's tokens: [n, d]."""
+    site = f"blocks.{layer}.hook_resid_post"
+    out = []
+    for p, c in zip(prompts, continuations, strict=True):
+        batch = interp.tokenize(model.tokenizer, [p + c], prompts=[p])
+        acts = interp.run_with_cache(model, batch, [site])[site][0].float()
+        mask = batch.mask[0]
+        out.append((acts[mask].mean(0) if mask.any() else acts[-1]).cpu().numpy())
+    return np.stack(out)
+
+
+def _perplexities(model: interp.Model, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+    from steering.language_eval import continuation_perplexity
+
+    out = []
+    for p, c in zip(prompts, continuations):
+        try:
+            out.append(continuation_perplexity(model, [p], [c]))
+        except InterpError:  # an empty continuation
+            out.append(math.nan)
+    return np.array(out)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / max(len(a) + len(b) - 2, 1))
+    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else 0.0
+
+
+def permutation_p(a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0) -> float:
+    """Two-sided p of the mean difference under label shuffles."""
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    rng = np.random.default_rng(seed)
+    both, real = np.concatenate([a, b]), abs(a.mean() - b.mean())
+    hits = 0
+    for _ in range(n):
+        rng.shuffle(both)
+        hits += abs(both[:len(a)].mean() - both[len(a):].mean()) >= real
+    return (hits + 1) / (n + 1)
+
+
+def matched_pairs(ppl_pos: np.ndarray, ppl_neg: np.ndarray) -> list[tuple[int, int]]:
+    """Greedy one-to-one pairs (i, j) of positive and negative continuations by nearest log perplexity."""
+    cand = sorted((abs(math.log(p) - math.log(q)), i, j) for i, p in enumerate(ppl_pos) for j, q in enumerate(ppl_neg)
+                  if math.isfinite(p) and math.isfinite(q))
+    used_i, used_j, out = set(), set(), []
+    for _, i, j in cand:
+        if i not in used_i and j not in used_j:
+            used_i.add(i), used_j.add(j), out.append((i, j))
+    return out
+
+
+def paired_p(diff: np.ndarray, n: int = 1000, seed: int = 0) -> float:
+    """Two-sided sign-flip p of the mean paired difference."""
+    diff = diff[np.isfinite(diff)]
+    rng = np.random.default_rng(seed)
+    real = abs(diff.mean())
+    flips = rng.choice([-1.0, 1.0], size=(n, diff.size))
+    return float(((np.abs((flips * diff).mean(1)) >= real).sum() + 1) / (n + 1))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Sample:
+    method: str
+    strength: float
+    prompt: str
+    text: str
+    log_freq: float
+    function_ratio: float
+    axis_score: float
+    perplexity: float
+
+
+@dataclass
+class Contrast:
+    """Positive vs negative strengths for one method and metric."""
+
+    method: str
+    metric: str
+    d: float
+    p: float
+    matched_pairs: int
+    matched_diff: float  # mean (positive − negative) over perplexity-matched pairs
+    matched_p: float
+    ppl_pos: float
+    ppl_neg: float
+
+
+@dataclass
+class AxisSteeringTable:
+    samples: list[Sample] = field(default_factory=list)
+    contrasts: list[Contrast] = field(default_factory=list)
+
+    def means(self, method: str, strength: float) -> dict[str, float]:
+        rows = [s for s in self.samples if s.method == method and s.strength == strength]
+        return {k: float(np.nanmean([getattr(s, k) for s in rows])) for k in
+                ("log_freq", "function_ratio", "axis_score", "perplexity")}
+
+    def text(self) -> str:
+        lines = [f"{'method':12s} {'s':>5s} {'log freq':>9s} {'func/cont':>9s} {'axis':>8s} {'ppl':>8s}"]
+        for method in dict.fromkeys(s.method for s in self.samples):
+            for strength in sorted({s.strength for s in self.samples if s.method == method}):
+                m = self.means(method, strength)
+                lines.append(f"{method:12s} {strength:5.1f} {m['log_freq']:9.3f} {m['function_ratio']:9.3f} "
+                             f"{m['axis_score']:8.3f} {m['perplexity']:8.2f}")
+        lines.append("")
+        lines.append(f"{'method':12s} {'metric':10s} {'d(+/−)':>7s} {'p':>6s} {'ppl +':>7s} {'ppl −':>7s} "
+                     f"{'matched n':>9s} {'diff':>7s} {'p':>6s}")
+        for c in self.contrasts:
+            lines.append(f"{c.method:12s} {c.metric:10s} {c.d:7.2f} {c.p:6.3f} {c.ppl_pos:7.2f} {c.ppl_neg:7.2f} "
+                         f"{c.matched_pairs:9d} {c.matched_diff:7.3f} {c.matched_p:6.3f}")
+        return "\n".join(lines)
+
+
+def evaluate_axis(model: interp.Model, directions: dict[str, np.ndarray], adapter, axis: int, layer: int,
+                  prompts: Sequence[str], *, strengths: Sequence[float] = STRENGTHS, samples: int = 2,
+                  norm_fraction: float = 0.25, sign: float = 1.0, generation: dict | None = None,
+                  seed: int = 0) -> AxisSteeringTable:
+    """Steer with each {method: direction [d]} at every strength; score continuations (see the module docstring).
+
+    adapter: a `probes.brain_axes.AxisAdapter` at `layer`; `axis` indexes its outputs; `sign` orients the
+    reported axis score (the same sign that oriented the axis direction)."""
+    if not prompts or any(not p.strip() for p in prompts):
+        raise InterpError("need non-empty prompts")
+    gen = {**SAMPLING, **(generation or {})}
+    unit = norm_fraction * residual_norm(model, layer, prompts)
+    repeated = [p for p in prompts for _ in range(samples)]
+    table = AxisSteeringTable()
+    for method, direction in directions.items():
+        for strength in strengths:
+            torch.manual_seed(seed)
+            texts = interp.generate(model, repeated, axis_edits(direction, layer, strength, unit), **gen)
+            scores = sign * adapter.predict(reencode(model, repeated, texts, layer))[:, axis]
+            ppl = _perplexities(model, repeated, texts)
+            for p, t, sc, pp in zip(repeated, texts, scores, ppl):
+                lf, fr = text_metrics(t)
+                table.samples.append(Sample(method, float(strength), p, t, lf, fr, float(sc), float(pp)))
+    for method in directions:
+        pos = [s for s in table.samples if s.method == method and s.strength > 0]
+        neg = [s for s in table.samples if s.method == method and s.strength < 0]
+        if not pos or not neg:
+            continue
+        pairs = matched_pairs(np.array([s.perplexity for s in pos]), np.array([s.perplexity for s in neg]))
+        for metric in ("log_freq", "function_ratio", "axis_score"):
+            a, b = np.array([getattr(s, metric) for s in pos]), np.array([getattr(s, metric) for s in neg])
+            diff = np.array([a[i] - b[j] for i, j in pairs])
+            table.contrasts.append(Contrast(method, metric, cohens_d(a, b), permutation_p(a, b, seed=seed), len(pairs),
+                                            float(np.nanmean(diff)) if len(diff) else math.nan,
+                                            paired_p(diff, seed=seed) if len(diff) else math.nan,
+                                            float(np.nanmedian([s.perplexity for s in pos])),
+                                            float(np.nanmedian([s.perplexity for s in neg]))))
+    return table
