@@ -1,0 +1,246 @@
+"""Neurons a VLM shares with its LLM (Cui et al. 2026; METHODS.md §C steps 1–3).
+
+Per sample (one forward pass, batch 1) and text-backbone layer, a score for every unit of
+six modules (Llama/Qwen-style layers with separate projections):
+
+- "up": the FFN neurons, s_i = Σ_t |up_proj(x)_{t,i}| (rows of up_proj and gate_proj,
+  columns of down_proj);
+- "q", "k": each query / key dimension (h, j): the summed squared change of the attention
+  probabilities Σ (softmax(S − q_j k_jᵀ/√d) − softmax(S))² when that dimension's term is
+  removed from QKᵀ (causal; on the projections before rotary embedding, so that a
+  dimension is one row of q_proj / k_proj). A key dimension of a grouped (GQA) head sums
+  the change over the query heads that read it;
+- "v": Σ_t |v_proj(x)_{t,i}|; "o": Σ_t |z_{t,i}|, z the per-head attention output (o_proj's
+  input, its columns).
+
+The top `ratio` of each module in each layer is kept per sample and intersected across
+samples → one set per model. Shared = LLM set ∩ VLM set; overlap = |∩| / |VLM set|,
+against the overlap two random sets of the same sizes would have (|LLM set| / width).
+
+Quirks of the public code, each behind a switch (off = fixed): `swap_ratios` (the FFN and
+attention keep counts swapped in its Llama paths), `pool_layers` (indices pooled across
+layers before intersecting).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+import interp
+from interp.errors import InterpError
+
+MODULES = ("q", "k", "v", "o", "up")
+ATTENTION = ("q", "k", "v", "o")
+
+
+class SharedNeuronsError(InterpError):
+    """Models or inputs the shared-neuron probe cannot use."""
+
+
+@dataclass
+class SharedSettings:
+    ratio_ffn: float = 0.3  # the paper: 0.3 for Llama-family models, 0.1 for Qwen
+    ratio_attn: float = 0.3
+    modules: tuple[str, ...] = MODULES
+    swap_ratios: bool = False  # public-code quirk: FFN and attention keep counts swapped
+    pool_layers: bool = False  # public-code quirk: pool indices across layers before intersecting
+
+
+def _layout(model: interp.Model) -> dict[str, int]:
+    a = model.adapter
+    attn = a.attn(0)
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        if not hasattr(attn, name):
+            raise SharedNeuronsError(f"{model.name}: attention without separate {name} ({a.family.name}); the "
+                                     "shared-neuron probe supports Llama/Qwen/Gemma-style layers")
+    n_kv = attn.k_proj.out_features // a.d_head
+    return {"q": a.n_heads * a.d_head, "k": n_kv * a.d_head, "v": n_kv * a.d_head, "o": a.n_heads * a.d_head,
+            "up": a.d_mlp, "n_kv": n_kv}
+
+
+def _qk_scores(q: torch.Tensor, k: torch.Tensor, n_heads: int, n_kv: int, d_head: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [T, H·d], k [T, KV·d] → per-dimension attention-probability change: q [H·d], k [KV·d]."""
+    T = q.shape[0]
+    qh = q.view(T, n_heads, d_head).transpose(0, 1)  # [H, T, d]
+    kh = k.view(T, n_kv, d_head).transpose(0, 1).repeat_interleave(n_heads // n_kv, dim=0)  # [H, T, d]
+    scale = 1.0 / math.sqrt(d_head)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    scores = (qh @ kh.transpose(1, 2)) * scale  # [H, T, T]
+    probs = scores.masked_fill(~causal, -torch.inf).softmax(-1)
+    terms = torch.einsum("hqd,hkd->hdqk", qh, kh) * scale  # [H, d, T, T]: dimension j's term
+    removed = (scores[:, None] - terms).masked_fill(~causal, -torch.inf).softmax(-1)
+    change = ((removed - probs[:, None]) ** 2).sum((-1, -2))  # [H, d]
+    per_kv = change.view(n_kv, n_heads // n_kv, d_head).sum(1)  # [KV, d]
+    return change.reshape(-1), per_kv.reshape(-1)
+
+
+@torch.inference_mode()
+def sample_scores(model: interp.Model, inputs: Mapping[str, torch.Tensor],
+                  layers: Sequence[int] | None = None) -> dict[str, dict[int, torch.Tensor]]:
+    """{module: {layer: scores [width]}} for one sample (forward kwargs with batch size 1)."""
+    a = model.adapter
+    layout = _layout(model)
+    layers = list(range(a.n_layers)) if layers is None else list(layers)
+    grabbed: dict[tuple[str, int], torch.Tensor] = {}
+    handles = []
+
+    def keep(key, pre=False):
+        if pre:
+            return lambda mod, args: grabbed.__setitem__(key, args[0][0].detach().float())
+        return lambda mod, args, out: grabbed.__setitem__(key, out[0].detach().float())
+
+    try:
+        for l in layers:
+            attn, mlp = a.attn(l), a.mlp(l)
+            handles += [attn.q_proj.register_forward_hook(keep(("q", l))),
+                        attn.k_proj.register_forward_hook(keep(("k", l))),
+                        attn.v_proj.register_forward_hook(keep(("v", l))),
+                        attn.o_proj.register_forward_pre_hook(keep(("o", l), pre=True)),
+                        getattr(mlp, a.family.up).register_forward_hook(keep(("up", l)))]
+        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        if batch["input_ids"].shape[0] != 1:
+            raise SharedNeuronsError("score one sample at a time (batch size 1)")
+        model.hf(**batch, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    out: dict[str, dict[int, torch.Tensor]] = {m: {} for m in MODULES}
+    for l in layers:
+        out["up"][l] = grabbed[("up", l)].abs().sum(0)[-a.d_mlp:]
+        out["v"][l] = grabbed[("v", l)].abs().sum(0)
+        out["o"][l] = grabbed[("o", l)].abs().sum(0)
+        out["q"][l], out["k"][l] = _qk_scores(grabbed[("q", l)], grabbed[("k", l)], a.n_heads, layout["n_kv"], a.d_head)
+    return out
+
+
+def text_inputs(model: interp.Model, prompts: Sequence[str], max_length: int = 256) -> list[dict]:
+    """Forward kwargs, one prompt each (≤ `max_length` tokens)."""
+    return [dict(model.tokenizer(p, return_tensors="pt", truncation=True, max_length=max_length)) for p in prompts]
+
+
+@dataclass
+class NeuronSets:
+    """Per module and layer, the units kept in every sample: {module: {layer: bool [width]}}."""
+
+    model: str
+    sets: dict[str, dict[int, torch.Tensor]]
+    n_samples: int
+
+    def indices(self, module: str, layer: int) -> torch.Tensor:
+        return self.sets[module][layer].nonzero().flatten()
+
+
+def neuron_sets(model: interp.Model, samples: Sequence[Mapping[str, torch.Tensor]],
+                settings: SharedSettings | None = None, layers: Sequence[int] | None = None,
+                progress: bool = False) -> NeuronSets:
+    """The top-`ratio` units of each module per layer, intersected across `samples`."""
+    from tqdm.auto import tqdm
+
+    settings = settings or SharedSettings()
+    if not samples:
+        raise SharedNeuronsError("no samples")
+    ffn, attn = settings.ratio_ffn, settings.ratio_attn
+    if settings.swap_ratios:
+        ffn, attn = attn, ffn
+    if not (0 < ffn <= 1 and 0 < attn <= 1):
+        raise SharedNeuronsError("keep ratios must be in (0, 1]")
+    sets: dict[str, dict[int, torch.Tensor]] = {}
+    for sample in tqdm(samples, desc=f"scoring {model.name}", disable=not progress):
+        for module, by_layer in sample_scores(model, sample, layers).items():
+            if module not in settings.modules:
+                continue
+            ratio = ffn if module == "up" else attn
+            for l, s in by_layer.items():
+                top = torch.zeros_like(s, dtype=torch.bool)
+                top[s.topk(max(1, int(round(ratio * s.numel())))).indices] = True
+                prev = sets.setdefault(module, {}).get(l)
+                sets[module][l] = top if prev is None else prev & top
+    if settings.pool_layers:
+        for module, by_layer in sets.items():
+            pooled = torch.stack(list(by_layer.values())).any(0)
+            sets[module] = {l: pooled.clone() for l in by_layer}
+    return NeuronSets(model.name, sets, len(samples))
+
+
+@dataclass
+class Overlap:
+    """Per module: per-layer counts and overlaps of two models' sets."""
+
+    module: str
+    layers: list[int]
+    n_llm: list[int]
+    n_vlm: list[int]
+    n_shared: list[int]
+    width: int
+    random_overlap: list[float] = field(default_factory=list)  # a random set of |LLM| units vs the VLM set
+
+    @property
+    def overlap(self) -> list[float]:
+        return [s / v if v else 0.0 for s, v in zip(self.n_shared, self.n_vlm)]
+
+    @property
+    def expected(self) -> list[float]:
+        """The overlap two random sets of the same sizes have on average: |LLM set| / width."""
+        return [n / self.width for n in self.n_llm]
+
+
+def overlap(llm: NeuronSets, vlm: NeuronSets, seed: int = 0) -> dict[str, Overlap]:
+    """{module: Overlap} of the LLM's and the VLM's sets, layer by layer."""
+    rng = torch.Generator().manual_seed(seed)
+    out = {}
+    for module in vlm.sets:
+        if module not in llm.sets:
+            continue
+        layers = sorted(set(vlm.sets[module]) & set(llm.sets[module]))
+        o = Overlap(module, layers, [], [], [], int(next(iter(vlm.sets[module].values())).numel()))
+        for l in layers:
+            a, b = llm.sets[module][l], vlm.sets[module][l]
+            if a.numel() != b.numel():
+                raise SharedNeuronsError(f"{module} layer {l}: the models differ in width ({a.numel()} vs {b.numel()})")
+            o.n_llm.append(int(a.sum()))
+            o.n_vlm.append(int(b.sum()))
+            o.n_shared.append(int((a & b).sum()))
+            rand = torch.zeros_like(a)
+            rand[torch.randperm(a.numel(), generator=rng)[: int(a.sum())]] = True
+            o.random_overlap.append(float((rand & b).sum()) / max(int(b.sum()), 1))
+        out[module] = o
+    return out
+
+
+def shared_sets(llm: NeuronSets, vlm: NeuronSets) -> dict[str, dict[int, torch.Tensor]]:
+    """{module: {layer: bool [width]}}: LLM set ∩ VLM set."""
+    return {m: {l: llm.sets[m][l] & vlm.sets[m][l] for l in vlm.sets[m] if l in llm.sets.get(m, {})}
+            for m in vlm.sets if m in llm.sets}
+
+
+def overlap_table(overlaps: Mapping[str, Overlap]) -> str:
+    mods = list(overlaps)
+    rows = [f"{'layer':>5s} " + " ".join(f"{m + ' shared/VLM':>16s} {'random':>7s}" for m in mods)]
+    for i, l in enumerate(next(iter(overlaps.values())).layers):
+        rows.append(f"{l:5d} " + " ".join(f"{overlaps[m].n_shared[i]:6d}/{overlaps[m].n_vlm[i]:<5d}"
+                                          f"{overlaps[m].overlap[i]:5.2f} {overlaps[m].random_overlap[i]:7.2f}"
+                                          for m in mods))
+    rows.append("mean  " + " ".join(f"{np.mean(overlaps[m].overlap):16.2f} {np.mean(overlaps[m].random_overlap):7.2f}"
+                                   for m in mods))
+    return "\n".join(rows)
+
+
+def overlap_png(overlaps: Mapping[str, Overlap]) -> bytes:
+    """Per module: overlap per layer against the random-set overlap."""
+    from interp.plotting import png, subplots
+
+    fig, axes = subplots(nrows=1, ncols=len(overlaps), figsize=(3.2 * len(overlaps), 3), dpi=100, squeeze=False)
+    for ax, (m, o) in zip(axes[0], overlaps.items()):
+        ax.plot(o.layers, o.overlap, marker="o", ms=3, label="LLM ∩ VLM")
+        ax.plot(o.layers, o.random_overlap, color="gray", linestyle="--", label="random sets")
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("overlap / |VLM set|")
+    axes[0][0].legend(fontsize=7)
+    return png(fig)
