@@ -26,7 +26,8 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     group.add_argument("--strength", default="auto", metavar="ALPHA|auto",
                        help="α, the positive shift; auto (default): the smallest of 0.5 … 3 that makes ≥ 90%% of "
                             "continuations of calibration prompts (kept apart from the test prompts) the target")
-    group.add_argument("--beta", type=float, default=1.0, help="β, the negative shift on English neurons (default 1)")
+    group.add_argument("--beta", type=float, default=None,
+                       help="β: foxp2's negative shift on English neurons (default 1); snrf's strength (default 0.5)")
     group.add_argument("--sae-steps", type=int, default=300, help="SAE training steps per layer (default 300)")
     group.add_argument("--seed", type=int, default=0, help="seed of SAE training and bootstrap (default 0)")
     group.add_argument("--lift", default="difference", choices=["difference", "log_ratio"],
@@ -60,6 +61,8 @@ def check_args(args) -> None:
     if target == "en" or target not in BIBLE_DEFAULTS:
         raise InterpError(f"--target {target!r}: choose a language other than English that the parallel Bible has: "
                           f"{', '.join(sorted(set(BIBLE_DEFAULTS) - {'en'}))}")
+    if args.beta is None:
+        args.beta = 1.0
     if not math.isfinite(args.beta):
         raise InterpError("--beta must be a finite number")
     if args.sae_steps < 1 or args.foxp2_verses < 8:

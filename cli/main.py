@@ -45,7 +45,7 @@ def _cmd_sites(args) -> int:
     return 0
 
 
-PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes")
+PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes", "shared-neurons")
 
 
 def _cmd_analyze(args) -> int:
@@ -70,6 +70,10 @@ def _cmd_analyze(args) -> int:
         from cli.brain_axes import analyze_command as brain_command
 
         return brain_command(args, out)
+    if args.probe == "shared-neurons":
+        from cli.shared_neurons import analyze_command as shared_command
+
+        return shared_command(args, out)
     if args.corpus is None:
         raise interp.InterpError("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
     return _analyze_stats(args, out)
@@ -471,8 +475,15 @@ def _cmd_steer(args) -> int:
         check_steer(args)
     elif args.axis is not None or args.layer is not None:
         raise _error("--axis and --layer go with --method brain-axis")
+    if args.method == "snrf":
+        from cli.shared_neurons import check
+
+        check(args, steer=True)
+    elif args.donor or args.save_merged:
+        raise _error("--donor and --save-merged go with --method snrf")
     if not (args._clamps or args._adds or args.contrast or args.recipe or args.concept or args.method):
-        raise _error("no edits given: use --clamp, --add, --contrast, --recipe, --concept or --method foxp2|brain-axis")
+        raise _error("no edits given: use --clamp, --add, --contrast, --recipe, --concept or --method "
+                     "foxp2|brain-axis|snrf")
 
     model = interp.load_model(args.model)
     edits, notes = _steer_edits(args, model)
@@ -484,6 +495,10 @@ def _cmd_steer(args) -> int:
         from cli.brain_axes import steer_edits as axis_edits
 
         edits += axis_edits(args, model, prompts, notes)
+    if args.method == "snrf":
+        from cli.shared_neurons import steer_edits as snrf_edits
+
+        edits += snrf_edits(args, model, notes)
     if args.concept is not None:
         edits.append(_concept_clamp(args, model, notes))
     gen = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
@@ -531,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "through the unembedding (weights only, no corpus); language-neurons: language-specific, "
                         "-related and -agnostic neurons from per-language firing counts; foxp2: Neural FOXP2 "
                         "localisation, spectra and recipe (--target); hftp: sentence- and phrase-rate neurons; "
-                        "brain-axes: MEG word atlas, ICA axes and adapters (--meg, --words)")
+                        "brain-axes: MEG word atlas, ICA axes and adapters (--meg, --words); shared-neurons: "
+                        "the units a VLM (--model) shares with its LLM (--pair)")
     a.add_argument("--sites", default="mlp.hook_post", help="comma list of site names or per-layer names")
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
@@ -573,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.brain_axes import add_options as brain_options
 
     brain_options(a.add_argument_group("brain-axes options (--layers picks the adapter layers)"), steer=False)
+    from cli.shared_neurons import add_options as shared_options
+
+    shared_options(a.add_argument_group("shared-neurons options"), steer=False)
 
     at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
     atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=_Parser)
@@ -629,15 +648,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--clamp-value", type=float, help="value for --concept (default: picked from the sweep)")
     st.add_argument("--sweep", metavar="V,V,...", help="clamp values to try for --concept")
     st.add_argument("--compare", action="store_true", help="also generate without edits; print both side by side")
-    st.add_argument("--method", choices=["foxp2", "brain-axis"],
+    st.add_argument("--method", choices=["foxp2", "brain-axis", "snrf"],
                     help="foxp2: Neural FOXP2, make --target the model's default language (localises first); "
-                         "brain-axis: steer along --axis of a brain-axes --atlas with --strength")
+                         "brain-axis: steer along --axis of a brain-axes --atlas with --strength; "
+                         "snrf: fuse --donor's skill into the shared neurons of --model (a VLM)")
     from cli.foxp2 import add_options
 
     add_options(st.add_argument_group("foxp2 options (--strength is also the brain-axis strength)"), steer=True)
     from cli.brain_axes import add_options as axis_options
 
     axis_options(st.add_argument_group("brain-axis options"), steer=True)
+    from cli.shared_neurons import add_options as snrf_options
+
+    snrf_options(st.add_argument_group("snrf options (--beta is the SNRF strength, default 0.5)"), steer=True)
     st.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
     st.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
                     help="HF repetition penalty (default 1: none; 1.3 keeps a small model's greedy text from looping)")

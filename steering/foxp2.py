@@ -119,11 +119,12 @@ def window_from_neuron_sets(spectra: dict, target_neurons: dict[int, Sequence[in
 
 def foxp2_table(model: interp.Model, window: Sequence[Foxp2Layer], target: str, texts: dict, *,
                 alpha: float = 1.5, beta: float = 1.0, strengths: Sequence[float] | None = None,
-                actadd_scales: Sequence[float] = (0.5, 1.0, 2.0), **eval_kwargs):
+                actadd_scales: Sequence[float] = (0.5, 1.0, 2.0), ablations: bool = True, **eval_kwargs):
     """The evaluation table on held-out neutral prompts (`steering.neutral_prompts`): FOXP2 at
-    `strengths` (default 2/3, 1 and 4/3 × alpha), only its positive shift, only its negative shift,
-    a random direction of the same norm, and ActAdd (the parallel texts' contrast, `texts[target]`
-    minus `texts["en"]`, at the residual stream entering the window's middle layer)."""
+    `strengths` (default 2/3, 1 and 4/3 × alpha), and with `ablations` only its positive shift,
+    only its negative shift, a random direction of the same norm, and ActAdd (the parallel texts'
+    contrast, `texts[target]` minus `texts["en"]`, at the residual stream entering the window's
+    middle layer)."""
     from .actadd import actadd
     from .language_eval import evaluate
     from .neutral_prompts import NEUTRAL
@@ -134,6 +135,8 @@ def foxp2_table(model: interp.Model, window: Sequence[Foxp2Layer], target: str, 
     layers = [w.layer for w in window]
     site = f"blocks.{layers[len(layers) // 2]}.hook_resid_pre"
     variants = [("FOXP2", a, foxp2_edits(window, alpha=a, beta=beta)) for a in strengths]
+    if not ablations:
+        return evaluate(model, variants, target, NEUTRAL["en"], NEUTRAL[target], **eval_kwargs)
     variants += [("positive shift only", alpha, foxp2_edits(window, alpha=alpha, negative=False)),
                  ("negative shift only", alpha, foxp2_edits(window, alpha=alpha, beta=beta, positive=False)),
                  ("random direction, same norm", alpha, random_direction_edits(window, alpha=alpha, beta=beta))]

@@ -64,7 +64,7 @@ def test_calibration_prompts_are_apart_from_the_test_prompts() -> None:
 
 
 # ---------------------------------------------------------------- slow: the method on real models
-def _run(model, target: str, sae_steps: int = 200):
+def _run(model, target: str, sae_steps: int = 200, ablations: bool = True):
     from probes.language_counts import bible_texts
 
     texts = bible_texts(["en", target], limit=96)
@@ -73,14 +73,14 @@ def _run(model, target: str, sae_steps: int = 200):
     calibration = CALIBRATION  # English prompts kept apart from the test prompts
     cands = ("en", "es", "fr", "de", target)
     alpha, sweep = calibrate_strength(model, window, target, calibration, candidates=cands)
-    table = foxp2_table(model, window, target, texts, alpha=alpha, candidates=cands)
+    table = foxp2_table(model, window, target, texts, alpha=alpha, candidates=cands, ablations=ablations)
     print(f"\n{model.name} → {target}: window {analysis.window}, calibrated α = {alpha:g} (sweep {sweep})")
     print(analysis.table())
     print(table.text())
     return analysis, window, alpha, table
 
 
-def _check(analysis, alpha, table) -> None:
+def _check(analysis, alpha, table, ablations: bool = True) -> None:
     for f in analysis.layers.values():  # the SAE's reconstruction quality is reported and real
         assert 0.5 < f.explained_variance < 1.0 and f.target_neurons and f.english_neurons
     row = next(r for r in table.rows if r.name == "FOXP2" and r.strength == alpha)
@@ -89,6 +89,8 @@ def _check(analysis, alpha, table) -> None:
     # fluency: against the model's own continuations in the target language, scored the same way
     assert table.matched_ratio(row) < 1.5, table.text()
     assert row.distinct2 >= 0.7, table.text()  # not a degenerate loop
+    if not ablations:
+        return
     names = {r.name for r in table.rows}
     assert {"positive shift only", "negative shift only", "random direction, same norm"} <= names
     assert any(n.startswith("ActAdd") for n in names)
@@ -112,8 +114,9 @@ def test_foxp2_makes_smollm2_answer_in_spanish_and_the_recipe_round_trips(smollm
 
 @pytest.mark.slow
 def test_foxp2_makes_smollm2_answer_in_french(smollm2) -> None:
-    analysis, _, alpha, table = _run(smollm2, "fr")
-    _check(analysis, alpha, table)
+    """The same method for French; the ablation rows are shown once, for Spanish (they cost ~2 min)."""
+    analysis, _, alpha, table = _run(smollm2, "fr", ablations=False)
+    _check(analysis, alpha, table, ablations=False)
 
 
 @pytest.mark.slow

@@ -1,0 +1,165 @@
+"""`interp analyze --probe shared-neurons --model VLM --pair LLM` and `interp steer --method snrf`.
+
+Samples: for the VLM testbed (`interp.vlm_testbed`, recognised by its metrics.json) the
+VLM answers `--task` from images and the LLM the same arithmetic as text; for other model
+pairs, `--prompts FILE` (one prompt per line) goes to both text backbones as text.
+
+analyze writes an atlas: per module and layer the LLM set, the VLM set and the shared set
+(bool masks), the overlap table (against random sets of the same sizes), overlap.png, and
+with `--amplify A,B,…` the amplification table (shared vs random units, testbed only).
+steer --method snrf adds β · rank-r(W_LLM − W_VLM) on the shared units as runtime LowRank
+edits (`--save-merged DIR` writes the merged model folder instead of keeping it runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+from pathlib import Path
+
+from interp.errors import InterpError
+
+
+def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
+    if steer:
+        group.add_argument("--donor", metavar="LLM", help="snrf: the LLM whose skill is fused into --model (a VLM)")
+        group.add_argument("--rank", type=int, default=4, help="snrf: rank of the truncated SVD of W_LLM − W_VLM")
+        group.add_argument("--save-merged", metavar="DIR", help="snrf: write the merged VLM to a new model folder")
+    else:
+        group.add_argument("--pair", metavar="LLM", help="shared-neurons: the LLM to compare --model (a VLM) with")
+        group.add_argument("--amplify", metavar="A,B,...", help="shared-neurons: amplification factors to test")
+    group.add_argument("--task", default="sum", choices=["recognize", "sum", "product"],
+                       help="testbed task the samples come from (default sum)")
+    group.add_argument("--samples", type=int, default=100, help="samples per model (default 100, as in the paper)")
+    group.add_argument("--ratio", type=float, default=0.3, help="top ratio kept per module and layer (default 0.3)")
+    group.add_argument("--prompts", metavar="FILE", help="text prompts for both models (models other than the testbed)")
+
+
+def testbed_root(model) -> Path | None:
+    """The testbed folder a model was loaded from (its parent holds metrics.json), else None."""
+    folder = Path(str(model.source))
+    return folder.parent if (folder.parent / "metrics.json").is_file() else None
+
+
+def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
+    """Forward kwargs (batch 1) for the VLM and for the LLM."""
+    from interp import vlm_testbed as tb
+    from probes.shared_neurons import text_inputs
+
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise InterpError(f"--prompts {path} does not exist")
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise InterpError(f"--prompts {path} has no prompts")
+        prompts = prompts[:args.samples]
+        return text_inputs(vlm, prompts), text_inputs(llm, prompts)
+    if testbed_root(vlm) is None:
+        raise InterpError(f"{vlm.name} is not the VLM testbed: give --prompts FILE for other models")
+    image_examples = tb.task_examples(args.task, "train", n=args.samples)
+    text_task = {"sum": "text_sum", "product": "text_product", "recognize": "text_sum"}[args.task]
+    text_examples = tb.task_examples(text_task, "train", n=args.samples)
+    return forward_inputs(vlm, image_examples), forward_inputs(llm, text_examples)
+
+
+def forward_inputs(model, examples) -> list[dict]:
+    """Testbed examples → forward kwargs with batch size 1 (image tokens + pixel values for image examples)."""
+    from interp import vlm_testbed as tb
+
+    out = []
+    for e in examples:
+        token = model.hf.config.image_token_id if e.image is not None else None
+        enc = tb._encode(model.tokenizer, [e.question], token)
+        kw = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if e.image is not None:
+            kw["pixel_values"] = e.image[None]
+        out.append(kw)
+    return out
+
+
+def check(args, steer: bool) -> None:
+    if args.samples < 1 or not 0 < args.ratio <= 1:
+        raise InterpError("--samples must be at least 1 and --ratio in (0, 1]")
+    if steer:
+        if not args.donor:
+            raise InterpError("--method snrf needs --donor LLM (the model whose skill is fused in)")
+        args.beta = 0.5 if args.beta is None else args.beta
+        if args.rank < 1 or not math.isfinite(args.beta):
+            raise InterpError("--rank must be at least 1 and --beta a finite number")
+        if args.save_merged and Path(args.save_merged).exists() and any(Path(args.save_merged).iterdir()):
+            raise InterpError(f"--save-merged {args.save_merged} exists and is not empty")
+    elif not args.pair:
+        raise InterpError("--probe shared-neurons needs --pair LLM (the model to compare --model with)")
+
+
+def _sets(vlm, llm, args):
+    from probes.shared_neurons import SharedSettings, neuron_sets
+
+    v_in, l_in = samples(vlm, llm, args)
+    settings = SharedSettings(ratio_ffn=args.ratio, ratio_attn=args.ratio)
+    progress = not getattr(args, "quiet", False)
+    return neuron_sets(llm, l_in, settings, progress=progress), neuron_sets(vlm, v_in, settings, progress=progress)
+
+
+def analyze_command(args, out: Path) -> int:
+    import torch
+
+    import interp
+    from atlases import Atlas
+    from probes.shared_neurons import overlap, overlap_png, overlap_table, shared_sets
+
+    check(args, steer=False)
+    alphas = [float(a) for a in args.amplify.split(",")] if args.amplify else []
+    vlm, llm = interp.load_model(args.model), interp.load_model(args.pair)
+    llm_sets, vlm_sets = _sets(vlm, llm, args)
+    overlaps = overlap(llm_sets, vlm_sets)
+    shared = shared_sets(llm_sets, vlm_sets)
+    text = overlap_table(overlaps)
+    if alphas:
+        from interp import vlm_testbed as tb
+        from steering.snrf_eval import amplification_table
+
+        if testbed_root(vlm) is None:
+            raise InterpError("--amplify needs the VLM testbed (its questions and answers)")
+        examples = tb.task_examples(args.task, "held_out", n=args.samples)
+        images, questions = torch.stack([e.image for e in examples]), [e.question for e in examples]
+        table = amplification_table(lambda edits: tb.answer(vlm, images, questions, edits),
+                                    [e.answer for e in examples], shared, alphas)
+        text += "\n\n" + table.text()
+    tensors = {}
+    for name, sets in (("llm", llm_sets.sets), ("vlm", vlm_sets.sets), ("shared", shared)):
+        for module, by_layer in sets.items():
+            for l, mask in by_layer.items():
+                tensors[f"blocks.{l}.{module}/{name}"] = mask.to(torch.int8).contiguous()
+    params = {"vlm": vlm.name, "llm": llm.name, "task": args.task, "samples": args.samples, "ratio": args.ratio,
+              "overlap": {m: {"layers": o.layers, "overlap": o.overlap, "random": o.random_overlap}
+                          for m, o in overlaps.items()}}
+    report = (f"<!doctype html><html><head><meta charset='utf-8'><title>interp shared neurons</title></head><body>"
+              f"<h1>Shared neurons: {html.escape(vlm.name)} ∩ {html.escape(llm.name)}</h1><img src='overlap.png'>"
+              f"<pre>{html.escape(text)}</pre></body></html>")
+    Atlas(model=vlm.name, sites=sorted({k.split("/")[0] for k in tensors}), method="shared-neurons", tensors=tensors,
+          params=params).save(out, extra_files={"report.html": report, "table.txt": text + "\n"},
+                              binary_files={"overlap.png": overlap_png(overlaps)})
+    print(text)
+    print(f"wrote {out}")
+    return 0
+
+
+def steer_edits(args, model, notes: list[str]) -> list:
+    """--method snrf: shared neurons of --model and --donor, then the SNRF edits (or the merged folder)."""
+    import interp
+    from probes.shared_neurons import shared_sets
+    from steering.snrf import SnrfSettings, save_merged, snrf_edits
+
+    donor = interp.load_model(args.donor)
+    llm_sets, vlm_sets = _sets(model, donor, args)
+    shared = shared_sets(llm_sets, vlm_sets)
+    edits = snrf_edits(model, donor, shared, SnrfSettings(rank=args.rank, beta=args.beta))
+    n = sum(int(m.sum()) for by_layer in shared.values() for m in by_layer.values())
+    notes.append(f"SNRF from {donor.name}: rank {args.rank}, β {args.beta:g}, {n} shared units, {len(edits)} edits")
+    if args.save_merged:
+        save_merged(model, edits, args.save_merged)
+        notes.append(f"merged model written to {args.save_merged}")
+    return edits
