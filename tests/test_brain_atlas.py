@@ -37,11 +37,11 @@ def test_ica_recovers_both_planted_axes_from_simulated_meg(story) -> None:
 def test_noise_only_meg_recovers_nothing_above_the_permutation_threshold(story) -> None:
     words, _ = story
     raw, w, _ = simulate_meg(words, {}, seed=5)
-    atlas = build_brain_atlas([raw], {None: w}, BrainAtlasSettings(n_perm=50), stability=False)
+    atlas = build_brain_atlas([raw], {None: w}, BrainAtlasSettings(n_perm=30), stability=False)
     print("\n" + atlas.table())
     assert not atlas.kept.any() and atlas.n_axes == 0 and not atlas.recovered.any()
     # the paper's ICA over every PC finds the word features in noise just as well: only reliability tells
-    paper = build_brain_atlas([raw], {None: w}, BrainAtlasSettings(n_perm=50, subspace="all", word_vector="windows",
+    paper = build_brain_atlas([raw], {None: w}, BrainAtlasSettings(n_perm=30, subspace="all", word_vector="windows",
                                                                    min_count=1), stability=False)
     assert max(np.abs(paper.validation["frequency"])) > 0.6 and not paper.recovered.any()
 
