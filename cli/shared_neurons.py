@@ -61,22 +61,8 @@ def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
     image_examples = tb.task_examples(args.task, "train", n=args.samples)
     text_task = {"sum": "text_sum", "product": "text_product", "recognize": "text_sum"}[args.task]
     text_examples = tb.task_examples(text_task, "train", n=args.samples)
-    return forward_inputs(vlm, image_examples), forward_inputs(llm, text_examples)
+    return tb.forward_inputs(vlm, image_examples), tb.forward_inputs(llm, text_examples)
 
-
-def forward_inputs(model, examples) -> list[dict]:
-    """Testbed examples → forward kwargs with batch size 1 (image tokens + pixel values for image examples)."""
-    from interp import vlm_testbed as tb
-
-    out = []
-    for e in examples:
-        token = model.hf.config.image_token_id if e.image is not None else None
-        enc = tb._encode(model.tokenizer, [e.question], token)
-        kw = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-        if e.image is not None:
-            kw["pixel_values"] = e.image[None]
-        out.append(kw)
-    return out
 
 
 def check(args, steer: bool) -> None:

@@ -207,6 +207,20 @@ def _encode(tokenizer, questions: Sequence[str], image_token_id: int | None,
     return {"input_ids": ids, "attention_mask": mask, "position_ids": position, "target_mask": target}
 
 
+def forward_inputs(model, examples: Sequence[Example]) -> list[dict[str, torch.Tensor]]:
+    """Forward kwargs with batch size 1 per example: `input_ids`, `attention_mask` (and `pixel_values`
+    [1, 3, 32, 32] with the image tokens first for image examples) — for one-pass probes."""
+    out = []
+    for e in examples:
+        token = model.hf.config.image_token_id if e.image is not None else None
+        enc = _encode(model.tokenizer, [e.question], token)
+        kw = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if e.image is not None:
+            kw["pixel_values"] = e.image[None]
+        out.append(kw)
+    return out
+
+
 def _short(text: str) -> str:
     """The answer part of a continuation: up to the first newline, stripped."""
     return text.split("\n", 1)[0].strip()

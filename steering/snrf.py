@@ -46,9 +46,9 @@ class SnrfSettings:
 
 
 def _module(model: interp.Model, layer: int, key: str) -> torch.nn.Linear:
-    if key in ("up", "down", "gate"):
-        return getattr(model.adapter.mlp(layer), {"up": "up_proj", "down": "down_proj", "gate": "gate_proj"}[key])
-    return getattr(model.adapter.attn(layer), {**ROW_MODULES, **COL_MODULES}[key])
+    from interp.engine import resolve_module
+
+    return resolve_module(model, _block_path(model, layer, key))
 
 
 def _block_path(model: interp.Model, layer: int, key: str) -> str:
