@@ -110,8 +110,7 @@ def analyze_command(args, out: Path) -> int:
         if testbed_root(vlm) is None:
             raise InterpError("--amplify needs the VLM testbed (its questions and answers)")
         examples = tb.task_examples(args.task, "held_out", n=args.samples)
-        images, questions = torch.stack([e.image for e in examples]), [e.question for e in examples]
-        table = amplification_table(lambda edits: tb.answer(vlm, images, questions, edits),
+        table = amplification_table(lambda edits: tb.answer(vlm, examples, edits),
                                     [e.answer for e in examples], shared, alphas)
         text += "\n\n" + table.text()
     tensors = {}

@@ -7,9 +7,12 @@ Data: sklearn's 8×8 handwritten digits, upscaled to 32×32 (one digit 4×; a pa
 arithmetic means unseen images *and* unseen facts, for the VLM and the LLM alike.
 
 Tasks, each a list of `Example(image, question, answer)`: "recognize" (one digit), "sum" and
-"product" (a pair image), and "text_sum" / "text_product" (the same arithmetic as text). One
-prompt format for both models: `PROMPT.format(q=question)`, target `" {answer}\\n"`; the VLM's
-prompt is the same text after `N_IMAGE_TOKENS` image tokens.
+"product" (a pair image), and "text_sum" / "text_product": the same arithmetic as text, the
+image replaced by its 16-token caption (`CAPTIONS`, "... They are 3 and 9.") as `context`, the
+question word for word the image task's. One prompt format for both models:
+`context + PROMPT.format(q=question)`, target `" {answer}\\n"`; the VLM's prompt is the same
+text after `N_IMAGE_TOKENS` image tokens. So an image prompt and its text twin have the same
+length and the question at the same positions — the pairing the shared-neuron probe compares.
 
 Models (`build_testbed`), both saved as HF folders that `interp.load_model` reads:
 - VLM: `LlavaForConditionalGeneration` = a 2-layer SigLIP vision tower (width 128, 8 px
@@ -51,7 +54,7 @@ from .cache import atomic_path, cache_dir
 from .errors import InterpError
 
 BASE_MODEL = "smollm2-135m"
-VERSION = 1  # bump when training changes: cached testbeds of another version are rebuilt
+VERSION = 2  # bump when training changes: cached testbeds of another version are rebuilt
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
 N_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 16: SigLIP has no CLS token, all patches are kept
@@ -61,9 +64,8 @@ QUESTIONS = {
     "recognize": "Which digit is this?",
     "sum": "What is the sum of the two digits?",
     "product": "What is the product of the two digits?",
-    "text_sum": "What is the sum of {a} and {b}?",
-    "text_product": "What is the product of {a} and {b}?",
 }
+QUESTIONS["text_sum"], QUESTIONS["text_product"] = QUESTIONS["sum"], QUESTIONS["product"]
 IMAGE_TASKS = ("recognize", "sum", "product")
 TEXT_TASKS = ("text_sum", "text_product")
 TASKS = IMAGE_TASKS + TEXT_TASKS
@@ -83,12 +85,18 @@ class TestbedError(InterpError):
 
 @dataclass(frozen=True)
 class Example:
-    """One question: `image` [3, 32, 32] in [-1, 1] (None for text tasks), `answer` like "12"."""
+    """One question: `image` [3, 32, 32] in [-1, 1] (None for text tasks), `answer` like "12";
+    `context`: the text before the prompt (a text task's caption, "" otherwise)."""
 
     image: torch.Tensor | None
     question: str
     answer: str
     digits: tuple[int, ...]
+    context: str = ""
+
+    @property
+    def prompt(self) -> str:
+        return self.context + PROMPT.format(q=self.question)
 
 
 @lru_cache(maxsize=1)
@@ -143,6 +151,15 @@ def pair_split(seed: int = 0, held_out: float = 0.3) -> dict[str, list[tuple[int
     return {"train": sorted(pairs[i] for i in perm[:cut]), "held_out": sorted(pairs[i] for i in perm[cut:])}
 
 
+CAPTIONS = {1: "Image description: a handwritten digit. The image shows the digit {a}.\n",
+            2: "Image description: two handwritten digits. They are {a} and {b}.\n"}
+
+
+def caption(digits: Sequence[int]) -> str:
+    """The 16-token caption of an image of `digits` (one digit or a pair)."""
+    return CAPTIONS[len(digits)].format(a=digits[0], b=digits[-1])
+
+
 def _solve(task: str, a: int, b: int) -> int:
     return a + b if task.endswith("sum") else a * b
 
@@ -152,16 +169,18 @@ def task_examples(task: str, split: str, n: int | None = None, seed: int = 0) ->
 
     recognize: every digit sample of the split in order (or `n` of them, drawn); sum / product:
     `n` (default 500) pair images whose digits are samples of the split and whose (a, b) is a
-    pair of the split; text_sum / text_product: every pair of the split once (`n` ignored).
+    pair of the split; text_sum / text_product: every pair of the split once (`n` None), or `n`
+    pairs drawn, each with its caption as context.
     """
     if task not in TASKS:
         raise TestbedError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     if split not in SPLITS:
         raise TestbedError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     pairs = pair_split(seed)[split]
-    if task in TEXT_TASKS:
-        return [Example(None, QUESTIONS[task].format(a=a, b=b), str(_solve(task, a, b)), (a, b)) for a, b in pairs]
     rng = np.random.default_rng([seed, TASKS.index(task), SPLITS.index(split)])
+    if task in TEXT_TASKS:
+        chosen = pairs if n is None else [pairs[k] for k in rng.integers(len(pairs), size=n)]
+        return [Example(None, QUESTIONS[task], str(_solve(task, a, b)), (a, b), caption((a, b))) for a, b in chosen]
     idx = digit_split(seed)[split]
     labels = np.array(digit_labels(idx))
     if task == "recognize":
@@ -184,17 +203,17 @@ def _is_vlm(hf: nn.Module) -> bool:
     return hasattr(hf.config, "vision_config")
 
 
-def _encode(tokenizer, questions: Sequence[str], image_token_id: int | None,
+def _encode(tokenizer, prompts: Sequence[str], image_token_id: int | None,
             answers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """Left-padded `input_ids`, `attention_mask`, `position_ids` [batch, seq] (and `target_mask`).
 
-    Each row: [image tokens ×16 if `image_token_id` is not None] + PROMPT + (" {answer}\\n" if
-    answers). `target_mask` marks the answer tokens (the loss positions).
+    Each row: [image tokens ×16 if `image_token_id` is not None] + prompt (`Example.prompt`) +
+    (" {answer}\\n" if answers). `target_mask` marks the answer tokens (the loss positions).
     """
     image = [] if image_token_id is None else [image_token_id] * N_IMAGE_TOKENS
     rows, targets = [], []
-    for i, q in enumerate(questions):
-        prompt = image + tokenizer(PROMPT.format(q=q), add_special_tokens=False)["input_ids"]
+    for i, text in enumerate(prompts):
+        prompt = image + tokenizer(text, add_special_tokens=False)["input_ids"]
         answer = [] if answers is None else tokenizer(f" {answers[i]}\n", add_special_tokens=False)["input_ids"]
         rows.append(prompt + answer)
         targets.append([0] * len(prompt) + [1] * len(answer))
@@ -213,7 +232,7 @@ def forward_inputs(model, examples: Sequence[Example]) -> list[dict[str, torch.T
     out = []
     for e in examples:
         token = model.hf.config.image_token_id if e.image is not None else None
-        enc = _encode(model.tokenizer, [e.question], token)
+        enc = _encode(model.tokenizer, [e.prompt], token)
         kw = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if e.image is not None:
             kw["pixel_values"] = e.image[None]
@@ -227,19 +246,18 @@ def _short(text: str) -> str:
 
 
 @torch.inference_mode()
-def _answer(hf: nn.Module, tokenizer, images: torch.Tensor | None, questions: Sequence[str],
-            batch_size: int = 32, max_new_tokens: int = 4) -> list[str]:
-    vlm = _is_vlm(hf)
-    if images is not None and not vlm:
-        raise TestbedError("images given, but this model has no vision tower")
-    if images is not None and len(images) != len(questions):
-        raise TestbedError(f"{len(images)} images but {len(questions)} questions")
+def _answer(hf: nn.Module, tokenizer, examples: Sequence[Example], batch_size: int = 32,
+            max_new_tokens: int = 4) -> list[str]:
+    if not examples:
+        return []
+    images = _stack(examples)
+    if images is not None and not _is_vlm(hf):
+        raise TestbedError("image examples given, but this model has no vision tower")
     token = hf.config.image_token_id if images is not None else None
     device, dtype = next(hf.parameters()).device, next(hf.parameters()).dtype
     out: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        qs = list(questions[start:start + batch_size])
-        enc = _encode(tokenizer, qs, token)
+    for start in range(0, len(examples), batch_size):
+        enc = _encode(tokenizer, [e.prompt for e in examples[start:start + batch_size]], token)
         kwargs = {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
         if images is not None:
             kwargs["pixel_values"] = images[start:start + batch_size].to(device, dtype)
@@ -250,27 +268,28 @@ def _answer(hf: nn.Module, tokenizer, images: torch.Tensor | None, questions: Se
     return out
 
 
-def answer(model, images: torch.Tensor | None, questions: Sequence[str], edits: Sequence = (),
-           batch_size: int = 32) -> list[str]:
-    """Greedy short answers (≤ 4 new tokens, cut at the first newline, stripped) of an `interp.Model`.
-
-    `images` [n, 3, 32, 32] (VLM only; the image tokens go before the question) or None for
-    text-only prompts (either model). `edits` are applied with `interp.edit` while answering.
-    """
+def answer(model, examples: Sequence[Example], edits: Sequence = (), batch_size: int = 32) -> list[str]:
+    """Greedy short answers (≤ 4 new tokens, cut at the first newline, stripped) of an `interp.Model`
+    to `examples` (all image examples — VLM only, image tokens first — or all text examples).
+    `edits` are applied with `interp.edit` while answering."""
     if not edits:
-        return _answer(model.hf, model.tokenizer, images, questions, batch_size)
+        return _answer(model.hf, model.tokenizer, examples, batch_size)
     from .engine import edit
 
     with edit(model, edits):
-        return _answer(model.hf, model.tokenizer, images, questions, batch_size)
+        return _answer(model.hf, model.tokenizer, examples, batch_size)
 
 
 def _stack(examples: Sequence[Example]) -> torch.Tensor | None:
-    return None if examples[0].image is None else torch.stack([e.image for e in examples])
+    """The examples' images [n, 3, 32, 32], or None for text examples (mixing both is an error)."""
+    has = {e.image is not None for e in examples}
+    if len(has) > 1:
+        raise TestbedError("mixed image and text examples; answer them in separate calls")
+    return torch.stack([e.image for e in examples]) if has == {True} else None
 
 
 def _accuracy(hf, tokenizer, examples: Sequence[Example]) -> float:
-    got = _answer(hf, tokenizer, _stack(examples), [e.question for e in examples])
+    got = _answer(hf, tokenizer, examples)
     return sum(g == e.answer for g, e in zip(got, examples)) / len(examples)
 
 
@@ -343,7 +362,7 @@ class TestbedSpec:
     vlm_batch: int = 16
     vlm_lr: float = 5e-4  # vision tower + projector
     lora_lr: float = 1e-3  # the VLM's LoRA
-    llm_steps: int = 50
+    llm_steps: int = 120
     llm_batch: int = 16
     llm_lr: float = 2e-3
     n_eval: int = 250  # held-out examples per image task
@@ -353,7 +372,7 @@ class TestbedSpec:
     def for_run(cls, reduced: bool = False, seed: int = 0, threads: int = 1) -> "TestbedSpec":
         """The full spec, or the reduced one (about 2 minutes on one core)."""
         if reduced:
-            return cls(seed=seed, reduced=True, align_steps=400, align_batch=32, vlm_steps=16, llm_steps=20,
+            return cls(seed=seed, reduced=True, align_steps=400, align_batch=32, vlm_steps=16, llm_steps=40,
                        llm_lr=3e-3, n_eval=80, threads=threads)
         return cls(seed=seed, threads=threads)
 
@@ -376,7 +395,7 @@ def _answer_loss(hf: nn.Module, tokenizer, examples: Sequence[Example]) -> torch
     """Mean next-token cross-entropy on the answer tokens (logits only at the last positions)."""
     images = _stack(examples)
     token = hf.config.image_token_id if images is not None else None
-    enc = _encode(tokenizer, [e.question for e in examples], token, [e.answer for e in examples])
+    enc = _encode(tokenizer, [e.prompt for e in examples], token, [e.answer for e in examples])
     keep = int(enc["target_mask"].sum(-1).max()) + 1  # answers sit at the end (left padding)
     kwargs: dict[str, Any] = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                   position_ids=enc["position_ids"], logits_to_keep=keep)
@@ -431,15 +450,11 @@ def _vlm_config(text_config, spec: TestbedSpec, image_token_id: int):
                        vision_feature_layer=-1)
 
 
-CAPTIONS = {1: "Image description: a handwritten digit. The image shows the digit {a}.\n",
-            2: "Image description: two handwritten digits. They are {a} and {b}.\n"}
-
-
 def _captions(tokenizer, examples: Sequence[Example]) -> torch.Tensor:
     """Token ids [n, 16] of each example's caption (CAPTIONS, by its number of digits)."""
     rows = []
     for e in examples:
-        text = CAPTIONS[len(e.digits)].format(a=e.digits[0], b=e.digits[-1])
+        text = caption(e.digits)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) != N_IMAGE_TOKENS:
             raise TestbedError(f"caption {text!r} is {len(ids)} tokens, not {N_IMAGE_TOKENS}")
@@ -572,7 +587,7 @@ def _build_vlm(base, spec: TestbedSpec, folder: Path) -> dict[str, Any]:
     (folder / "testbed.json").write_text(json.dumps({
         "image_token": IMAGE_TOKEN, "image_token_id": token_id, "n_image_tokens": N_IMAGE_TOKENS,
         "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "pixel_mean": 0.5, "pixel_std": 0.5,
-        "prompt": PROMPT, "answer_format": " {answer}\\n", "image_tokens_before_prompt": True}, indent=1))
+        "prompt": PROMPT, "text_context": CAPTIONS, "answer_format": " {answer}\\n", "image_tokens_before_prompt": True}, indent=1))
     return {"hf": vlm, "align_steps": spec.align_steps, "steps": spec.vlm_steps,
             "align_seconds": round(align_s, 1), "train_seconds": round(train_s, 1),
             **align,

@@ -93,10 +93,14 @@ def test_task_examples_are_correct_and_stay_in_their_split(split: str) -> None:
             assert any(i in samples and labels[i] == b for i in right)
     text = tb.task_examples("text_product", split)
     assert [e.digits for e in text] == sorted(pairs)
+    image_question = tb.task_examples("product", split, n=1)[0].question
     for e in text:
         a, b = e.digits
-        assert e.image is None and e.question == f"What is the product of {a} and {b}?" and e.answer == str(a * b)
-    assert tb.task_examples("text_sum", split)[0].question.startswith("What is the sum of ")
+        assert e.image is None and e.question == image_question and e.answer == str(a * b)
+        assert e.prompt == (f"Image description: two handwritten digits. They are {a} and {b}.\n"
+                            f"Question: What is the product of the two digits?\nAnswer:")
+    drawn = tb.task_examples("text_sum", split, n=50)
+    assert len(drawn) == 50 and {e.digits for e in drawn} <= pairs and all(e.answer == str(sum(e.digits)) for e in drawn)
 
 
 def test_unknown_task_or_split_is_one_line() -> None:
@@ -112,7 +116,7 @@ def test_prompts_put_16_image_tokens_first_and_mark_only_the_answer(smollm2) -> 
     tok = smollm2.tokenizer
     image_id = tok.convert_tokens_to_ids(tb.IMAGE_TOKEN)
     questions = ["Which digit is this?", "What is the sum of the two digits?"]
-    enc = tb._encode(tok, questions, image_id, ["7", "12"])
+    enc = tb._encode(tok, [f"Question: {q}\nAnswer:" for q in questions], image_id, ["7", "12"])
     ids, mask, target = enc["input_ids"], enc["attention_mask"], enc["target_mask"]
     assert ((ids == image_id) & mask.bool()).sum(1).tolist() == [16, 16]
     for row, m, t, q, answer in zip(ids, mask, target, questions, ["7", "12"]):
@@ -122,8 +126,11 @@ def test_prompts_put_16_image_tokens_first_and_mark_only_the_answer(smollm2) -> 
         assert tok.decode(row[t]) == f" {answer}\n"
         assert m[-1] == 1  # left padding: every row ends at the last position
     assert enc["position_ids"][0, -1] == mask[0].sum() - 1
-    text = tb._encode(tok, ["What is the sum of 3 and 9?"], None)
-    assert tok.decode(text["input_ids"][0]) == "Question: What is the sum of 3 and 9?\nAnswer:"
+    twin = tb.task_examples("text_sum", "train")[0]  # the image replaced by its 16-token caption
+    text = tb._encode(tok, [twin.prompt], None)["input_ids"][0]
+    image = tb._encode(tok, [f"Question: {questions[1]}\nAnswer:"], image_id)["input_ids"][0]
+    assert len(text) == len(image) and torch.equal(text[16:], image[16:])
+    assert tok.decode(text[:16]) == tb.caption(twin.digits)
 
 
 def test_captions_are_16_tokens(smollm2) -> None:
@@ -195,14 +202,15 @@ def test_reduced_testbed_builds_caches_loads_and_works(smollm2, monkeypatch, one
     recog = tb.accuracy(vlm, "recognize", "held_out", n=spec.n_eval)
     assert recog == pytest.approx(acc["vlm"]["recognize"], abs=0.03) and recog >= 0.6
     ex = tb.task_examples("recognize", "held_out", n=4)
-    assert tb.answer(vlm, torch.stack([e.image for e in ex]), [e.question for e in ex]) \
-        == tb.answer(vlm, torch.stack([e.image for e in ex]), [e.question for e in ex], batch_size=1)
+    assert tb.answer(vlm, ex) == tb.answer(vlm, ex, batch_size=1)
     for task in tb.TEXT_TASKS:
         mine, base = tb.accuracy(llm, task), tb.accuracy(smollm2, task)
         print(f"{task}: math LLM {mine:.3f}, smollm2 {base:.3f} (held-out pairs)")
         assert mine > base + 0.2
     with pytest.raises(tb.TestbedError, match="no vision tower"):
-        tb.answer(llm, ex[0].image[None], ["Which digit is this?"])
+        tb.answer(llm, ex[:1])
+    with pytest.raises(tb.TestbedError, match="mixed image and text"):
+        tb.answer(vlm, ex[:1] + tb.task_examples("text_sum", "train")[:1])
 
     # bitwise smollm2 outside the chosen layers; the chosen layers' deltas are low-rank
     base_state = smollm2.hf.model.state_dict()
