@@ -1,7 +1,8 @@
 """`interp analyze --probe shared-neurons --model VLM --pair LLM` and `interp steer --method snrf`.
 
 Samples: for the VLM testbed (`interp.vlm_testbed`, recognised by its metrics.json) the
-VLM answers `--task` from images and the LLM the same arithmetic as text; for other model
+VLM answers `--task` from images and the LLM the same questions with each image replaced by its
+caption (`vlm_testbed.text_twins`); for other model
 pairs, `--prompts FILE` (one prompt per line) goes to both text backbones as text.
 
 analyze writes an atlas: per module and layer the LLM set, the VLM set and the shared set
@@ -29,8 +30,8 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     else:
         group.add_argument("--pair", metavar="LLM", help="shared-neurons: the LLM to compare --model (a VLM) with")
         group.add_argument("--amplify", metavar="A,B,...", help="shared-neurons: amplification factors to test")
-    group.add_argument("--task", default="sum", choices=["recognize", "sum", "product"],
-                       help="testbed task the samples come from (default sum)")
+    group.add_argument("--task", default="product", choices=["recognize", "sum", "product"],
+                       help="testbed task the samples come from (default product)")
     group.add_argument("--samples", type=int, default=100, help="samples per model (default 100, as in the paper)")
     group.add_argument("--ratio", type=float, default=0.3, help="top ratio kept per module and layer (default 0.3)")
     group.add_argument("--prompts", metavar="FILE", help="text prompts for both models (models other than the testbed)")
@@ -59,9 +60,7 @@ def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
     if testbed_root(vlm) is None:
         raise InterpError(f"{vlm.name} is not the VLM testbed: give --prompts FILE for other models")
     image_examples = tb.task_examples(args.task, "train", n=args.samples)
-    text_task = {"sum": "text_sum", "product": "text_product", "recognize": "text_sum"}[args.task]
-    text_examples = tb.task_examples(text_task, "train", n=args.samples)
-    return tb.forward_inputs(vlm, image_examples), tb.forward_inputs(llm, text_examples)
+    return tb.forward_inputs(vlm, image_examples), tb.forward_inputs(llm, tb.text_twins(image_examples))
 
 
 

@@ -196,6 +196,11 @@ def task_examples(task: str, split: str, n: int | None = None, seed: int = 0) ->
     return [Example(img, QUESTIONS[task], str(_solve(task, *pairs[k])), pairs[k]) for img, k in zip(images, which)]
 
 
+def text_twins(examples: Sequence[Example]) -> list[Example]:
+    """The text form of image examples: each image replaced by its caption, the question kept."""
+    return [Example(None, e.question, e.answer, e.digits, caption(e.digits)) for e in examples]
+
+
 # ---------------------------------------------------------------- prompts and answers
 
 
@@ -288,13 +293,34 @@ def _stack(examples: Sequence[Example]) -> torch.Tensor | None:
     return torch.stack([e.image for e in examples]) if has == {True} else None
 
 
+@torch.inference_mode()
+def _correct(hf: nn.Module, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> list[bool]:
+    out: list[bool] = []
+    for start in range(0, len(examples), batch_size):
+        logits, targets, mask = _answer_logits(hf, tokenizer, examples[start:start + batch_size])
+        hit = (logits.argmax(-1) == targets) | ~mask
+        out += hit.all(-1).tolist()
+    return out
+
+
+def correct(model, examples: Sequence[Example], edits: Sequence = (), batch_size: int = 64) -> list[bool]:
+    """Whether greedy decoding would give each example's answer: one teacher-forced pass checking that
+    every token of " {answer}\\n" is the argmax — the exact-match test of `answer`, without generating
+    (up to answers that decode alike from other tokens)."""
+    if not edits:
+        return _correct(model.hf, model.tokenizer, examples, batch_size)
+    from .engine import edit
+
+    with edit(model, edits):
+        return _correct(model.hf, model.tokenizer, examples, batch_size)
+
+
 def _accuracy(hf, tokenizer, examples: Sequence[Example]) -> float:
-    got = _answer(hf, tokenizer, examples)
-    return sum(g == e.answer for g, e in zip(got, examples)) / len(examples)
+    return sum(_correct(hf, tokenizer, examples)) / len(examples)
 
 
 def accuracy(model, task: str, split: str = "held_out", n: int | None = None, seed: int = 0) -> float:
-    """Exact-match accuracy of `model` (an `interp.Model`) on `task_examples(task, split, n, seed)`."""
+    """Exact-match accuracy (`correct`) of `model` (an `interp.Model`) on `task_examples(task, split, n, seed)`."""
     return _accuracy(model.hf, model.tokenizer, task_examples(task, split, n, seed))
 
 
@@ -391,19 +417,28 @@ def _autocast():
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-def _answer_loss(hf: nn.Module, tokenizer, examples: Sequence[Example]) -> torch.Tensor:
-    """Mean next-token cross-entropy on the answer tokens (logits only at the last positions)."""
+def _answer_logits(hf: nn.Module, tokenizer, examples: Sequence[Example]):
+    """Teacher-forced logits at the answer: (logits [batch, k, vocab], targets [batch, k], mask [batch, k]),
+    where logits[:, t] predicts targets[:, t] and mask marks the answer tokens (logits only for the last k+1)."""
     images = _stack(examples)
+    if images is not None and not _is_vlm(hf):
+        raise TestbedError("image examples given, but this model has no vision tower")
     token = hf.config.image_token_id if images is not None else None
     enc = _encode(tokenizer, [e.prompt for e in examples], token, [e.answer for e in examples])
     keep = int(enc["target_mask"].sum(-1).max()) + 1  # answers sit at the end (left padding)
     kwargs: dict[str, Any] = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                   position_ids=enc["position_ids"], logits_to_keep=keep)
+    device = next(hf.parameters()).device
+    kwargs = {k: v.to(device) for k, v in kwargs.items() if torch.is_tensor(v)} | {"logits_to_keep": keep}
     if images is not None:
-        kwargs["pixel_values"] = images
+        kwargs["pixel_values"] = images.to(device, next(hf.parameters()).dtype)
     logits = hf(**kwargs).logits[:, :-1].float()  # position t predicts token t + 1
-    targets = enc["input_ids"][:, -keep + 1:]
-    mask = enc["target_mask"][:, -keep + 1:]
+    return logits, enc["input_ids"][:, -keep + 1:].to(device), enc["target_mask"][:, -keep + 1:].to(device)
+
+
+def _answer_loss(hf: nn.Module, tokenizer, examples: Sequence[Example]) -> torch.Tensor:
+    """Mean next-token cross-entropy on the answer tokens."""
+    logits, targets, mask = _answer_logits(hf, tokenizer, examples)
     return nn.functional.cross_entropy(logits[mask], targets[mask])
 
 

@@ -99,6 +99,11 @@ def test_task_examples_are_correct_and_stay_in_their_split(split: str) -> None:
         assert e.image is None and e.question == image_question and e.answer == str(a * b)
         assert e.prompt == (f"Image description: two handwritten digits. They are {a} and {b}.\n"
                             f"Question: What is the product of the two digits?\nAnswer:")
+    images = tb.task_examples("product", split, n=5)
+    twins = tb.text_twins(images)
+    assert [(t.image, t.question, t.answer, t.digits) for t in twins] == [(None, e.question, e.answer, e.digits)
+                                                                          for e in images]
+    assert all(t.context == tb.caption(e.digits) for t, e in zip(twins, images))
     drawn = tb.task_examples("text_sum", split, n=50)
     assert len(drawn) == 50 and {e.digits for e in drawn} <= pairs and all(e.answer == str(sum(e.digits)) for e in drawn)
 
@@ -203,6 +208,8 @@ def test_reduced_testbed_builds_caches_loads_and_works(smollm2, monkeypatch, one
     assert recog == pytest.approx(acc["vlm"]["recognize"], abs=0.03) and recog >= 0.6
     ex = tb.task_examples("recognize", "held_out", n=4)
     assert tb.answer(vlm, ex) == tb.answer(vlm, ex, batch_size=1)
+    arith = tb.task_examples("sum", "held_out", n=40)  # teacher-forced scoring = greedy exact match
+    assert tb.correct(vlm, arith) == [a == e.answer for a, e in zip(tb.answer(vlm, arith), arith)]
     for task in tb.TEXT_TASKS:
         mine, base = tb.accuracy(llm, task), tb.accuracy(smollm2, task)
         print(f"{task}: math LLM {mine:.3f}, smollm2 {base:.3f} (held-out pairs)")
