@@ -26,7 +26,7 @@ demo: install
 	@echo "open $(DEMO_OUT)/report.html"
 
 test: install
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

@@ -7,7 +7,9 @@ pairs, `--prompts FILE` (one prompt per line) goes to both text backbones as tex
 
 analyze writes an atlas: per module and layer the LLM set, the VLM set and the shared set
 (bool masks), the overlap table (against random sets of the same sizes), overlap.png, and
-with `--amplify A,B,…` the amplification table (shared vs random units, testbed only).
+with `--amplify A,B,…` the amplification table (shared vs random units) and with `--snrf-beta
+B,…` the SNRF table per β (base VLM, SNRF, full delta, random units; recognition, sums, products),
+both on the testbed's held-out questions.
 steer --method snrf adds β · rank-r(W_LLM − W_VLM) on the shared units as runtime LowRank
 edits (`--save-merged DIR` writes the merged model folder instead of keeping it runtime).
 """
@@ -30,6 +32,11 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     else:
         group.add_argument("--pair", metavar="LLM", help="shared-neurons: the LLM to compare --model (a VLM) with")
         group.add_argument("--amplify", metavar="A,B,...", help="shared-neurons: amplification factors to test")
+        group.add_argument("--snrf-beta", metavar="B,...", help="shared-neurons: SNRF table (base, SNRF, full delta, "
+                           "random units) on the testbed's held-out tasks for each β")
+        group.add_argument("--snrf-rank", type=int, default=4, help="shared-neurons: rank for --snrf-beta (default 4)")
+        group.add_argument("--held-out", type=int, default=200,
+                           help="shared-neurons: held-out questions per task for --amplify / --snrf-beta (default 200)")
     group.add_argument("--task", default="product", choices=["recognize", "sum", "product"],
                        help="testbed task the samples come from (default product)")
     group.add_argument("--samples", type=int, default=100, help="samples per model (default 100, as in the paper)")
@@ -77,6 +84,16 @@ def check(args, steer: bool) -> None:
             raise InterpError(f"--save-merged {args.save_merged} exists and is not empty")
     elif not args.pair:
         raise InterpError("--probe shared-neurons needs --pair LLM (the model to compare --model with)")
+    else:
+        for flag, value in (("--amplify", args.amplify), ("--snrf-beta", args.snrf_beta)):
+            try:
+                numbers = [float(x) for x in value.split(",")] if value else []
+            except ValueError:
+                numbers = [math.nan]
+            if not all(math.isfinite(x) for x in numbers):
+                raise InterpError(f"{flag} takes comma-separated numbers, like 1.5,2 (got {value!r})")
+        if args.snrf_rank < 1 or args.held_out < 1:
+            raise InterpError("--snrf-rank and --held-out must be at least 1")
 
 
 def _sets(vlm, llm, args):
@@ -97,27 +114,40 @@ def analyze_command(args, out: Path) -> int:
 
     check(args, steer=False)
     alphas = [float(a) for a in args.amplify.split(",")] if args.amplify else []
+    betas = [float(b) for b in args.snrf_beta.split(",")] if args.snrf_beta else []
     vlm, llm = interp.load_model(args.model), interp.load_model(args.pair)
     llm_sets, vlm_sets = _sets(vlm, llm, args)
     overlaps = overlap(llm_sets, vlm_sets)
     shared = shared_sets(llm_sets, vlm_sets)
     text = overlap_table(overlaps)
+    tables = {}
+    if (alphas or betas) and testbed_root(vlm) is None:
+        raise InterpError("--amplify and --snrf-beta need the VLM testbed (its questions and answers)")
     if alphas:
         from interp import vlm_testbed as tb
         from steering.snrf_eval import amplification_table
 
-        if testbed_root(vlm) is None:
-            raise InterpError("--amplify needs the VLM testbed (its questions and answers)")
-        examples = tb.task_examples(args.task, "held_out", n=args.samples)
+        examples = tb.task_examples(args.task, "held_out", n=args.held_out)
         table = amplification_table(lambda edits: tb.answer(vlm, examples, edits),
                                     [e.answer for e in examples], shared, alphas)
         text += "\n\n" + table.text()
+        tables["amplification"] = [vars(r) for r in table.rows]
+    for beta in betas:
+        from interp import vlm_testbed as tb
+        from steering.snrf import SnrfSettings
+        from steering.snrf_eval import snrf_table
+
+        table = snrf_table(vlm, llm, shared, tb.image_task_evaluator(vlm, args.held_out),
+                           SnrfSettings(rank=args.snrf_rank, beta=beta))
+        text += f"\n\nSNRF, held-out accuracy ({args.held_out} questions per task)\n" + table.text()
+        tables[f"snrf beta={beta:g}"] = table.accuracy
     tensors = {}
     for name, sets in (("llm", llm_sets.sets), ("vlm", vlm_sets.sets), ("shared", shared)):
         for module, by_layer in sets.items():
             for l, mask in by_layer.items():
                 tensors[f"blocks.{l}.{module}/{name}"] = mask.to(torch.int8).contiguous()
     params = {"vlm": vlm.name, "llm": llm.name, "task": args.task, "samples": args.samples, "ratio": args.ratio,
+              "tables": tables,
               "overlap": {m: {"layers": o.layers, "overlap": o.overlap, "random": o.random_overlap}
                           for m, o in overlaps.items()}}
     report = (f"<!doctype html><html><head><meta charset='utf-8'><title>interp shared neurons</title></head><body>"

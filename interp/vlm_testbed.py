@@ -315,6 +315,18 @@ def correct(model, examples: Sequence[Example], edits: Sequence = (), batch_size
         return _correct(model.hf, model.tokenizer, examples, batch_size)
 
 
+def image_task_evaluator(model, n: int = 200, seed: int = 0):
+    """evaluate(edits) -> held-out accuracy of `model` (the testbed VLM) per image task with `edits`
+    applied, and "arithmetic", the mean of sums and products: `n` fixed questions per task."""
+    questions = {t: task_examples(t, "held_out", n=n, seed=seed) for t in IMAGE_TASKS}
+
+    def evaluate(edits: Sequence = ()) -> dict[str, float]:
+        acc = {t: sum(correct(model, ex, edits)) / len(ex) for t, ex in questions.items()}
+        return {**acc, "arithmetic": (acc["sum"] + acc["product"]) / 2}
+
+    return evaluate
+
+
 def _accuracy(hf, tokenizer, examples: Sequence[Example]) -> float:
     return sum(_correct(hf, tokenizer, examples)) / len(examples)
 

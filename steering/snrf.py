@@ -77,7 +77,8 @@ def _units(shared: Mapping[str, Mapping[int, torch.Tensor]], key: str, layer: in
 
 def snrf_edits(vlm: interp.Model, llm: interp.Model, shared: Mapping[str, Mapping[int, torch.Tensor]],
                settings: SnrfSettings | None = None, layers: Sequence[int] | None = None) -> list[interp.LowRank]:
-    """LowRank edits on the VLM's text backbone: β · rank-r(W_LLM − W_VLM) on the shared rows/columns."""
+    """LowRank edits on the VLM's text backbone: β · rank-r(W_LLM − W_VLM) on the shared rows/columns
+    (none for modules whose weights are equal)."""
     settings = settings or SnrfSettings()
     if vlm.adapter.n_layers != llm.adapter.n_layers:
         raise SnrfError(f"the text backbones differ in depth ({vlm.adapter.n_layers} vs {llm.adapter.n_layers} layers)")
@@ -93,6 +94,8 @@ def snrf_edits(vlm: interp.Model, llm: interp.Model, shared: Mapping[str, Mappin
             w_vlm, w_llm = _module(vlm, l, key).weight, _module(llm, l, key).weight
             if w_vlm.shape != w_llm.shape:
                 raise SnrfError(f"layer {l} {key}: weights differ in shape {tuple(w_vlm.shape)} vs {tuple(w_llm.shape)}")
+            if torch.equal(w_vlm, w_llm):
+                continue  # ΔW = 0: nothing to fuse (and no hook to pay for)
             a, b = low_rank(w_llm.detach() - w_vlm.detach(), settings.rank)
             where = {"cols": units} if key in COL_MODULES else {"rows": units}
             edits.append(interp.LowRank(_block_path(vlm, l, key), beta * a, b, **where))

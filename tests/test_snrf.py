@@ -148,3 +148,24 @@ def test_random_like_and_amplify_keep_the_counts() -> None:
                                                             ("blocks.0.attn.hook_z", [1])]
     with pytest.raises(Exception):
         snrf_edits(tiny_model("llava"), tiny_model("gpt2"), shared)
+
+
+def test_a_qwen2_vl_text_backbone_pairs_with_its_llm() -> None:
+    """Real VLM classes are compared by their text backbone: a Qwen2-VL and a copy whose layer-1 FFN moved."""
+    vlm, llm = tiny_model("qwen2_vl"), tiny_model("qwen2_vl")  # seeded: the same weights
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        w = llm.adapter.mlp(1).up_proj.weight
+        w += 0.3 * torch.randn(w.shape[0], 2, generator=g) @ torch.randn(2, w.shape[1], generator=g)
+    llm_sets, vlm_sets = neuron_sets(llm, _samples()), neuron_sets(vlm, _samples())
+    o = overlap(llm_sets, vlm_sets)
+    assert o["q"].overlap == [1.0, 1.0] and o["up"].overlap[0] == 1.0  # unchanged layers: identical sets
+    shared = shared_sets(llm_sets, vlm_sets)
+    (edit,) = snrf_edits(vlm, llm, shared, SnrfSettings(rank=2, beta=1.0))  # only layer 1's up_proj differs
+    assert edit.module.endswith("1.mlp.up_proj") and edit.rows.tolist() == shared["up"][1].nonzero().flatten().tolist()
+    ids = _samples(1, seed=9)[0]["input_ids"]
+    before = _weights_hash(vlm)
+    base = vlm.hf(input_ids=ids).logits
+    with interp.edit(vlm, [edit]):
+        assert not torch.allclose(vlm.hf(input_ids=ids).logits, base, atol=1e-5)
+    assert _weights_hash(vlm) == before
