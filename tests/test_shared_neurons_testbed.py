@@ -22,7 +22,7 @@ from steering.snrf_eval import amplification_table, snrf_table
 pytestmark = pytest.mark.slow
 
 N_SAMPLES = 30
-N_EVAL = 120  # held-out questions per task
+N_EVAL = 100  # held-out questions per task
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_amplifying_shared_neurons_changes_arithmetic_answers_more_than_random(t
     vlm, _, _, _, shared = testbed
     examples = tb.task_examples("product", "held_out", n=N_EVAL)
     table = amplification_table(lambda edits: tb.answer(vlm, examples, edits), [e.answer for e in examples],
-                                shared, alphas=(1.5,), n_random=3)
+                                shared, alphas=(1.5,), n_random=2)
     print("\n" + table.text())
     shared_changed, _ = table.mean(1.5, "shared")
     random_changed, _ = table.mean(1.5, "random")
