@@ -70,6 +70,15 @@ def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
     return tb.forward_inputs(vlm, image_examples), tb.forward_inputs(llm, tb.text_twins(image_examples))
 
 
+def _numbers(flag: str, value: str | None) -> list[float]:
+    try:
+        numbers = [float(x) for x in value.split(",")] if value else []
+    except ValueError:
+        numbers = [math.nan]
+    if not all(math.isfinite(x) for x in numbers):
+        raise InterpError(f"{flag} takes comma-separated numbers, like 1.5,2 (got {value!r})")
+    return numbers
+
 
 def check(args, steer: bool) -> None:
     if args.samples < 1 or not 0 < args.ratio <= 1:
@@ -85,13 +94,7 @@ def check(args, steer: bool) -> None:
     elif not args.pair:
         raise InterpError("--probe shared-neurons needs --pair LLM (the model to compare --model with)")
     else:
-        for flag, value in (("--amplify", args.amplify), ("--snrf-beta", args.snrf_beta)):
-            try:
-                numbers = [float(x) for x in value.split(",")] if value else []
-            except ValueError:
-                numbers = [math.nan]
-            if not all(math.isfinite(x) for x in numbers):
-                raise InterpError(f"{flag} takes comma-separated numbers, like 1.5,2 (got {value!r})")
+        args._alphas, args._betas = _numbers("--amplify", args.amplify), _numbers("--snrf-beta", args.snrf_beta)
         if args.snrf_rank < 1 or args.held_out < 1:
             raise InterpError("--snrf-rank and --held-out must be at least 1")
 
@@ -112,19 +115,19 @@ def analyze_command(args, out: Path) -> int:
     from atlases import Atlas
     from probes.shared_neurons import overlap, overlap_png, overlap_table, shared_sets
 
+    from interp import vlm_testbed as tb
+
     check(args, steer=False)
-    alphas = [float(a) for a in args.amplify.split(",")] if args.amplify else []
-    betas = [float(b) for b in args.snrf_beta.split(",")] if args.snrf_beta else []
+    alphas, betas = args._alphas, args._betas
     vlm, llm = interp.load_model(args.model), interp.load_model(args.pair)
+    if (alphas or betas) and testbed_root(vlm) is None:
+        raise InterpError("--amplify and --snrf-beta need the VLM testbed (its questions and answers)")
     llm_sets, vlm_sets = _sets(vlm, llm, args)
     overlaps = overlap(llm_sets, vlm_sets)
     shared = shared_sets(llm_sets, vlm_sets)
     text = overlap_table(overlaps)
     tables = {}
-    if (alphas or betas) and testbed_root(vlm) is None:
-        raise InterpError("--amplify and --snrf-beta need the VLM testbed (its questions and answers)")
     if alphas:
-        from interp import vlm_testbed as tb
         from steering.snrf_eval import amplification_table
 
         examples = tb.task_examples(args.task, "held_out", n=args.held_out)
@@ -132,13 +135,13 @@ def analyze_command(args, out: Path) -> int:
                                     [e.answer for e in examples], shared, alphas)
         text += "\n\n" + table.text()
         tables["amplification"] = [vars(r) for r in table.rows]
-    for beta in betas:
-        from interp import vlm_testbed as tb
+    if betas:
         from steering.snrf import SnrfSettings
         from steering.snrf_eval import snrf_table
 
-        table = snrf_table(vlm, llm, shared, tb.image_task_evaluator(vlm, args.held_out),
-                           SnrfSettings(rank=args.snrf_rank, beta=beta))
+        evaluate = tb.image_task_evaluator(vlm, args.held_out)  # one question set, the base row scored once
+    for beta in betas:
+        table = snrf_table(vlm, llm, shared, evaluate, SnrfSettings(rank=args.snrf_rank, beta=beta))
         text += f"\n\nSNRF, held-out accuracy ({args.held_out} questions per task)\n" + table.text()
         tables[f"snrf beta={beta:g}"] = table.accuracy
     tensors = {}

@@ -40,7 +40,7 @@ import json
 import math
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -255,9 +255,7 @@ def _answer(hf: nn.Module, tokenizer, examples: Sequence[Example], batch_size: i
             max_new_tokens: int = 4) -> list[str]:
     if not examples:
         return []
-    images = _stack(examples)
-    if images is not None and not _is_vlm(hf):
-        raise TestbedError("image examples given, but this model has no vision tower")
+    images = _images_for(hf, examples)
     token = hf.config.image_token_id if images is not None else None
     device, dtype = next(hf.parameters()).device, next(hf.parameters()).dtype
     out: list[str] = []
@@ -277,12 +275,17 @@ def answer(model, examples: Sequence[Example], edits: Sequence = (), batch_size:
     """Greedy short answers (≤ 4 new tokens, cut at the first newline, stripped) of an `interp.Model`
     to `examples` (all image examples — VLM only, image tokens first — or all text examples).
     `edits` are applied with `interp.edit` while answering."""
-    if not edits:
+    with _edited(model, edits):
         return _answer(model.hf, model.tokenizer, examples, batch_size)
+
+
+def _edited(model, edits: Sequence):
+    """`interp.edit(model, edits)`, or no context at all for no edits (no hooks to pay for)."""
+    if not edits:
+        return nullcontext()
     from .engine import edit
 
-    with edit(model, edits):
-        return _answer(model.hf, model.tokenizer, examples, batch_size)
+    return edit(model, edits)
 
 
 def _stack(examples: Sequence[Example]) -> torch.Tensor | None:
@@ -291,6 +294,14 @@ def _stack(examples: Sequence[Example]) -> torch.Tensor | None:
     if len(has) > 1:
         raise TestbedError("mixed image and text examples; answer them in separate calls")
     return torch.stack([e.image for e in examples]) if has == {True} else None
+
+
+def _images_for(hf: nn.Module, examples: Sequence[Example]) -> torch.Tensor | None:
+    """`_stack`, refusing image examples for a model without a vision tower."""
+    images = _stack(examples)
+    if images is not None and not _is_vlm(hf):
+        raise TestbedError("image examples given, but this model has no vision tower")
+    return images
 
 
 @torch.inference_mode()
@@ -307,22 +318,25 @@ def correct(model, examples: Sequence[Example], edits: Sequence = (), batch_size
     """Whether greedy decoding would give each example's answer: one teacher-forced pass checking that
     every token of " {answer}\\n" is the argmax — the exact-match test of `answer`, without generating
     (up to answers that decode alike from other tokens)."""
-    if not edits:
-        return _correct(model.hf, model.tokenizer, examples, batch_size)
-    from .engine import edit
-
-    with edit(model, edits):
+    with _edited(model, edits):
         return _correct(model.hf, model.tokenizer, examples, batch_size)
 
 
 def image_task_evaluator(model, n: int = 200, seed: int = 0):
     """evaluate(edits) -> held-out accuracy of `model` (the testbed VLM) per image task with `edits`
-    applied, and "arithmetic", the mean of sums and products: `n` fixed questions per task."""
+    applied, and "arithmetic", the mean of sums and products: `n` fixed questions per task. The unedited
+    scores are computed once and reused."""
     questions = {t: task_examples(t, "held_out", n=n, seed=seed) for t in IMAGE_TASKS}
+    unedited: dict[str, float] = {}
 
     def evaluate(edits: Sequence = ()) -> dict[str, float]:
+        if not edits and unedited:
+            return dict(unedited)
         acc = {t: sum(correct(model, ex, edits)) / len(ex) for t, ex in questions.items()}
-        return {**acc, "arithmetic": (acc["sum"] + acc["product"]) / 2}
+        acc["arithmetic"] = (acc["sum"] + acc["product"]) / 2
+        if not edits:
+            unedited.update(acc)
+        return acc
 
     return evaluate
 
@@ -432,9 +446,7 @@ def _autocast():
 def _answer_logits(hf: nn.Module, tokenizer, examples: Sequence[Example]):
     """Teacher-forced logits at the answer: (logits [batch, k, vocab], targets [batch, k], mask [batch, k]),
     where logits[:, t] predicts targets[:, t] and mask marks the answer tokens (logits only for the last k+1)."""
-    images = _stack(examples)
-    if images is not None and not _is_vlm(hf):
-        raise TestbedError("image examples given, but this model has no vision tower")
+    images = _images_for(hf, examples)
     token = hf.config.image_token_id if images is not None else None
     enc = _encode(tokenizer, [e.prompt for e in examples], token, [e.answer for e in examples])
     keep = int(enc["target_mask"].sum(-1).max()) + 1  # answers sit at the end (left padding)

@@ -10,6 +10,8 @@ from cli.main import main
 @pytest.mark.parametrize("args, message", [
     (["analyze", "--probe", "shared-neurons", "--out", "o"], "needs --pair LLM"),
     (["analyze", "--probe", "shared-neurons", "--pair", "x", "--ratio", "1.5", "--out", "o"], "--ratio in (0, 1]"),
+    (["analyze", "--probe", "shared-neurons", "--pair", "x", "--snrf-beta", "0.5,big", "--out", "o"],
+     "--snrf-beta takes comma-separated numbers"),
     (["steer", "--prompt", "x", "--method", "snrf"], "needs --donor LLM"),
     (["steer", "--prompt", "x", "--method", "snrf", "--donor", "y", "--rank", "0"], "--rank must be at least 1"),
     (["steer", "--prompt", "x", "--donor", "y"], "go with --method snrf"),

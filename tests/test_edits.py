@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import interp
 from interp.capture import forward
 from interp.engine import FusedSite, PositionState, apply_reference
 from interp.recipes import RecipeError, load_recipe, read_recipe, save_recipe
+from model_checks import weight_hash
 from tiny_models import TINY_FAMILIES, random_batch, tiny_model
 
 KINDS = ("add", "clamp", "scale", "gate", "ablate")
@@ -51,14 +51,6 @@ def logits(model, batch):
     with torch.inference_mode():
         return model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                         position_ids=batch.positions).logits
-
-
-def weight_hash(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.hf.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def no_hooks(model) -> bool:

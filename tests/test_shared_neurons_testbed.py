@@ -8,7 +8,6 @@ and held-out digit pairs.
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 import torch
@@ -18,6 +17,8 @@ from interp import vlm_testbed as tb
 from probes.shared_neurons import neuron_sets, overlap, overlap_table, shared_sets
 from steering.snrf import SnrfSettings, random_like, save_merged, snrf_edits
 from steering.snrf_eval import amplification_table, snrf_table
+
+from model_checks import weight_hash
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +35,6 @@ def testbed():
     llm_sets = neuron_sets(llm, tb.forward_inputs(llm, tb.text_twins(images)), progress=False)
     vlm_sets = neuron_sets(vlm, tb.forward_inputs(vlm, images), progress=False)
     return vlm, llm, llm_sets, vlm_sets, shared_sets(llm_sets, vlm_sets)
-
-
-def _hash(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.hf.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def test_vlm_and_llm_top_neurons_overlap_far_above_random_sets(testbed) -> None:
@@ -89,7 +82,7 @@ def test_merge_equals_runtime_edit_and_the_vlm_is_restored(testbed, tmp_path) ->
 
     edits = snrf_edits(vlm, llm, shared, SnrfSettings(rank=4, beta=0.5))
     inputs = tb.forward_inputs(vlm, tb.task_examples("product", "held_out", n=2))
-    before = _hash(vlm)
+    before = weight_hash(vlm)
     folder = save_merged(vlm, edits, tmp_path / "merged")
     merged = LlavaForConditionalGeneration.from_pretrained(folder).eval()
     try:
@@ -103,4 +96,4 @@ def test_merge_equals_runtime_edit_and_the_vlm_is_restored(testbed, tmp_path) ->
             torch.testing.assert_close(merged(**kw).logits, runtime, atol=1e-5, rtol=0)
     finally:
         vlm.hf.float()
-    assert _hash(vlm) == before  # restored bit for bit after the runtime edit (and the fp64 round trip)
+    assert weight_hash(vlm) == before  # restored bit for bit after the runtime edit (and the fp64 round trip)

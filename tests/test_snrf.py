@@ -3,7 +3,6 @@ equal the merge, the model is restored bit for bit."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import pytest
@@ -12,15 +11,9 @@ import torch
 import interp
 from probes.shared_neurons import SharedSettings, _qk_scores, neuron_sets, overlap, shared_sets
 from steering.snrf import SnrfSettings, amplify, full_delta_edits, low_rank, merge, random_like, save_merged, snrf_edits
+
+from model_checks import weight_hash
 from tiny_models import tiny_model
-
-
-def _weights_hash(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.hf.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def test_qk_scores_equal_removing_the_dimension_by_hand() -> None:
@@ -94,14 +87,14 @@ def test_snrf_runtime_edit_equals_the_merge_and_the_model_is_restored(tmp_path) 
                                                                       "self_attn.k_proj", "self_attn.v_proj",
                                                                       "self_attn.o_proj"}
     ids = _samples(1, seed=5)[0]["input_ids"]
-    before = _weights_hash(vlm)
+    before = weight_hash(vlm)
     base = vlm.hf(input_ids=ids).logits
     with interp.edit(vlm, edits):
         steered = vlm.hf(input_ids=ids).logits
-    assert _weights_hash(vlm) == before  # restored bit for bit
+    assert weight_hash(vlm) == before  # restored bit for bit
     assert not torch.allclose(steered, base, atol=1e-4)  # layer 1 differs, so something moved
     folder = save_merged(vlm, edits, tmp_path / "merged")
-    assert _weights_hash(vlm) == before
+    assert weight_hash(vlm) == before
     from transformers import LlavaForConditionalGeneration
 
     merged = LlavaForConditionalGeneration.from_pretrained(folder).eval()
@@ -164,8 +157,8 @@ def test_a_qwen2_vl_text_backbone_pairs_with_its_llm() -> None:
     (edit,) = snrf_edits(vlm, llm, shared, SnrfSettings(rank=2, beta=1.0))  # only layer 1's up_proj differs
     assert edit.module.endswith("1.mlp.up_proj") and edit.rows.tolist() == shared["up"][1].nonzero().flatten().tolist()
     ids = _samples(1, seed=9)[0]["input_ids"]
-    before = _weights_hash(vlm)
+    before = weight_hash(vlm)
     base = vlm.hf(input_ids=ids).logits
     with interp.edit(vlm, [edit]):
         assert not torch.allclose(vlm.hf(input_ids=ids).logits, base, atol=1e-5)
-    assert _weights_hash(vlm) == before
+    assert weight_hash(vlm) == before
