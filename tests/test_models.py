@@ -43,7 +43,8 @@ def test_cache_folder_is_built_atomically_and_follows_env(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError):
         cache.cached_folder("k", source, fail)
     assert not (tmp_path / "c" / "models" / "k").exists()
-    assert not any(p.name.startswith(".k.") for p in (tmp_path / "c" / "models").iterdir())
+    leftovers = [p.name for p in (tmp_path / "c" / "models").iterdir() if p.name != ".k.lock"]  # the build lock stays
+    assert not any(n.startswith(".k.") for n in leftovers), leftovers
     built = []
     folder = cache.cached_folder("k", source, lambda f: built.append((f / "w").write_text("ok")))
     assert folder == tmp_path / "c" / "models" / "k" and (folder / "w").read_text() == "ok"
@@ -110,3 +111,33 @@ def test_gemma3_loads_when_installed():
     with torch.no_grad():
         loss = m.hf(**ids, labels=ids["input_ids"]).loss
     assert float(loss) < 4.0
+
+
+def test_two_processes_asking_for_one_cache_entry_build_it_once(tmp_path, monkeypatch):
+    """The build lock: a second process waits for the first and then finds the entry built."""
+    import multiprocessing as mp
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "c"))
+    source = tmp_path / "w.bin"
+    source.write_bytes(b"x" * 10)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_build_slowly, args=(str(source), str(tmp_path / "log"))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert (tmp_path / "log").read_text() == "built\n"  # one build, not two
+
+
+def _build_slowly(source: str, log: str) -> None:
+    import time
+    from pathlib import Path
+
+    def build(folder):
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(1.0)
+        (folder / "w").write_text("ok")
+
+    assert (cache.cached_folder("k", Path(source), build) / "w").read_text() == "ok"
