@@ -11,7 +11,7 @@ from .capture import capture, groups_of, run_with_cache
 from .errors import (AtlasError, CorpusError, InterpError, ModelNotFoundError, SiteError,
                      UnsupportedArchitectureError)
 from .models import DEFAULT_MODEL, OFFLINE_MODELS, Model, load_model, offline_names
-from .reducers import ActivationFrequency, FullTensors, Moments, Reducer, TopK, WordPooled
+from .reducers import ActivationFrequency, FullTensors, Moments, Reducer, TopK, UpperQuantile, WordPooled
 
 __version__ = "0.1.0"
 
@@ -19,7 +19,7 @@ __all__ = [
     "LAYER_SITES", "supported_families", "Batch", "tokenize", "capture", "groups_of", "run_with_cache",
     "AtlasError", "CorpusError", "InterpError", "ModelNotFoundError", "SiteError",
     "UnsupportedArchitectureError", "DEFAULT_MODEL", "OFFLINE_MODELS", "Model", "load_model",
-    "offline_names", "ActivationFrequency", "FullTensors", "Moments", "Reducer", "TopK", "WordPooled",
+    "offline_names", "ActivationFrequency", "FullTensors", "Moments", "Reducer", "TopK", "UpperQuantile", "WordPooled",
     "__version__",
 ]
 

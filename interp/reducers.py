@@ -9,6 +9,7 @@ round-trip through safetensors (`save` / `load`); never pickle.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import ClassVar
 
@@ -270,6 +271,54 @@ class TopK(Reducer):
         }
 
 
+class UpperQuantile(Reducer):
+    """Each unit's q-quantile over all counted tokens, exactly, in memory (1 − q) × tokens × width.
+
+    Given the run's token count N up front (`tokens`; `count_tokens` gives it for a corpus),
+    it keeps every unit's top ⌈(1 − q)·N⌉ + 1 activations: the q-quantile (nearest rank: the
+    smallest value v with at least a share q of the tokens ≤ v) is always among them. For
+    q = 0.99 that is 1 % of a full capture. (Without N no bounded memory is exact: a value
+    dropped early can belong to the final tail.) State per site: `top` [width, m] (descending)
+    and `tokens` [] (counted so far). MILAN's per-neuron highlight threshold.
+    """
+
+    kind = "quantile"
+
+    def __init__(self, q: float = 0.99, tokens: int = 0) -> None:
+        super().__init__()
+        if not 0.0 < q < 1.0:
+            raise InterpError(f"quantile q must lie in (0, 1), got {q}")
+        if tokens <= 0:
+            raise InterpError("UpperQuantile needs the run's token count (tokens > 0) to stay exact")
+        self.q, self.tokens = q, int(tokens)
+        self.keep = int(math.ceil((1 - q) * tokens)) + 1
+
+    def settings(self) -> dict:
+        return {"q": self.q, "tokens": self.tokens}
+
+    def _empty(self, width: int) -> dict[str, torch.Tensor]:
+        return {"top": torch.zeros(width, 0), "tokens": torch.zeros((), dtype=torch.int64)}
+
+    def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
+        x, _ = _valid(acts, batch)
+        self.state[site] = self._merge(self.state[site], {"top": x.T, "tokens": torch.tensor(x.shape[0])})
+
+    def _merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        both = torch.cat([a["top"], b["top"].float()], dim=1)
+        return {"top": both.topk(min(self.keep, both.shape[1]), dim=1).values, "tokens": a["tokens"] + b["tokens"]}
+
+    def quantile(self, site: str) -> torch.Tensor:
+        """[width]: each unit's q-quantile (nearest rank) over the tokens seen."""
+        st = self.state[site]
+        n = int(st["tokens"])
+        if n == 0:
+            raise InterpError(f"no tokens were counted at {site}")
+        if n > self.tokens:
+            raise InterpError(f"{site}: {n} tokens counted but the quantile was sized for {self.tokens}")
+        rank = int(math.ceil(round(self.q * n, 9)))  # 1-based rank from the bottom (0.99 × 100 is 99.000…01)
+        return st["top"][:, n - rank]  # the (n − rank + 1)-th largest
+
+
 class _Growing(Reducer):
     """Reducers whose state is rows appended per token or word: merging concatenates."""
 
@@ -348,5 +397,5 @@ class FullTensors(_Growing):
 
 
 REDUCERS: dict[str, type[Reducer]] = {
-    r.kind: r for r in (ActivationFrequency, Moments, TopK, WordPooled, FullTensors)
+    r.kind: r for r in (ActivationFrequency, Moments, TopK, UpperQuantile, WordPooled, FullTensors)
 }

@@ -1,0 +1,177 @@
+"""MILAN (issue 10): exact thresholds, highlighted exemplars, the describer's exact scores, PMI decoding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import interp
+from interp.batching import Batch
+from interp.corpora import Document
+from probes.milan import Exemplar, MilanSettings, exemplars_for, index_exemplars
+from probes.milan_describe import LMDescriber, pmi_choice
+
+
+# ------------------------------------------------------------------ the streaming quantile
+def _feed(reducer: interp.UpperQuantile, x: torch.Tensor, chunks: int) -> None:
+    """Feed rows of x [n, width] as `chunks` batches of one document each."""
+    reducer.bind("s", x.shape[1], ["all"])
+    for part in x.chunk(chunks):
+        reducer.update("s", part[None], _one_document(part.shape[0]))
+
+
+def _one_document(n: int) -> Batch:
+    ones = torch.ones(1, n, dtype=torch.long)
+    return Batch(input_ids=ones, attention_mask=ones, mask=ones.bool(), positions=torch.arange(n)[None],
+                 doc_index=torch.zeros(1, dtype=torch.long), group_index=torch.zeros(1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("n, q", [(1000, 0.99), (997, 0.99), (100, 0.99), (50, 0.9), (7, 0.5)])
+def test_upper_quantile_is_the_exact_nearest_rank_quantile(n, q) -> None:
+    x = torch.randn(n, 12, generator=torch.Generator().manual_seed(n))
+    r = interp.UpperQuantile(q, tokens=n)
+    _feed(r, x, chunks=min(n, 9))
+    rank = math.ceil(round(q * n, 9))
+    expected = x.sort(0).values[rank - 1]  # the smallest v with at least q·n values ≤ v
+    assert torch.equal(r.quantile("s"), expected)
+    assert r.state["s"]["top"].shape[1] <= math.ceil((1 - q) * n) + 1  # memory: the tail only
+
+
+def test_upper_quantile_merges_and_round_trips(tmp_path) -> None:
+    x = torch.randn(400, 5, generator=torch.Generator().manual_seed(1))
+    whole, a, b = (interp.UpperQuantile(0.95, tokens=400) for _ in range(3))
+    _feed(whole, x, 4)
+    _feed(a, x[:150], 2)
+    _feed(b, x[150:], 3)
+    a.merge(b)
+    assert torch.equal(a.quantile("s"), whole.quantile("s"))
+    a.save(tmp_path / "q.safetensors")
+    back = interp.Reducer.load(tmp_path / "q.safetensors")
+    assert isinstance(back, interp.UpperQuantile) and torch.equal(back.quantile("s"), whole.quantile("s"))
+    for bad in ({"q": 1.0, "tokens": 10}, {"q": 0.9, "tokens": 0}):
+        with pytest.raises(interp.InterpError):
+            interp.UpperQuantile(**bad)
+
+
+# ------------------------------------------------------------------ exemplars
+def test_exemplar_text_marks_runs_and_keeps_spaces_outside() -> None:
+    e = Exemplar(0, 1.0, ["The", " big", " dog", " ran", "."], [False, True, True, False, True])
+    assert e.text() == "The [[big dog]] ran[[.]]"
+    assert Exemplar(0, 1.0, ["a", "\n", "b"], [False, False, False]).text() == "a b"
+
+
+def test_exemplars_are_each_units_top_documents_highlighted_above_its_quantile(smollm2) -> None:
+    docs = [Document(t) for t in ("The cat sat on the mat.", "Numbers like 3, 4 and 5 are small.",
+                                  "Paris is the capital of France.", "She wrote a long letter to her friend.",
+                                  "Water boils at one hundred degrees.", "The dog barked at the moon all night.")]
+    site, units = "blocks.5.mlp.hook_post", [3, 100, 1000]
+    s = MilanSettings(k=3, quantile=0.9, window=3)
+    index = index_exemplars(smollm2, docs, [site], s)
+    full = interp.FullTensors()
+    with interp.capture(smollm2, [site], [full]) as run:
+        run.feed(docs, progress=False, max_length=s.max_length)
+    acts, doc_of = full.state[site]["acts"], full.state[site]["doc"]
+    n = acts.shape[0]
+    exact = acts.sort(0).values[math.ceil(round(0.9 * n, 9)) - 1]
+    torch.testing.assert_close(index.thresholds[site], exact, rtol=0, atol=1e-5)
+    for ne in exemplars_for(smollm2, index, site, units, s):
+        per_doc = torch.stack([acts[doc_of == d, ne.unit].max() for d in range(len(docs))])
+        top = per_doc.topk(3)
+        assert [e.doc for e in ne.exemplars] == top.indices.tolist()
+        torch.testing.assert_close(torch.tensor([e.value for e in ne.exemplars]), top.values, atol=1e-4, rtol=1e-4)
+        for e in ne.exemplars:
+            assert any(e.marked)  # the maximum itself is above the 0.9-quantile
+            assert len(e.tokens) <= 2 * s.window + 1 and "[[" in e.text()
+    with pytest.raises(interp.InterpError):
+        exemplars_for(smollm2, index, site, [5000], s)
+
+
+# ------------------------------------------------------------------ the describer
+EXEMPLARS = ["o comeréis de todas [[las]] cosas que están en [[las]] aguas", "y [[el]] cisne, y el pelícano",
+             "Pero [[esto]] comeréis de todos"]
+
+
+@pytest.fixture(scope="module")
+def describer(smollm2) -> LMDescriber:
+    return LMDescriber(smollm2)
+
+
+def test_description_scores_equal_a_plain_teacher_forced_pass(smollm2, describer) -> None:
+    """The shared-prefix scoring (one prompt pass, a cache copied per candidate) is exact."""
+    cands = ["Spanish words", "numbers", "the article"]
+    fast = describer.logprobs(EXEMPLARS, cands)
+    prior = describer.logprobs(None, cands)
+    for prompt, got in ((describer.template.captioner(EXEMPLARS), fast), (describer.template.prior(), prior)):
+        for d, lp in zip(cands, got.tolist()):
+            p_ids = smollm2.tokenizer(prompt)["input_ids"]
+            d_ids = describer._description_ids(d)
+            ids = torch.tensor([p_ids + d_ids])
+            with torch.no_grad():
+                logp = torch.log_softmax(smollm2.hf(input_ids=ids).logits[0].float(), -1)
+            slow = sum(float(logp[len(p_ids) - 1 + i, t]) for i, t in enumerate(d_ids))
+            assert lp == pytest.approx(slow, abs=2e-3)
+    assert not torch.allclose(fast, prior)  # the exemplars matter
+
+
+def test_lambda_zero_is_exactly_the_plain_captioner_argmax(describer) -> None:
+    plain = pmi_choice(describer, EXEMPLARS, lam=0.0, beam=8, max_tokens=8)
+    cap = describer.logprobs(EXEMPLARS, plain.candidates)
+    assert plain.text == plain.candidates[int(cap.argmax())] == plain.argmax
+    assert plain.pmi == pytest.approx(float(cap.max()), abs=1e-5)
+    pmi = pmi_choice(describer, EXEMPLARS, lam=0.2, beam=8, max_tokens=8)
+    score = torch.tensor(pmi.captioner) - 0.2 * torch.tensor(pmi.prior)
+    assert pmi.text == pmi.candidates[int(score.argmax())]
+    assert pmi.candidates == plain.candidates  # rerank: the same beam, another choice rule
+
+
+def test_per_step_pmi_beam_search_maximises_the_same_objective(describer) -> None:
+    """Per-step subtraction sums to log p(d|E) − λ log p(d) (chain rule), so the beam's best is the PMI argmax."""
+    d = pmi_choice(describer, EXEMPLARS, lam=0.5, beam=8, max_tokens=8, mode="per_step")
+    assert d.text == d.candidates[0]  # the beam's own best is also the best by exact rescoring
+    assert d.candidates != pmi_choice(describer, EXEMPLARS, lam=0.0, beam=8, max_tokens=8).candidates
+    with pytest.raises(interp.InterpError):
+        pmi_choice(describer, EXEMPLARS, mode="greedy")
+    with pytest.raises(interp.InterpError):
+        pmi_choice(describer, [])
+
+
+# ------------------------------------------------------------------ auditing and editing
+def test_search_ranks_neurons_by_description_and_deletion_zeroes_exactly_the_hits(smollm2) -> None:
+    from probes.milan import search
+    from steering.milan import delete_edits
+
+    site = "blocks.4.mlp.hook_post"
+    described = {site: {7: "first names of people", 9: "numbers", 11: "commas", 13: "names of persons",
+                        15: "cooking and food"}}
+    hits = search(described, "person names", top=5)
+    assert {h.unit for h in hits[:2]} == {7, 13}  # the real MiniLM ranks the two name descriptions first
+    assert hits[0].similarity > hits[-1].similarity
+    edits = delete_edits(hits[:2])
+    plain = interp.run_with_cache(smollm2, "Alice met Bob in Paris.", [site])[site]
+    with interp.edit(smollm2, edits):
+        deleted = interp.run_with_cache(smollm2, "Alice met Bob in Paris.", [site])[site]
+    assert torch.all(deleted[..., [7, 13]] == 0) and plain[..., [7, 13]].abs().sum() > 0
+    keep = [u for u in range(plain.shape[-1]) if u not in (7, 13)]
+    # nothing at this site reads its own layer's MLP output (attention of layer 4 reads resid_pre), so the rest
+    # of the site is untouched
+    torch.testing.assert_close(deleted[..., keep], plain[..., keep])
+    with pytest.raises(interp.InterpError):
+        search(described, "  ")
+    with pytest.raises(interp.InterpError):
+        delete_edits(hits, min_similarity=2.0)
+
+
+def test_agreement_scores_identical_descriptions_highest() -> None:
+    from probes.milan_eval import agreement_table, bleu, rouge_l
+
+    assert bleu("spanish words", "spanish words") == pytest.approx(1.0) and rouge_l("a b", "a b") == 1.0
+    assert rouge_l("dogs", "numbers") == 0.0
+    rows, text = agreement_table({"same": (["Spanish words", "dogs"], ["Spanish words", "dogs"]),
+                                  "near": (["text in Spanish", "puppies"], ["Spanish words", "dogs"]),
+                                  "off": (["commas", "numbers"], ["Spanish words", "dogs"])})
+    same, near, off = rows
+    assert same.similarity == pytest.approx(1.0, abs=1e-5) and same.agree == 1.0
+    assert same.similarity > near.similarity > off.similarity and near.agree > off.agree
+    assert "ROUGE-L" in text.splitlines()[0] and len(text.splitlines()) == 4
