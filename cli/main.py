@@ -45,7 +45,7 @@ def _cmd_sites(args) -> int:
     return 0
 
 
-PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes", "shared-neurons")
+PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes", "shared-neurons", "milan")
 
 
 def _cmd_analyze(args) -> int:
@@ -74,6 +74,10 @@ def _cmd_analyze(args) -> int:
         from cli.shared_neurons import analyze_command as shared_command
 
         return shared_command(args, out)
+    if args.probe == "milan":
+        from cli.milan import analyze_command as milan_command
+
+        return milan_command(args, out)
     if args.corpus is None:
         raise interp.InterpError("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
     return _analyze_stats(args, out)
@@ -535,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "weights; language-neurons counts firing per language; foxp2 localises a target "
                                    "language and writes a steering recipe; hftp finds syntax neurons by frequency "
                                    "tagging (and compares them with brain recordings); brain-axes builds an MEG "
-                                   "word atlas and fits the model's adapters to its axes.")
+                                   "word atlas and fits the model's adapters to its axes; milan describes neurons "
+                                   "in words.")
     a.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
     a.add_argument("--corpus", default=None,
                    help="'demo', 'bible:en,fr[:N]', or a .txt (blank-line separated) / .jsonl file "
@@ -547,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "-related and -agnostic neurons from per-language firing counts; foxp2: Neural FOXP2 "
                         "localisation, spectra and recipe (--target); hftp: sentence- and phrase-rate neurons; "
                         "brain-axes: MEG word atlas, ICA axes and adapters (--meg, --words); shared-neurons: "
-                        "the units a VLM (--model) shares with its LLM (--pair)")
+                        "the units a VLM (--model) shares with its LLM (--pair); milan: natural-language "
+                        "descriptions of neurons by pointwise mutual information with their exemplars")
     a.add_argument("--sites", default="mlp.hook_post", help="comma list of site names or per-layer names")
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
@@ -592,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.shared_neurons import add_options as shared_options
 
     shared_options(a.add_argument_group("shared-neurons options"), steer=False)
+    from cli.milan import add_options as milan_options
+
+    milan_options(a.add_argument_group("milan options (--sites/--layers pick the neurons, --corpus the exemplars; "
+                                       "default corpus: demo)"))
 
     at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
     atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=_Parser)

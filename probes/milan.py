@@ -221,6 +221,24 @@ def search(descriptions: dict[str, dict[int, Description | str]], query: str, *,
     return [Hit(flat[i][0], flat[i][1], flat[i][2], float(sims[i])) for i in order]
 
 
+def audit(describer: Describer, exemplars: Sequence[NeuronExemplars], query: str, *, lam: float = 0.2,
+          top: int = 10) -> list[Hit]:
+    """Neurons ranked by how well `query` describes their exemplars: PMI(query) = log p(query | E) − λ log p(query).
+
+    Auditing inside MILAN's own model: the captioner scores the query as a description of each
+    neuron, so no generated description has to happen to use the query's words. (The λ term is
+    the same for every neuron; it keeps the score on the PMI scale.)
+    """
+    if not query.strip():
+        raise InterpError("the audit query is empty")
+    if not exemplars:
+        raise InterpError("no neurons to audit")
+    prior = float(describer.logprobs(None, [query])[0]) if lam else 0.0
+    scored = [(float(describer.logprobs(ne.texts(), [query])[0]) - lam * prior, ne) for ne in exemplars]
+    scored.sort(key=lambda x: -x[0])
+    return [Hit(ne.site, ne.unit, query, s) for s, ne in scored[:top]]
+
+
 @dataclass
 class MilanResult:
     """What `interp analyze --probe milan` stores: descriptions per site and the settings."""

@@ -20,6 +20,7 @@ Scorers are pluggable: anything with `candidates(exemplars, beam, max_tokens, la
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -62,6 +63,37 @@ class PromptTemplate:
     def prior(self) -> str:
         """The prompt for p(d): the same, with an empty block."""
         return self.captioner([])
+
+    end: str = "\n"  # what closes a description
+
+
+@dataclass
+class ChatTemplate:
+    """For instruction-tuned captioners: one user turn with the exemplars and a question, and the
+    assistant's answer begun with `lead` (the description continues it, up to the end of the turn)."""
+
+    tokenizer: object
+    question: str = ("Here are text excerpts where one neuron of a language model is most active; the tokens "
+                     "where it fires are marked [[like this]].\n{excerpts}What do the marked tokens have in "
+                     "common? Answer in a few words.")
+    lead: str = "They are"
+    excerpt: str = "- {}\n"
+
+    def _chat(self, exemplars: Sequence[str]) -> str:
+        body = self.question.format(excerpts="".join(self.excerpt.format(e) for e in exemplars))
+        chat = self.tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
+                                                  add_generation_prompt=True)
+        return chat + self.lead
+
+    def captioner(self, exemplars: Sequence[str]) -> str:
+        return self._chat(exemplars)
+
+    def prior(self) -> str:
+        return self._chat([])
+
+    @property
+    def end(self) -> str:
+        return self.tokenizer.eos_token
 
 
 @dataclass
@@ -113,14 +145,15 @@ def pmi_choice(describer: Describer, exemplars: Sequence[str], *, lam: float = 0
 class LMDescriber:
     """Captioner and prior from one causal LM (`interp.Model`), as METHODS.md suggests for text neurons."""
 
-    def __init__(self, model: interp.Model, template: PromptTemplate | None = None) -> None:
+    def __init__(self, model: interp.Model, template: "PromptTemplate | ChatTemplate | None" = None) -> None:
         self.model = model
         self.template = template or PromptTemplate()
         tok = model.tokenizer
-        self.stop = [i for t, i in tok.get_vocab().items() if "\n" in tok.convert_tokens_to_string([t])]
-        if not self.stop:
-            raise InterpError(f"{model.name}'s vocabulary has no token with a newline to end a description")
-        self.newline = tok("\n", add_special_tokens=False)["input_ids"][-1]
+        self.newline = tok(self.template.end, add_special_tokens=False)["input_ids"][-1]  # the closing token
+        # a description ends with the closing token only: other line breaks and the end of text are barred
+        # inside one, so a beam's score is exactly the whole string's score (closing token included)
+        self.barred = [i for t, i in tok.get_vocab().items() if "\n" in tok.convert_tokens_to_string([t])]
+        self.barred = [i for i in {*self.barred, tok.eos_token_id} if i is not None and i != self.newline]
         self._prior_prefix: tuple | None = None
         self._last: tuple[str, tuple] | None = None  # the last captioner prompt and its prefix
 
@@ -129,7 +162,7 @@ class LMDescriber:
         return torch.tensor([self.model.tokenizer(text)["input_ids"]], device=self.model.device)
 
     def _description_ids(self, d: str) -> list[int]:
-        """A description as it follows "Description:" in the prompt: " d" and the closing newline."""
+        """A description as it follows the prompt: " d" and the closing token (newline, or end of turn)."""
         return self.model.tokenizer(" " + d.strip(), add_special_tokens=False)["input_ids"] + [self.newline]
 
     @torch.inference_mode()
@@ -174,7 +207,8 @@ class LMDescriber:
     @torch.inference_mode()
     def candidates(self, exemplars: Sequence[str], *, beam: int = 50, max_tokens: int = 15, lam: float = 0.2,
                    mode: str = "rerank") -> list[str]:
-        """Distinct non-empty descriptions from beam search under p(d | E) (per_step: under the PMI).
+        """Distinct non-empty descriptions from beam search under p(d | E) (per_step: under the PMI), best
+        first; at most `max_tokens` tokens, the closing one included.
 
         The prompt is run once and its cache shared by all beams (a beam search that re-ran the
         ~500-token prompt per beam would cost 50× more).
@@ -183,20 +217,25 @@ class LMDescriber:
         streams = [_Stream(*self._captioner(exemplars))]
         if per_step:
             streams.append(_Stream(*self._prior()))
-        stop = torch.zeros(streams[0].next.shape[-1], dtype=torch.bool)
-        stop[self.stop] = True
         tokens = torch.zeros(1, 0, dtype=torch.long)
         score = torch.zeros(1)
         finished: list[tuple[float, list[int]]] = []
         for step in range(max_tokens):
             step_lp = streams[0].next - (lam * streams[1].next if per_step else 0)  # [alive, vocab]
+            step_lp[:, self.barred] = -torch.inf
+            if step == max_tokens - 1:  # the last token a description may have is its end
+                keep = torch.full_like(step_lp, -torch.inf)
+                keep[:, self.newline] = step_lp[:, self.newline]
+                step_lp = keep
             total = (score[:, None] + step_lp).flatten()
             top = total.topk(min(2 * beam, total.numel()))
             keep_rows, keep_tok, keep_score = [], [], []
             for value, flat in zip(top.values.tolist(), top.indices.tolist()):
                 row, tok = divmod(flat, step_lp.shape[1])
-                if stop[tok] or step == max_tokens - 1:  # a description ends here (or is cut at the limit)
-                    finished.append((value, tokens[row].tolist() + ([] if stop[tok] else [tok])))
+                if value == -math.inf:
+                    break
+                if tok == self.newline:  # a description ends here
+                    finished.append((value, tokens[row].tolist()))
                 elif len(keep_rows) < beam:
                     keep_rows.append(row), keep_tok.append(tok), keep_score.append(value)
             finished.sort(key=lambda f: -f[0])

@@ -175,3 +175,96 @@ def test_agreement_scores_identical_descriptions_highest() -> None:
     assert same.similarity == pytest.approx(1.0, abs=1e-5) and same.agree == 1.0
     assert same.similarity > near.similarity > off.similarity and near.agree > off.agree
     assert "ROUGE-L" in text.splitlines()[0] and len(text.splitlines()) == 4
+
+
+# ------------------------------------------------------------------ image exemplars (the testbed VLM's vision tower)
+@pytest.mark.slow
+def test_vision_exemplars_are_top_images_with_patches_above_the_exact_quantile() -> None:
+    from interp import vlm_testbed as tb
+    from probes.milan_images import image_exemplars, masked_png
+
+    with tb._num_threads(1):  # a first build runs on one thread (see vlm_testbed)
+        paths = tb.build_testbed(reduced=True)
+    vlm = interp.load_model(paths.vlm)
+    images = tb.digit_images(range(120))
+    module = "model.vision_tower.encoder.layers.1.mlp.fc1"
+    units = [0, 7, 200]
+    got = image_exemplars(vlm.hf, module, images, units, k=5, quantile=0.95)
+    acts = []
+    h = vlm.hf.get_submodule(module).register_forward_hook(lambda m, i, o: acts.append(o))
+    with torch.no_grad():
+        vlm.hf.model.vision_tower(pixel_values=images)
+    h.remove()
+    a = acts[0]  # [images, patches, width]
+    flat = a.reshape(-1, a.shape[-1])
+    thr = flat.sort(0).values[math.ceil(round(0.95 * flat.shape[0], 9)) - 1]
+    for ne in got:
+        assert ne.threshold == pytest.approx(float(thr[ne.unit]))
+        best = a[:, :, ne.unit].amax(1).topk(5)
+        assert [e.image for e in ne.exemplars] == best.indices.tolist()
+        for e in ne.exemplars:
+            grid = e.mask.shape[0]
+            assert torch.equal(e.mask, (a[e.image, :, ne.unit] > thr[ne.unit]).reshape(grid, grid)) and e.mask.any()
+    assert masked_png(images, got[0]).startswith(b"\x89PNG")
+    with pytest.raises(interp.InterpError):
+        image_exemplars(vlm.hf, "model.no_such_module", images, units)
+
+
+# ------------------------------------------------------------------ auditing a model with planted name neurons
+NAMES = ["Alice", "Bob", "Maria", "John", "Emma", "David", "Sophie", "Peter", "Laura", "James", "Anna", "Thomas"]
+THINGS = ["the table", "a river", "the weather", "my garden", "the train", "a window", "the market", "the kitchen"]
+VERBS = ["looked at", "walked to", "talked about", "cleaned", "painted", "visited"]
+PLANTED = [5, 77, 900]
+
+
+def _sentences(seed: int, n: int = 60) -> list[str]:
+    """Half the sentences name two people, half name nobody."""
+    import random
+
+    r = random.Random(seed)
+    return [f"{r.choice(NAMES)} {r.choice(VERBS)} {r.choice(THINGS)} with {r.choice(NAMES)} yesterday." if i % 2 == 0
+            else f"Someone {r.choice(VERBS)} {r.choice(THINGS)} near {r.choice(THINGS)} today." for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """smollm2 with three layer-3 MLP neurons rewired to fire on people's names: their gate and up rows
+    set to the direction separating name tokens from other tokens at the MLP's input."""
+    model = interp.load_model("smollm2-135m")  # a private copy: its weights are changed
+    layer = model.hf.model.layers[3]
+    names, others = [], []
+    with torch.no_grad():
+        for text in _sentences(0, 20):
+            batch = interp.tokenize(model.tokenizer, [text])
+            x = layer.post_attention_layernorm(interp.run_with_cache(model, batch, ["blocks.3.hook_resid_mid"])
+                                               ["blocks.3.hook_resid_mid"][0])
+            for k, t in enumerate(batch.input_ids[0].tolist()):
+                (names if model.tokenizer.decode([t]).strip() in NAMES else others).append(x[k])
+        v = torch.stack(names).mean(0) - torch.stack(others).mean(0)
+        for j in PLANTED:
+            layer.mlp.gate_proj.weight[j] = 4 * v / v.norm()
+            layer.mlp.up_proj.weight[j] = 4 * v / v.norm()
+    return model
+
+
+@pytest.mark.slow
+def test_auditing_finds_the_planted_name_neurons(planted) -> None:
+    import random
+
+    from probes.milan import audit
+
+    site = "blocks.3.mlp.hook_post"
+    # the highlighted tokens alone (window 0): with context, smollm2-135m as captioner reads the names in every
+    # exemplar (half the sentences have two) and barely the marks; see the README
+    s = MilanSettings(window=0)
+    index = index_exemplars(planted, _sentences(1), [site], s)
+    units = PLANTED + random.Random(0).sample([u for u in range(1536) if u not in PLANTED], 27)
+    neurons = exemplars_for(planted, index, site, units, s)
+    for ne in neurons[:3]:  # what the exemplars mark is names (or a piece of one: "L[[aura]]")
+        marked = [t.strip() for e in ne.exemplars for t, m in zip(e.tokens, e.marked) if m]
+        assert marked and all(t and any(t in n for n in NAMES) for t in marked), marked
+    describer = LMDescriber(planted)
+    for query in ("person names", "names of people"):
+        hits = audit(describer, neurons, query, top=5)
+        print(f"\n{query!r}: " + ", ".join(f"{h.unit} ({h.similarity:.2f})" for h in hits))
+        assert set(PLANTED) <= {h.unit for h in hits}  # all three among the top 5 of 30

@@ -1,0 +1,47 @@
+"""`interp analyze --probe milan`: descriptions in the atlas and its report, resume, bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from atlases import load_atlas
+from cli.main import main
+
+SMALL = ["--probe", "milan", "--corpus", "demo", "--limit", "24", "--layers", "3", "--beam", "4",
+         "--max-tokens", "6", "--top-k", "5"]
+
+
+@pytest.mark.parametrize("bad", [["--lam", "-1"], ["--units", "x,y"], ["--units", "0"], ["--quantile", "1.5"],
+                                 ["--search", " "], ["--beam", "0"]])
+def test_bad_milan_options_exit_2_with_one_line(bad, tmp_path, capsys) -> None:
+    assert main(["analyze", *SMALL, "--out", str(tmp_path / "m"), *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and bad[0] in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_analyze_milan_writes_descriptions_report_and_resumes(smollm2, tmp_path, capsys) -> None:
+    out = tmp_path / "m"
+    site = "blocks.3.mlp.hook_post"
+    # a checkpoint as an interrupted run leaves it: one neuron already described
+    done = {"text": "from the checkpoint", "pmi": 0.0, "lam": 0.2, "mode": "rerank", "argmax": "x",
+            "candidates": ["from the checkpoint"], "captioner": [0.0], "prior": [0.0]}
+    ckpt = tmp_path / ".m.milan-checkpoint.json"
+    ckpt.write_text(json.dumps({"settings": {}, "descriptions": {site: {"10": done}}}))
+    assert main(["analyze", *SMALL, "--units", "10,20,30", "--resume", "--search", "numbers",
+                 "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    atlas = load_atlas(out, model=smollm2.name)
+    d = atlas.params["descriptions"][site]
+    assert set(d) == {"10", "20", "30"} and d["10"]["text"] == "from the checkpoint"  # resumed, not redone
+    assert all(d[u]["text"] for u in ("20", "30"))
+    assert atlas.get(site, "threshold").shape == (smollm2.adapter.d_mlp,)
+    assert atlas.get(site, "topk.doc").shape == (smollm2.adapter.d_mlp, 5)
+    full = json.loads((out / "milan.json").read_text())
+    assert len(full[site]["20"]["candidates"]) == len(full[site]["20"]["captioner"]) >= 1
+    report = (out / "report.html").read_text()
+    assert "<mark>" in report and d["20"]["text"] in report.replace("&#x27;", "'")
+    assert not ckpt.exists()  # a finished run removes its checkpoint
+    assert f"{site}:" in printed  # the --search hits
