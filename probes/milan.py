@@ -161,9 +161,13 @@ def describe_neurons(model: interp.Model, index: ExemplarIndex, units: dict[str,
     done: dict[str, dict[str, dict]] = {}
     if checkpoint is not None and Path(checkpoint).exists():
         try:
-            done = json.loads(Path(checkpoint).read_text())["descriptions"]
+            saved = json.loads(Path(checkpoint).read_text())
+            done = saved["descriptions"]
         except (OSError, ValueError, KeyError) as e:
             raise InterpError(f"{checkpoint}: not a MILAN checkpoint ({e})") from e
+        if saved.get("settings") and saved["settings"] != json.loads(json.dumps(asdict(settings))):
+            raise InterpError(f"{checkpoint} was written with other MILAN settings; resume with the same ones "
+                              "or delete it")
     total = sum(len(v) for v in units.values())
     bar = tqdm(total=total, disable=not progress, desc="describing neurons", unit="neuron")
     out: dict[str, dict[int, Description]] = {}

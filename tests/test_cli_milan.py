@@ -45,3 +45,10 @@ def test_analyze_milan_writes_descriptions_report_and_resumes(smollm2, tmp_path,
     assert "<mark>" in report and d["20"]["text"] in report.replace("&#x27;", "'")
     assert not ckpt.exists()  # a finished run removes its checkpoint
     assert f"{site}:" in printed  # the --search hits
+
+
+def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path, capsys) -> None:
+    ckpt = tmp_path / ".m.milan-checkpoint.json"
+    ckpt.write_text(json.dumps({"settings": {"k": 99}, "descriptions": {}}))
+    assert main(["analyze", *SMALL, "--units", "10", "--resume", "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert "other MILAN settings" in capsys.readouterr().err and not (tmp_path / "m").exists()
