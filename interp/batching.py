@@ -128,3 +128,15 @@ def without_first(mask: torch.Tensor) -> torch.Tensor:
     rows = torch.arange(mask.shape[0])[~keep_one]
     out[rows, mask.int().argmax(1)[~keep_one]] = 0
     return out
+
+
+def pool_words(acts: torch.Tensor, word_ids: torch.Tensor, n_words: int) -> torch.Tensor:
+    """[n_words, width]: each word's mean over its tokens' activations acts [seq, width].
+
+    word_ids [seq] from `tokenize(..., words=True)` (−1: a token of no word); a word with no
+    token gets a zero row (callers check that tokenisation kept every word).
+    """
+    keep = word_ids >= 0
+    ids = word_ids[keep]
+    sums = torch.zeros(n_words, acts.shape[-1], dtype=acts.dtype).index_add_(0, ids, acts[keep])
+    return sums / torch.bincount(ids, minlength=n_words).clamp(min=1)[:, None]

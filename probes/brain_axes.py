@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import interp
+from interp.batching import pool_words
 from interp.errors import InterpError
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -44,16 +45,14 @@ def word_type_states(model: interp.Model, words: Sequence[str], keys: Sequence[s
         cache = interp.run_with_cache(model, batch, list(sites.values()))
         for i, c in enumerate(group):
             ids = batch.word_ids[i]
-            keep = ids >= 0
             n_words = int(ids.max()) + 1
             if n_words != len(c):
                 raise InterpError(f"tokenisation lost words in chunk {b + i} ({n_words} of {len(c)})")
             rows = np.array([index.get(normalise(w), -1) for w in c])
-            per_word = torch.bincount(ids[keep], minlength=n_words).clamp(min=1)[:, None].float()
             counts[rows[rows >= 0]] += 1
             for l, name in sites.items():
                 acts = cache[name][i].float().cpu()
-                pooled = torch.zeros(n_words, acts.shape[-1]).index_add_(0, ids[keep], acts[keep]) / per_word
+                pooled = pool_words(acts, ids, n_words)
                 if sums[l] is None:
                     sums[l] = np.zeros((len(keys), acts.shape[-1]))
                 np.add.at(sums[l], rows[rows >= 0], pooled.numpy()[rows >= 0])

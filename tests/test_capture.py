@@ -265,3 +265,12 @@ def test_topk_matches_a_brute_force_ranking(smollm2, bible_en_fr, per_document):
             assert len(set(got_docs)) == 5  # five distinct documents
         for v, d, p in zip(got.tolist(), got_docs, top.state[site]["pos"][u].tolist()):
             assert float(entries[d][p, j]) == pytest.approx(v, abs=1e-4)
+
+
+def test_pool_words_is_each_words_token_mean():
+    from interp.batching import pool_words
+
+    acts = torch.arange(12.0).reshape(6, 2)  # tokens 0..5
+    ids = torch.tensor([-1, 0, 0, 1, -1, 2])  # a BOS-like token, a two-token word, then two one-token words
+    torch.testing.assert_close(pool_words(acts, ids, 4),
+                               torch.tensor([[3.0, 4.0], [6.0, 7.0], [10.0, 11.0], [0.0, 0.0]]))

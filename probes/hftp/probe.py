@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import torch
 
 import interp
+from interp.batching import pool_words
 from interp.errors import InterpError
 
 from .stimuli import WORD_RATE, Condition
@@ -48,15 +49,12 @@ def word_series(model: interp.Model, condition: Condition, sites: Sequence[str],
             acts = cache[site].float().flatten(2).cpu()  # [b, seq, width]
             for i in range(acts.shape[0]):
                 ids = batch.word_ids[i]
-                keep = ids >= 0
-                sums = torch.zeros(T, acts.shape[-1]).index_add_(0, ids[keep], acts[i][keep])
-                counts = torch.bincount(ids[keep], minlength=T).clamp(min=1)[:, None]
                 if int(ids.max()) + 1 != T:
                     raise InterpError(f"stream {s + i} lost words in tokenisation ({int(ids.max()) + 1} of {T})")
                 g = (s + i) // per_group
                 if site not in out:
                     out[site] = torch.zeros(n_groups, T, acts.shape[-1])
-                out[site][g] += sums / counts / per_group
+                out[site][g] += pool_words(acts[i], ids, T) / per_group
     return out
 
 
