@@ -104,14 +104,16 @@ def analyze_command(args, out: Path) -> int:
               "describer": describer_model.name, "descriptions": short}
     atlas = Atlas(model=model.name, revision=model.revision, sites=sites, method="milan", tensors=tensors,
                   params=params, documents=docs)
-    report = _report(model.name, described, {s: exemplars_for(model, index, s, list(ds)[:200], settings)
-                                             for s, ds in described.items()})
+    # exemplars once: the report shows them for the first 200 neurons per site, --search scores all described
+    shown = {s: exemplars_for(model, index, s, list(ds) if args.search else list(ds)[:200], settings)
+             for s, ds in described.items()}
+    report = _report(model.name, described, {s: nes[:200] for s, nes in shown.items()})
     atlas.save(out, extra_files={"milan.json": json.dumps(full, ensure_ascii=False), "report.html": report})
     checkpoint.unlink(missing_ok=True)
     n = sum(len(v) for v in described.values())
     print(f"wrote {out}/atlas.json (descriptions of {n} neurons at {len(sites)} sites), milan.json, report.html")
     if args.search:  # auditing: the query's PMI as a description of each described neuron
-        neurons = [ne for s, ds in described.items() for ne in exemplars_for(model, index, s, list(ds), settings)]
+        neurons = [ne for nes in shown.values() for ne in nes]
         print(f"neurons best described as {args.search!r} (PMI):")
         for h in audit(describer, neurons, args.search, lam=settings.lam, top=10):
             print(f"{h.similarity:8.2f}  {h.site}:{h.unit}  ({described[h.site][h.unit].text})")

@@ -17,7 +17,7 @@ Image exemplars (the vision tower of a VLM) are in `probes.milan_images`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -154,8 +154,7 @@ def exemplars_for(model: interp.Model, index: ExemplarIndex, site: str, units: S
 # ------------------------------------------------------------------------------ describing many
 def describe_neurons(model: interp.Model, index: ExemplarIndex, units: dict[str, Sequence[int]],
                      describer: Describer, settings: MilanSettings = MilanSettings(), *,
-                     checkpoint: str | Path | None = None, progress: bool = True,
-                     on_site: Callable[[str, dict], None] | None = None) -> dict[str, dict[int, Description]]:
+                     checkpoint: str | Path | None = None, progress: bool = True) -> dict[str, dict[int, Description]]:
     """Describe `units` {site: [unit, …]}; with `checkpoint` (a JSON file), every finished chunk of
     neurons is saved atomically and neurons already in it are not described again (resume)."""
     done: dict[str, dict[str, dict]] = {}
@@ -174,7 +173,7 @@ def describe_neurons(model: interp.Model, index: ExemplarIndex, units: dict[str,
     for site, us in units.items():
         mine = out.setdefault(site, {})
         for u, rec in done.get(site, {}).items():
-            mine[int(u)] = _description(rec)
+            mine[int(u)] = Description.from_json(rec)
         todo = [u for u in us if int(u) not in mine]
         bar.update(len(us) - len(todo))
         for s in range(0, len(todo), 16):  # exemplars for 16 neurons per re-run of their documents
@@ -184,15 +183,8 @@ def describe_neurons(model: interp.Model, index: ExemplarIndex, units: dict[str,
                 bar.update(1)
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, out, settings)
-        if on_site is not None:
-            on_site(site, mine)
     bar.close()
     return out
-
-
-def _description(rec: dict) -> Description:
-    return Description(rec["text"], rec["pmi"], rec["lam"], rec["mode"], rec["candidates"], rec["captioner"],
-                       rec["prior"])
 
 
 def _save_checkpoint(path: str | Path, out: dict[str, dict[int, Description]], settings: MilanSettings) -> None:
@@ -241,11 +233,3 @@ def audit(describer: Describer, exemplars: Sequence[NeuronExemplars], query: str
     scored = [(float(describer.logprobs(ne.texts(), [query])[0]) - lam * prior, ne) for ne in exemplars]
     scored.sort(key=lambda x: -x[0])
     return [Hit(ne.site, ne.unit, query, s) for s, ne in scored[:top]]
-
-
-@dataclass
-class MilanResult:
-    """What `interp analyze --probe milan` stores: descriptions per site and the settings."""
-
-    settings: MilanSettings
-    descriptions: dict[str, dict[int, Description]] = field(default_factory=dict)

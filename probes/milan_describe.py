@@ -117,6 +117,11 @@ class Description:
         return {"text": self.text, "pmi": self.pmi, "lam": self.lam, "mode": self.mode, "argmax": self.argmax,
                 "candidates": self.candidates, "captioner": self.captioner, "prior": self.prior}
 
+    @classmethod
+    def from_json(cls, rec: dict) -> "Description":
+        """Back from `to_json` (the argmax is derived, not read)."""
+        return cls(rec["text"], rec["pmi"], rec["lam"], rec["mode"], rec["candidates"], rec["captioner"], rec["prior"])
+
 
 class Describer(Protocol):
     def candidates(self, exemplars: Sequence[str], *, beam: int, max_tokens: int, lam: float,
@@ -194,14 +199,11 @@ class LMDescriber:
             batch[i, :len(row)] = torch.tensor(row)
         cache = copy.deepcopy(cache)
         cache.batch_repeat_interleave(n)
-        past = cache.get_seq_length()
-        mask = torch.ones(n, past + width, dtype=torch.long, device=self.model.device)
-        logits = self.model.hf(input_ids=batch, past_key_values=cache, attention_mask=mask, use_cache=True).logits
+        logits = _feed(self.model, cache, batch)
         steps = torch.cat([first.expand(n, 1, -1), torch.log_softmax(logits[:, :-1].float(), -1)], dim=1)
         token_lp = steps.gather(2, batch.unsqueeze(-1)).squeeze(-1)  # [n, width]
         real = torch.tensor([[j < len(r) for j in range(width)] for r in ids], device=token_lp.device)
         return (token_lp * real).sum(1).cpu()  # right padding: later positions never affect earlier ones
-
 
     # -- candidates ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -251,7 +253,7 @@ class LMDescriber:
         seen: list[str] = []
         for _, ids in finished[:beam]:
             text = tok.decode(ids, skip_special_tokens=True).strip()
-            if text and "\n" not in text and text not in seen:
+            if text and text not in seen:  # (line breaks are barred inside a description)
                 seen.append(text)
         return seen
 
@@ -269,8 +271,10 @@ class _Stream:
         else:
             self.cache.reorder_cache(rows.to(model.device))
         self.rows = len(rows)
-        past = self.cache.get_seq_length()
-        mask = torch.ones(len(rows), past + 1, dtype=torch.long, device=model.device)
-        logits = model.hf(input_ids=last.to(model.device), past_key_values=self.cache, attention_mask=mask,
-                          use_cache=True).logits[:, -1]
-        self.next = torch.log_softmax(logits.float(), -1).cpu()
+        self.next = torch.log_softmax(_feed(model, self.cache, last)[:, -1].float(), -1).cpu()
+
+
+def _feed(model: interp.Model, cache, ids: torch.Tensor) -> torch.Tensor:
+    """Logits [n, width, vocab] of tokens ids [n, width] run on top of `cache` (extended in place)."""
+    mask = torch.ones(ids.shape[0], cache.get_seq_length() + ids.shape[1], dtype=torch.long, device=model.device)
+    return model.hf(input_ids=ids.to(model.device), past_key_values=cache, attention_mask=mask, use_cache=True).logits
