@@ -443,7 +443,8 @@ def _cmd_steer(args) -> int:
     if not (args.repetition_penalty > 0 and math.isfinite(args.repetition_penalty)):
         raise _error("--repetition-penalty must be a positive number")
     prompts = [p for p in args.prompt if p.strip()]
-    if not prompts:
+    training_only = args.method == "dopamine" and not args.prompt
+    if not prompts and not training_only:
         raise _error("no prompt: give --prompt TEXT (repeatable)")
     args._clamps = [_parse_clamp(s) for s in args.clamp]
     args._adds = [_parse_add(s) for s in args.add]
@@ -485,9 +486,15 @@ def _cmd_steer(args) -> int:
         check(args, steer=True)
     elif args.donor or args.save_merged:
         raise _error("--donor and --save-merged go with --method snrf")
+    if args.method == "dopamine":
+        from cli.dopamine import check as check_dopamine
+
+        check_dopamine(args)
+    elif args.train or args.out or args.gate_layers:
+        raise _error("--train, --out and --gate-layers go with --method dopamine")
     if not (args._clamps or args._adds or args.contrast or args.recipe or args.concept or args.method):
         raise _error("no edits given: use --clamp, --add, --contrast, --recipe, --concept or --method "
-                     "foxp2|brain-axis|snrf")
+                     "foxp2|brain-axis|snrf|dopamine")
 
     model = interp.load_model(args.model)
     edits, notes = _steer_edits(args, model)
@@ -503,6 +510,13 @@ def _cmd_steer(args) -> int:
         from cli.shared_neurons import steer_edits as snrf_edits
 
         edits += snrf_edits(args, model, notes)
+    if args.method == "dopamine":
+        from cli.dopamine import train_edits
+
+        edits += train_edits(args, model, notes)
+        if training_only:
+            print("\n".join(f"# {n}" for n in notes))
+            return 0
     if args.concept is not None:
         edits.append(_concept_clamp(args, model, notes))
     gen = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
@@ -634,11 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
                "  interp steer --prompt 'My favourite animal is' --concept ' dog' --compare\n"
                "  interp steer --prompt 'The best way to learn is' --method foxp2 --target es --compare\n"
                "  interp steer --prompt 'Once upon a time' --method brain-axis --atlas axes/ --axis 0 "
-               "--strength 2 --compare",
+               "--strength 2 --compare\n"
+               "  interp steer --method dopamine --train switch:es --out spanish.safetensors\n"
+               "  interp steer --prompt 'My friend and I' --recipe spanish.safetensors --compare",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
-    st.add_argument("--prompt", action="append", required=True, metavar="TEXT",
-                    help="a prompt to continue (repeat for more)")
+    st.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                    help="a prompt to continue (repeat for more; optional with --method dopamine --train)")
     st.add_argument("--clamp", action="append", default=[], metavar="SITE:NEURON=VALUE",
                     help="set one unit to a value, e.g. blocks.5.mlp.hook_post:123=4.0 (repeatable)")
     st.add_argument("--add", action="append", default=[], metavar="SITE:FILE*SCALE",
@@ -658,10 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--clamp-value", type=float, help="value for --concept (default: picked from the sweep)")
     st.add_argument("--sweep", metavar="V,V,...", help="clamp values to try for --concept")
     st.add_argument("--compare", action="store_true", help="also generate without edits; print both side by side")
-    st.add_argument("--method", choices=["foxp2", "brain-axis", "snrf"],
+    st.add_argument("--method", choices=["foxp2", "brain-axis", "snrf", "dopamine"],
                     help="foxp2: Neural FOXP2, make --target the model's default language (localises first); "
                          "brain-axis: steer along --axis of a brain-axes --atlas with --strength; "
-                         "snrf: fuse --donor's skill into the shared neurons of --model (a VLM)")
+                         "snrf: fuse --donor's skill into the shared neurons of --model (a VLM); "
+                         "dopamine: train per-neuron gates for a mode (--train) and save them (--out)")
     from cli.foxp2 import add_options
 
     add_options(st.add_argument_group("foxp2 options (--strength is also the brain-axis strength)"), steer=True)
@@ -671,6 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.shared_neurons import add_options as snrf_options
 
     snrf_options(st.add_argument_group("snrf options (--beta is the SNRF strength, default 0.5)"), steer=True)
+    from cli.dopamine import add_options as dopamine_options
+
+    dopamine_options(st.add_argument_group("dopamine options"))
     st.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
     st.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
                     help="HF repetition penalty (default 1: none; 1.3 keeps a small model's greedy text from looping)")

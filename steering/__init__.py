@@ -9,6 +9,9 @@ A writer never registers a hook; it returns edits, and `interp.edit` /
 - `language`: deactivate / activate a language's neurons; the perplexity ablation grid.
 - `foxp2`: Neural FOXP2's shifts on target and English neurons, the random-direction control, strength
   calibration and the evaluation table (`language_eval`, `neutral_prompts`).
+- `dopamine`, `dopamine_digits`, `dopamine_lm`: Dopamine gates (per-unit τ and g) trained on a frozen
+  network; the one writer that registers hooks itself, through `interp.hooks`, because its gates
+  must carry gradients while they train — the trained result is `interp.Gate` edits like any other.
 """
 
 from .actadd import ContrastDirection, actadd, contrast_direction, mean_activation

@@ -26,12 +26,14 @@ from interp.errors import InterpError
 class GateSettings:
     """Training choices the paper leaves open (defaults: what the digits experiment uses)."""
 
-    temperature: float = 1.0  # T at the start of training
-    final_temperature: float = 0.05  # T at the end (geometric annealing); the hard gate is the T → 0 limit
-    init_threshold: float = 0.0  # τ starts here: with ReLU units, 0 lets every active unit through
+    temperature: float = 0.25  # T at the start of training (in the units of the activations)
+    final_temperature: float = 0.02  # T at the end (geometric annealing); the hard gate is the T → 0 limit
+    init_threshold: float = 0.0  # τ starts here: with ReLU units the hard gate starts as the identity, and the
+    #                              smooth one passes every activation above ~3T0 (a τ far below, e.g. −3, leaves
+    #                              σ' ≈ 0 there: τ then never moves and the gates learn gains only — measured)
     init_gain: float = 1.0
     steps: int = 300
-    lr: float = 0.05
+    lr: float = 0.02
     batch_size: int = 128
     seed: int = 0
 
@@ -72,13 +74,19 @@ class UnitGates(nn.Module):
 
 
 def train_gates(forward, gates: list[UnitGates], x: torch.Tensor, y: torch.Tensor,
-                settings: GateSettings = GateSettings()) -> list[float]:
+                settings: GateSettings = GateSettings(), *, validate=None, every: int = 25) -> list[float]:
     """Fit the gates (only they train) by cross-entropy on (x, y); `forward(x)` must run the frozen
-    network through the gates. The temperature is annealed; returns the loss per step."""
+    network through the gates. The temperature is annealed; returns the loss per step.
+
+    With `validate` (a function of no arguments → score, higher is better, called with the gates
+    hardened), the gates are scored every `every` steps and the best checkpoint is kept — early
+    stopping on held-out data. Step 0 (the untrained gates) is never a candidate.
+    """
     params = [p for g in gates for p in g.parameters()]
     opt = torch.optim.Adam(params, lr=settings.lr)
     rng = torch.Generator().manual_seed(settings.seed)
-    losses = []
+    losses: list[float] = []
+    best: tuple[float, list[dict]] | None = None
     for step in range(settings.steps):
         t = settings.temperature_at(step)
         for g in gates:
@@ -89,14 +97,48 @@ def train_gates(forward, gates: list[UnitGates], x: torch.Tensor, y: torch.Tenso
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        if validate is not None and ((step + 1) % every == 0 or step + 1 == settings.steps):
+            for g in gates:
+                g.hard = True
+            with torch.no_grad():
+                score = float(validate())
+            if best is None or score > best[0]:
+                best = (score, [{k: v.clone() for k, v in g.state_dict().items()} for g in gates])
+    if best is not None:
+        for g, state in zip(gates, best[1]):
+            g.load_state_dict(state)
     return losses
 
 
 def attributions(gates: UnitGates, base: torch.Tensor) -> dict[str, list[int]]:
-    """Which units the mode turns off (active in the base, closed by the gate) or keeps, on activations
-    `base` [n, width] of the frozen network: a unit counts as on when it is active in most inputs."""
-    active = (base > 0).float().mean(0) > 0.5
-    open_ = gates.mask(base).float().mean(0) > 0.5
-    return {"turned_off": (active & ~open_).nonzero().flatten().tolist(),
-            "kept_on": (active & open_).nonzero().flatten().tolist(),
-            "turned_on": (~active & open_).nonzero().flatten().tolist()}
+    """Which units the mode turns off or keeps, on activations `base` [n, width] of the frozen network.
+
+    A unit fires on an input when its activation is nonzero; the hard gate passes it when it fires
+    and clears the threshold. turned_off: fires on most inputs in the base, passed on fewer than
+    half; kept_on: fires and is passed on most. (A gate cannot turn on a unit the base leaves at 0.)
+    """
+    fires = base != 0
+    usual = fires.float().mean(0) > 0.5
+    passed = (gates.mask(base) & fires).float().mean(0) > 0.5
+    return {"turned_off": (usual & ~passed).nonzero().flatten().tolist(),
+            "kept_on": (usual & passed).nonzero().flatten().tolist()}
+
+
+def attribution_png(sites: dict[str, tuple[UnitGates, torch.Tensor]]) -> bytes:
+    """One panel per site {name: (gates, base activations [n, width])}: each unit's firing rate in the
+    frozen network (x) against the rate at which the hard gate passes it (y). Units on the diagonal are
+    kept; units the mode turns off fall below it."""
+    from interp.plotting import png, subplots
+
+    fig, axes = subplots(ncols=len(sites), figsize=(3.2 * len(sites), 3.2), squeeze=False)
+    for ax, (name, (gates, base)) in zip(axes[0], sites.items()):
+        fires = base != 0
+        x = fires.float().mean(0)
+        y = (gates.mask(base) & fires).float().mean(0)
+        off = set(attributions(gates, base)["turned_off"])
+        colors = ["tab:red" if i in off else "tab:blue" for i in range(len(x))]
+        ax.scatter(x.numpy(), y.numpy(), s=8, c=colors)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+        ax.set(title=f"{name}: {len(off)} off", xlabel="fires (frozen)", ylabel="passed (gated)", xlim=(-0.02, 1.02),
+               ylim=(-0.02, 1.02))
+    return png(fig)

@@ -109,6 +109,26 @@ def test_recipe(smollm2, capsys, tmp_path):
     assert "recipe r.safetensors: 2 edit(s)" in out
 
 
+def test_dopamine_trains_a_recipe_that_steer_applies(smollm2, capsys, tmp_path):
+    from interp.recipes import load_recipe, read_recipe
+
+    mode = tmp_path / "mode.jsonl"
+    mode.write_text('{"prompt": "The weather today is", "completion": " muy bonito."}\n'
+                    '{"prompt": "I like", "completion": " la comida de mi madre."}\n')
+    recipe = tmp_path / "gates.safetensors"
+    code = main(["steer", "--method", "dopamine", "--train", str(mode), "--out", str(recipe), "--gate-layers", "3,4",
+                 "--gate-steps", "2"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "recipe written to" in out and recipe.is_file()
+    header, edits = read_recipe(recipe)
+    assert header["provenance"]["writer"] == "dopamine" and header["provenance"]["examples"] == 2
+    assert [e.site for e in edits] == ["blocks.3.mlp.hook_post", "blocks.4.mlp.hook_post"]
+    assert all(e.kind == "gate" and e.hard for e in edits)
+    parsed, out = _run(["--recipe", str(recipe), *_prompt_args()], capsys)
+    assert [parsed[p][0] for p in PROMPTS] == _expected(smollm2, load_recipe(recipe, smollm2))
+
+
 def test_steer_help():
     proc = subprocess.run([sys.executable, "-m", "cli.main", "steer", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "usage: interp steer" in proc.stdout
@@ -135,13 +155,18 @@ BAD = [
     (["--recipe", "{missing}"], "does not exist"),
     (["--recipe", "{garbage}"], "not a safetensors recipe"),
     ([], "no edits given"),
+    (["--method", "dopamine", "--out", "{vec}"], "needs --train"),
+    (["--train", "{pos}"], "go with --method dopamine"),
+    (["--method", "dopamine", "--train", "{empty}", "--out", "x.safetensors"], "no examples"),
+    (["--method", "dopamine", "--train", "{pos}", "--out", "x.safetensors"], "not a JSON object"),
+    (["--method", "dopamine", "--train", "switch:xx", "--out", "x.safetensors"], "parallel Bible"),
     (["--clamp", "blocks.5.mlp.hook_post:3=1", "--positions", "later"], "invalid choice"),
 ]
 
 
 # these run as real subprocesses (exit status, stderr, no traceback); the rest in-process through main()
 SUBPROCESS = {"SITE:NEURON=VALUE", "unknown site", "neuron out of range", "not a readable safetensors",
-              "no edits given", "invalid choice"}
+              "no edits given", "invalid choice", "not a JSON object"}
 
 
 def _files(tmp_path) -> dict[str, str]:

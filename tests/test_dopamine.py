@@ -45,12 +45,39 @@ def test_annealing_runs_geometrically_from_t0_to_t1() -> None:
     assert [round(s.temperature_at(i), 6) for i in range(3)] == [1.0, 0.1, 0.01]
 
 
+def test_early_stopping_keeps_the_best_validated_gates() -> None:
+    from steering.dopamine import train_gates
+
+    gates = UnitGates(4)
+    head = torch.nn.Linear(4, 3)
+    head.requires_grad_(False)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 4, generator=gen), torch.randint(3, (64,), generator=gen)
+    scores, seen = iter([0.1, 0.9, 0.5, 0.2]), []
+
+    def validate():
+        assert gates.hard  # scored as it will be used
+        seen.append({k: v.clone() for k, v in gates.state_dict().items()})
+        return next(scores)
+
+    train_gates(lambda v: head(gates(v)), [gates], x, y, GateSettings(steps=8, batch_size=16), validate=validate,
+                every=2)
+    assert len(seen) == 4
+    assert all(torch.equal(gates.state_dict()[k], seen[1][k]) for k in seen[1])
+    assert not torch.equal(seen[1]["gain"], seen[3]["gain"])  # training went on after the best checkpoint
+
+
 def test_attributions_split_units_by_what_the_gate_does() -> None:
     g = UnitGates(3)
     with torch.no_grad():
         g.threshold.copy_(torch.tensor([5.0, 0.0, -1.0]))
-    base = torch.tensor([[1.0, 1.0, -0.5], [2.0, 1.0, -0.5]])  # units 0, 1 active; unit 2 not
-    assert attributions(g, base) == {"turned_off": [0], "kept_on": [1], "turned_on": [2]}
+    base = torch.tensor([[1.0, 1.0, 0.0], [2.0, 1.0, 0.0]])  # units 0, 1 fire; unit 2 never does
+    assert attributions(g, base) == {"turned_off": [0], "kept_on": [1]}
+    signed = torch.tensor([[-2.0, 0.5, -0.5], [-3.0, 2.0, -0.5]])  # signed (SwiGLU) units fire when nonzero
+    assert attributions(g, signed) == {"turned_off": [0], "kept_on": [1, 2]}
+    from steering.dopamine import attribution_png
+
+    assert attribution_png({"layer 1": (g, base), "layer 2": (g, signed)}).startswith(b"\x89PNG")
 
 
 @pytest.mark.slow
@@ -65,3 +92,80 @@ def test_digits_experiment_at_test_size() -> None:
     assert abs(r.accuracy["gates hard"] - r.accuracy["gates smooth"]) <= 0.02
     assert r.accuracy["frozen (rotated)"] > 0.5 and r.accuracy["LoRA"] > 0.5  # the base and LoRA learned digits
     assert 0 < r.strongly_active["gates hard"] < 1
+
+
+# ----------------------------------------------------------------------------- the language model
+
+
+def test_mode_file_reading_and_its_errors(tmp_path) -> None:
+    from interp.errors import InterpError
+    from steering.dopamine_lm import ModeExample, read_mode, write_mode
+
+    good = [ModeExample("Hello there,", " amigo mío."), ModeExample("", " Solo texto.")]
+    path = write_mode(tmp_path / "mode.jsonl", good)
+    assert read_mode(path) == good
+    (tmp_path / "text.jsonl").write_text('{"text": "hola"}\n\n')
+    assert read_mode(tmp_path / "text.jsonl") == [ModeExample("", "hola")]
+    for content, needle in [("not json\n", ":1: not a JSON object"), ('[1, 2]\n', "not a JSON object"),
+                            ('{"prompt": "a"}\n', "completion"), ('{"completion": "  "}\n', "completion"),
+                            ("\n", "no examples")]:
+        (tmp_path / "bad.jsonl").write_text(content)
+        with pytest.raises(InterpError, match=needle):
+            read_mode(tmp_path / "bad.jsonl")
+    with pytest.raises(InterpError, match="does not exist"):
+        read_mode(tmp_path / "missing.jsonl")
+
+
+def test_code_switch_examples_pair_english_prompts_with_target_completions() -> None:
+    from interp.language_id import language_share
+    from steering.dopamine_lm import code_switch_examples
+
+    ex = code_switch_examples("es", 24)
+    assert len(ex) >= 20 and all(e.completion.startswith(" ") for e in ex)
+    assert language_share([e.prompt for e in ex], "en", ["en", "es"]) > 0.8
+    assert language_share([e.completion for e in ex], "es", ["en", "es"]) > 0.8
+
+
+def test_gate_training_leaves_the_base_model_bit_for_bit(smollm2) -> None:
+    from steering.dopamine_lm import LmGateSettings, ModeExample, train_lm_gates
+
+    before = {k: v.clone() for k, v in smollm2.hf.state_dict().items()}
+    flags = [p.requires_grad for p in smollm2.hf.parameters()]
+    ex = [ModeExample("The weather today is", " muy bonito y soleado."), ModeExample("I like", " la comida.")]
+    trained = train_lm_gates(smollm2, ex, LmGateSettings(layers=[3, 4], steps=3, batch_size=2))
+    assert len(trained.losses) == 3 and trained.parameters == 2 * 2 * 1536
+    assert [p.requires_grad for p in smollm2.hf.parameters()] == flags
+    after = smollm2.hf.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    edits = trained.edits()
+    assert [e.site for e in edits] == ["blocks.3.mlp.hook_post", "blocks.4.mlp.hook_post"] and edits[0].hard
+
+
+@pytest.mark.slow
+def test_gates_put_smollm2_in_the_spanish_mode(smollm2, tmp_path) -> None:
+    """Gates trained on English text continued in Spanish make held-out neutral English prompts continue in
+    Spanish, beyond the frozen model; the perplexity cost is printed; the recipe round-trips."""
+    from interp.language_id import language_share
+    from interp.recipes import load_recipe, save_recipe
+    from steering.dopamine_lm import LmGateSettings, code_switch_examples, train_lm_gates
+    from steering.language_eval import GENERATION, continuation_perplexity
+    from steering.neutral_prompts import NEUTRAL
+
+    trained = train_lm_gates(smollm2, code_switch_examples("es", 128), LmGateSettings(steps=40))
+    edits = trained.edits()
+    prompts = NEUTRAL["en"][:8]
+    rows = {}
+    for name, e in [("frozen", []), ("gates", edits)]:
+        out = interp.generate(smollm2, prompts, e, **GENERATION)
+        rows[name] = (language_share(out, "es", ["en", "es", "fr", "de"]),
+                      continuation_perplexity(smollm2, prompts, out), out)
+    print(f"\n{'':8s} {'es share':>8s} {'ppl':>7s}  sample   (gates: {trained.parameters} parameters, loss "
+          f"{trained.losses[0]:.2f} → {trained.losses[-1]:.2f})")
+    for name, (share, ppl, out) in rows.items():
+        print(f"{name:8s} {share:8.2f} {ppl:7.2f}  {out[0][:60]!r}")
+    assert rows["gates"][0] >= rows["frozen"][0] + 0.25
+    path = save_recipe(tmp_path / "es.safetensors", edits, smollm2, {"writer": "dopamine"})
+    loaded = load_recipe(path, smollm2)
+    assert all(torch.equal(a.thresholds, b.thresholds) and torch.equal(a.gains, b.gains) and b.hard
+               for a, b in zip(edits, loaded))
+    assert interp.generate(smollm2, prompts[:2], loaded, **GENERATION) == rows["gates"][2][:2]
