@@ -745,7 +745,7 @@ def _build(paths: TestbedPaths, spec: TestbedSpec) -> TestbedPaths:
             "vlm": vlm_info, "llm": llm_info,
             "eval_seconds": round(time.time() - t_eval, 1),
             "build_seconds": round(time.time() - t0, 1),
-            "n_held_out": {"digits": len(digit_split(seed)["held_out"]), "pairs": len(pair_split(seed)["held_out"]),
+            "n_held_out": {"digits": len(digit_split(spec.seed)["held_out"]), "pairs": len(pair_split(spec.seed)["held_out"]),
                            "image_examples": spec.n_eval},
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
