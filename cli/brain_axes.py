@@ -118,30 +118,17 @@ def check_steer(args) -> None:
 
 
 def steer_edits(args, model, prompts, notes: list[str]) -> list:
-    """--method brain-axis: the Add edit along the axis's adapter direction."""
-    import numpy as np
-
+    """--method brain-axis: the Add edit along the axis's adapter direction (`steering.axes.atlas_axis_edits`)."""
     from atlases import load_atlas
-    from probes.brain_axes import load_adapter
-    from steering.axes import axis_edits, residual_norm
+    from steering.axes import atlas_axis_edits
 
     atlas = load_atlas(args.atlas)
     if atlas.method != "brain-axes":
         raise InterpError(f"--atlas {args.atlas} is a {atlas.method!r} atlas, not a brain-axes atlas")
-    info = atlas.params.get("adapters")
-    if info is None:
-        raise InterpError(f"--atlas {args.atlas} has no adapters (no axis was recovered)")
-    if info["model"] != model.name:
-        raise InterpError(f"the adapters in {args.atlas} were fitted on {info['model']!r}, not {model.name!r}")
-    if args.axis not in info["axes"]:
-        raise InterpError(f"--axis {args.axis} is not a recovered axis; recovered: {', '.join(map(str, info['axes']))}")
-    k = info["axes"].index(args.axis)
-    layer = args.layer
-    if layer is None:
-        layer = max((int(l) for l in info["layers"]), key=lambda l: info["layers"][str(l)]["r2"][k])
-    adapter = load_adapter(atlas.tensors, info, layer)
-    unit = args.norm_fraction * residual_norm(model, layer, prompts)
-    r2 = info["layers"][str(layer)]["r2"][k]
-    notes.append(f"brain axis {args.axis} at layer {layer} (adapter held-out R² {r2:.2f}), strength "
-                 f"{args._strength:g} × {unit:.2f} (= {args.norm_fraction:g} × mean residual norm)")
-    return axis_edits(np.asarray(adapter.direction(k)), layer, args._strength, unit)
+    try:
+        edits, note = atlas_axis_edits(model, atlas, args.axis, args._strength, prompts, layer=args.layer,
+                                       norm_fraction=args.norm_fraction)
+    except InterpError as exc:
+        raise InterpError(f"--atlas {args.atlas}: {exc}") from None
+    notes.append(note)
+    return edits

@@ -76,6 +76,34 @@ def axis_edits(direction: np.ndarray | torch.Tensor, layer: int, strength: float
     return [interp.Add(f"blocks.{layer}.hook_resid_post", v / v.norm(), float(strength * unit))]
 
 
+def atlas_axis_edits(model: interp.Model, atlas, axis: int, strength: float, prompts: Sequence[str], *,
+                     layer: int | None = None, norm_fraction: float = 0.25) -> tuple[list[interp.Add], str]:
+    """The Add edit along `axis` of a brain-axes atlas (`interp analyze --probe brain-axes`) and a note.
+
+    layer None: the adapter layer with the best held-out R² for the axis. Raises InterpError for an atlas
+    of another kind or model, or an axis it did not recover."""
+    from probes.brain_axes import load_adapter
+
+    if atlas.method != "brain-axes":
+        raise InterpError(f"this is a {atlas.method!r} atlas, not a brain-axes atlas")
+    info = atlas.params.get("adapters")
+    if info is None:
+        raise InterpError("this brain-axes atlas has no adapters (no axis was recovered)")
+    if info["model"] != model.name:
+        raise InterpError(f"the atlas's adapters were fitted on {info['model']!r}, not {model.name!r}")
+    if axis not in info["axes"]:
+        raise InterpError(f"axis {axis} is not a recovered axis; recovered: {', '.join(map(str, info['axes']))}")
+    k = info["axes"].index(axis)
+    if layer is None:
+        layer = max((int(l) for l in info["layers"]), key=lambda l: info["layers"][str(l)]["r2"][k])
+    adapter = load_adapter(atlas.tensors, info, layer)
+    unit = norm_fraction * residual_norm(model, layer, prompts)
+    r2 = info["layers"][str(layer)]["r2"][k]
+    note = (f"brain axis {axis} at layer {layer} (adapter held-out R² {r2:.2f}), strength {strength:g} × {unit:.2f} "
+            f"(= {norm_fraction:g} × mean residual norm)")
+    return axis_edits(np.asarray(adapter.direction(k)), layer, strength, unit), note
+
+
 # --------------------------------------------------------------------------- text metrics
 
 
