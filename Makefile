@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-atlas
 
-.PHONY: install install-gemma demo test test-fast bench clean
+.PHONY: install install-gemma demo app browser test test-fast bench clean
 
 install: $(STAMP)
 
@@ -25,9 +25,19 @@ demo: install
 	$(VENV)/bin/interp analyze --model smollm2-135m --corpus demo --out $(DEMO_OUT) --quiet
 	@echo "open $(DEMO_OUT)/report.html"
 
+app: install
+	$(PY) app.py
+
+# Debian's Chromium for the demo's browser test (Playwright drives it; the playwright package is a test extra)
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
 TEST_WORKERS ?= 2  # one pytest worker per core, each on one thread (tests/conftest.py)
 
-test: install
+test: install browser
 	$(PY) -m pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: install
@@ -41,4 +51,4 @@ bench: install
 	$(PY) benchmarks/language_neurons.py
 
 clean:
-	rm -rf $(VENV) demo-atlas .pytest_cache
+	rm -rf $(VENV) demo-atlas .pytest_cache tests/screenshots

@@ -46,6 +46,7 @@ def _cmd_sites(args) -> int:
 
 
 PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes", "shared-neurons", "milan")
+STEER_METHODS = ("foxp2", "brain-axis", "snrf", "dopamine")
 
 
 def _cmd_analyze(args) -> int:
@@ -546,8 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sites", help="list a model's site names", description="List every site of a model.")
     s.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
 
-    a = sub.add_parser("analyze", help="run a probe (statistics, lm-head, language neurons, foxp2, hftp, brain axes) "
-                                       "and write an atlas",
+    a = sub.add_parser("analyze", help=f"run a probe ({', '.join(PROBES)}) and write an atlas",
                        description="Run a probe and write an atlas folder (atlas.json, tensors.safetensors, "
                                    "report.html): stats streams a corpus through the model; lm-head decodes the "
                                    "weights; language-neurons counts firing per language; foxp2 localises a target "
@@ -636,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--show", type=int, default=20, help="moved neurons to list (default 20)")
 
     st = sub.add_parser(
-        "steer", help="generate with edits applied (clamps, added vectors, ActAdd, recipes, concept neurons)",
+        "steer", help="generate with edits applied (clamps, added vectors, ActAdd, recipes, concept neurons; "
+                      f"methods {', '.join(STEER_METHODS)})",
         description="Generate greedy continuations of prompts with edits applied at sites; "
                     "with --compare, print unsteered and steered side by side.",
         epilog="examples:\n"
@@ -674,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--clamp-value", type=float, help="value for --concept (default: picked from the sweep)")
     st.add_argument("--sweep", metavar="V,V,...", help="clamp values to try for --concept")
     st.add_argument("--compare", action="store_true", help="also generate without edits; print both side by side")
-    st.add_argument("--method", choices=["foxp2", "brain-axis", "snrf", "dopamine"],
+    st.add_argument("--method", choices=STEER_METHODS,
                     help="foxp2: Neural FOXP2, make --target the model's default language (localises first); "
                          "brain-axis: steer along --axis of a brain-axes --atlas with --strength; "
                          "snrf: fuse --donor's skill into the shared neurons of --model (a VLM); "

@@ -1,4 +1,8 @@
-"""Matplotlib without a display: a figure in, PNG bytes out (for reports and atlases)."""
+"""Matplotlib without a display: a figure in, PNG bytes out (for reports and atlases).
+
+Figures are made with `matplotlib.figure.Figure`, not pyplot, so the library never switches
+the process's backend (a notebook's inline plots keep working) and leaves no open figures.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,17 @@ import io
 
 
 def subplots(**kwargs):
-    """`plt.subplots` on the non-interactive Agg backend: (fig, ax)."""
-    import matplotlib
+    """Like `plt.subplots`, on a standalone Figure: (fig, ax)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(**kwargs)
+    fig_kw = {k: kwargs.pop(k) for k in ("figsize", "dpi", "layout") if k in kwargs}
+    fig = Figure(**fig_kw)
+    return fig, fig.subplots(**kwargs)
 
 
 def png(fig) -> bytes:
-    """Lay out, render and close `fig`; its PNG bytes."""
-    import matplotlib.pyplot as plt
-
+    """Lay out and render `fig`; its PNG bytes."""
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()

@@ -1,0 +1,178 @@
+"""interp's browser demo (Gradio; a Hugging Face Space runs this file, see spaces/README.md).
+
+    make app            # or: .venv/bin/python app.py [--port 7860]
+
+Tabs: the neuron atlas (token → neurons, neuron → tokens, clamp and generate), language
+neurons, the steering playground, HFTP spectra and MILAN descriptions. The work is done by
+`demo.actions`; this file lays it out. Bad input shows a message (`gr.Error`), never a traceback.
+INTERP_DEMO_MODEL picks the model (default smollm2-135m; on a Space with network any hub id),
+INTERP_DEMO_LAYERS the atlas's layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+
+import gradio as gr
+
+from demo import actions
+from interp.errors import InterpError
+
+
+def _shown(fn):
+    """Run a handler; turn our errors into a message in the page instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InterpError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except (ValueError, TypeError, RuntimeError) as exc:  # anything else stays one readable line
+            raise gr.Error(f"{type(exc).__name__}: {exc}", print_exception=False) from None
+
+    return wrapper
+
+
+TRACK = gr.Progress(track_tqdm=True)  # the actions' tqdm bars become the page's progress bar
+
+
+def _image(png: bytes):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png))
+
+
+def _pair(r: actions.SideBySide):
+    return r.unsteered, r.steered, r.note
+
+
+def _side_by_side():
+    with gr.Row():
+        plain = gr.Textbox(label="unsteered", lines=5, elem_id="unsteered", interactive=False)
+        steered = gr.Textbox(label="steered", lines=5, elem_id="steered", interactive=False)
+    note = gr.Markdown(elem_id="note")
+    return plain, steered, note
+
+
+def build() -> gr.Blocks:
+    with gr.Blocks(title="interp: read and steer neurons") as app:
+        gr.Markdown("# interp: read and steer the neurons of language models\n"
+                    "Greedy continuations, repetition penalty 1.3. Each tab's first run computes what it needs "
+                    "(the atlas, the language neurons, the exemplars) and keeps it.")
+        model = gr.Textbox(value=actions.default_model(), label="model (offline name, folder or hub id)",
+                           elem_id="model")
+        tokens = gr.Slider(1, actions.MAX_NEW_TOKENS, value=24, step=1, label="new tokens", elem_id="tokens")
+
+        with gr.Tab("Neuron atlas"):
+            gr.Markdown("Each MLP neuron's write direction read through the unembedding (LM-head decoding).")
+            with gr.Row():
+                token = gr.Textbox(label="token (with its leading space, e.g. ' dog')", elem_id="token")
+                search = gr.Button("Find neurons", elem_id="search")
+            found = gr.Dataframe(headers=["neuron", "P(token)", "rank", "top tokens"], elem_id="neurons",
+                                 interactive=False)
+            with gr.Row():
+                neuron = gr.Textbox(label="neuron LAYER:NEURON", elem_id="neuron")
+                show = gr.Button("Top tokens", elem_id="show-tokens")
+            top = gr.Dataframe(headers=["token", "probability", "logit"], elem_id="tokens-table", interactive=False)
+            with gr.Row():
+                value = gr.Number(value=20, label="clamp value", elem_id="clamp-value")
+                prompt = gr.Textbox(value="My favourite animal is", label="prompt", elem_id="prompt")
+                clamp = gr.Button("Clamp and generate", elem_id="clamp")
+            plain, steered, note = _side_by_side()
+            @_shown
+            def on_search(m, t, progress=TRACK):
+                return actions.search_token(m, t)
+
+            search.click(on_search, [model, token], found)
+            show.click(_shown(lambda m, n: actions.neuron_tokens(m, n)), [model, neuron], top)
+            clamp.click(_shown(lambda m, p, n, v, k: _pair(actions.clamp_generate(m, p, n, v, k))),
+                        [model, prompt, neuron, value, tokens], [plain, steered, note])
+
+        with gr.Tab("Language neurons"):
+            gr.Markdown("Language-specific neurons from the parallel Bible (en, es, fr, de).")
+            with gr.Row():
+                verses = gr.Slider(16, 300, value=64, step=16, label="verses per language")
+                find = gr.Button("Find language neurons")
+            plot = gr.Image(label="per layer", type="pil")
+            totals = gr.Dataframe(headers=["language", "neurons"], interactive=False)
+            with gr.Row():
+                lang = gr.Dropdown(list(actions.LANGS), value="es", label="steer to")
+                lprompt = gr.Textbox(value="The best way to learn is", label="prompt")
+                go = gr.Button("Steer")
+            lplain, lsteered, lnote = _side_by_side()
+            @_shown
+            def on_find(m, v, progress=TRACK):
+                png, rows = actions.language_neurons(m, v)
+                return _image(png), rows
+
+            find.click(on_find, [model, verses], [plot, totals])
+            go.click(_shown(lambda m, v, l, p, k: _pair(actions.steer_language(m, v, l, p, k))),
+                     [model, verses, lang, lprompt, tokens], [lplain, lsteered, lnote])
+
+        with gr.Tab("Steering playground"):
+            method = gr.Radio(list(actions.METHODS), value="ActAdd", label="method")
+            sprompt = gr.Textbox(value="I think that people should", label="prompt")
+            with gr.Row():
+                pos = gr.Textbox(value="I love this. It is wonderful.", label="ActAdd: positive texts", lines=3)
+                neg = gr.Textbox(value="I hate this. It is terrible.", label="ActAdd: negative texts", lines=3)
+            with gr.Row():
+                layer = gr.Number(value=6, label="ActAdd: layer", precision=0)
+                scale = gr.Number(value=4, label="ActAdd scale / axis strength")
+            recipe = gr.File(label="recipe (.safetensors): interp analyze --probe foxp2, interp steer --method "
+                                   "dopamine …", file_types=[".safetensors"], type="filepath")
+            with gr.Row():
+                axis_atlas = gr.Textbox(label="brain axis: brain-axes atlas folder")
+                axis = gr.Number(value=0, label="brain axis: axis", precision=0)
+            run = gr.Button("Generate")
+            splain, ssteered, snote = _side_by_side()
+            run.click(_shown(lambda m, meth, p, k, a, b, l, s, r, aa, ax: _pair(
+                actions.steer(m, meth, p, k, a, b, l, s, r, aa, ax))),
+                [model, method, sprompt, tokens, pos, neg, layer, scale, recipe, axis_atlas, axis],
+                [splain, ssteered, snote])
+
+        with gr.Tab("HFTP spectra"):
+            gr.Markdown("Frequency tagging: sentence streams of 4-word sentences against word-shuffled controls "
+                        "(a quick setting; `interp analyze --probe hftp` runs the paper's).")
+            with gr.Row():
+                hlayers = gr.Textbox(value="6,12", label="layers (at most 6)")
+                streams = gr.Slider(4, 100, value=20, step=2, label="streams per condition")
+                hrun = gr.Button("Run")
+            spectra = gr.Image(label="spectra", type="pil")
+            htable = gr.Textbox(label="syntax neurons per layer", lines=6)
+            @_shown
+            def on_hftp(m, l, s, progress=TRACK):
+                png, table = actions.hftp_spectra(m, l, s)
+                return _image(png), table
+
+            hrun.click(on_hftp, [model, hlayers, streams], [spectra, htable])
+
+        with gr.Tab("MILAN descriptions"):
+            gr.Markdown("A neuron described in words: the captioner's candidates for its top exemplars "
+                        "(demo corpus; marked tokens above its 0.99 quantile), reranked by pointwise mutual "
+                        "information.")
+            with gr.Row():
+                mneuron = gr.Textbox(value="3:5", label="neuron LAYER:NEURON")
+                mrun = gr.Button("Describe")
+            desc = gr.Textbox(label="description")
+            exemplars = gr.Dataframe(headers=["exemplar ([[marked]] tokens)"], interactive=False)
+            @_shown
+            def on_describe(m, n, progress=TRACK):
+                return actions.describe(m, n)
+
+            mrun.click(on_describe, [model, mneuron], [desc, exemplars])
+    return app
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="interp's browser demo")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1")
+    args = p.parse_args()
+    build().queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""What the browser demo does, without the browser: one function per button, plain values in and out.
+
+Long steps show tqdm progress bars, which the app forwards to the page (`gr.Progress(track_tqdm=True)`).
+
+Every function checks its inputs first and raises `DemoError` (an `InterpError`) with a message
+a person can act on; `app.py` shows it and keeps serving. Models, LM-head atlases, language-
+neuron results and MILAN exemplar indexes are computed once per model and kept in memory.
+Limits keep a public Space responsive: prompts ≤ 400 characters, ≤ 64 new tokens, bounded
+strengths.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import interp
+from interp.errors import InterpError
+
+MAX_PROMPT_CHARS = 400
+MAX_NEW_TOKENS = 64
+MAX_CLAMP = 200.0  # |clamp value|
+MAX_SCALE = 50.0  # |ActAdd scale|, |axis strength|
+GENERATION = {"repetition_penalty": 1.3}
+_LOCK = threading.RLock()  # one computation at a time: the model is shared
+
+
+class DemoError(InterpError):
+    """Bad input in the demo: shown to the user as a message."""
+
+
+def default_model() -> str:
+    return os.environ.get("INTERP_DEMO_MODEL", interp.DEFAULT_MODEL)
+
+
+def demo_layers(model: interp.Model) -> list[int]:
+    """Layers the atlas covers: INTERP_DEMO_LAYERS (e.g. 20-29; tests keep it small), else all."""
+    spec = os.environ.get("INTERP_DEMO_LAYERS")
+    return model.adapter.parse_layers(spec) if spec else list(range(model.adapter.n_layers))
+
+
+@lru_cache(maxsize=2)
+def model_for(name: str) -> interp.Model:
+    name = (name or "").strip() or default_model()
+    return interp.load_model(name, dtype="float32")
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_prompt(prompt: str | None) -> str:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise DemoError("Enter a prompt first.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise DemoError(f"The prompt is {len(prompt)} characters; the demo takes at most {MAX_PROMPT_CHARS}.")
+    return prompt
+
+
+def check_number(value, what: str, bound: float) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise DemoError(f"{what} must be a number.") from None
+    if not math.isfinite(x) or abs(x) > bound:
+        raise DemoError(f"{what} must be between {-bound:g} and {bound:g} (got {value}).")
+    return x
+
+
+def check_tokens(n) -> int:
+    n = int(check_number(n, "New tokens", MAX_NEW_TOKENS))
+    if n < 1:
+        raise DemoError(f"New tokens must be between 1 and {MAX_NEW_TOKENS}.")
+    return n
+
+
+def parse_neuron(text: str | None, model: interp.Model) -> tuple[int, int]:
+    """'12:345' → (12, 345), checked against the model."""
+    layer, sep, neuron = (text or "").strip().partition(":")
+    if not sep or not layer.strip().isdigit() or not neuron.strip().isdigit():
+        raise DemoError(f"Write the neuron as LAYER:NEURON, e.g. 12:345 (got {text!r}).")
+    l, n = int(layer), int(neuron)
+    if l >= model.adapter.n_layers or n >= model.adapter.d_mlp:
+        raise DemoError(f"{l}:{n} is outside this model: layers 0..{model.adapter.n_layers - 1}, "
+                        f"neurons 0..{model.adapter.d_mlp - 1}.")
+    return l, n
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+@dataclass
+class SideBySide:
+    unsteered: str
+    steered: str
+    note: str
+
+
+def compare(model: interp.Model, prompt: str, edits: Sequence, tokens: int, note: str) -> SideBySide:
+    """Greedy continuations without and with `edits` (the model is left as it was)."""
+    gen = {**GENERATION, "max_new_tokens": tokens}
+    with _LOCK:
+        plain = interp.generate(model, [prompt], [], **gen)[0]
+        steered = interp.generate(model, [prompt], list(edits), **gen)[0]
+    return SideBySide(plain, steered, note)
+
+
+# ---------------------------------------------------------------------------- neuron atlas
+
+
+@lru_cache(maxsize=2)
+def _atlas(name: str, layers: tuple[int, ...]):
+    from atlases import decoded_vocab, lm_head_atlas
+    from probes.lm_head import LMHeadOptions, lm_head_map
+
+    model = model_for(name)
+    with _LOCK:
+        lm_map = lm_head_map(model, list(layers), LMHeadOptions(directions=("write",), k=10), progress=True)
+    return lm_head_atlas(lm_map, model=model.name, revision=model.revision,
+                         vocab=decoded_vocab(model.tokenizer, lm_map.vocab))
+
+
+def atlas_for(name: str):
+    """The LM-head atlas of the model's MLP neurons (write direction), computed once."""
+    model = model_for(name)
+    return _atlas(name, tuple(demo_layers(model)))
+
+
+def search_token(name: str, token: str, k: int = 10) -> list[list]:
+    """Neurons whose write direction most raises `token`: rows [neuron, P(token), rank, top tokens]."""
+    from atlases.lm_head import neurons_for, tokens_for
+
+    if not (token or "").strip():
+        raise DemoError("Enter a token, e.g. ' dog' (with its leading space).")
+    atlas = atlas_for(name)
+    try:
+        hits = neurons_for(atlas, token, k=int(k))
+    except InterpError as exc:
+        raise DemoError(str(exc)) from None
+    if not hits:
+        raise DemoError(f"No neuron in layers {atlas.params['layers'][0]}–{atlas.params['layers'][-1]} has "
+                        f"{token!r} among its top tokens.")
+    return [[f"{h.layer}:{h.neuron}", round(h.prob, 4), h.rank,
+             " ".join(repr(t.token) for t in tokens_for(atlas, h.layer, h.neuron, k=5))] for h in hits]
+
+
+def neuron_tokens(name: str, neuron: str, k: int = 10) -> list[list]:
+    """The neuron's top tokens: rows [token, probability, logit]."""
+    from atlases.lm_head import tokens_for
+
+    model = model_for(name)
+    layer, n = parse_neuron(neuron, model)
+    try:
+        hits = tokens_for(atlas_for(name), layer, n, k=int(k))
+    except InterpError as exc:
+        raise DemoError(str(exc)) from None
+    return [[repr(h.token), round(h.prob, 4), round(h.logit, 2)] for h in hits]
+
+
+def clamp_generate(name: str, prompt: str, neuron: str, value, tokens) -> SideBySide:
+    """Hold one MLP neuron at `value` at every position and generate beside the unsteered text."""
+    from steering.clamps import concept_clamp
+
+    prompt, value, tokens = check_prompt(prompt), check_number(value, "Clamp value", MAX_CLAMP), check_tokens(tokens)
+    model = model_for(name)
+    layer, n = parse_neuron(neuron, model)
+    return compare(model, prompt, [concept_clamp(layer, n, value)], tokens,
+                   f"clamp blocks.{layer}.mlp.hook_post[{n}] = {value:g}")
+
+
+# ---------------------------------------------------------------------------- language neurons
+
+LANGS = ("en", "es", "fr", "de")
+
+
+@lru_cache(maxsize=2)
+def _language_neurons(name: str, verses: int):
+    from probes.language_counts import active_means, bible_texts, language_counts
+    from probes.language_neurons import identify, layer_distribution, phases
+
+    model = model_for(name)
+    with _LOCK:
+        counts, freq = language_counts(model, bible_texts(list(LANGS), limit=verses), batch_size=8, max_length=64,
+                                       progress=True)
+    result = identify(counts)
+    return result, active_means(freq, list(LANGS)), layer_distribution(result), phases(result)
+
+
+def language_neurons(name: str, verses) -> tuple[bytes, list[list]]:
+    """Per-layer counts of language-specific neurons (plot) and per-language totals."""
+    from atlases.language_report import distribution_png
+
+    verses = int(check_number(verses, "Verses", 2000))
+    if verses < 16:
+        raise DemoError("Use at least 16 verses per language.")
+    result, _, dist, ph = _language_neurons(name, verses)
+    return distribution_png(dist, ph), [[l, n] for l, n in result.per_language().items()]
+
+
+def steer_language(name: str, verses, lang: str, prompt: str, tokens) -> SideBySide:
+    """Activate `lang`'s neurons at their mean active value (issue 5's steering) beside the unsteered text."""
+    from steering.language import activate
+
+    prompt, tokens = check_prompt(prompt), check_tokens(tokens)
+    verses = int(check_number(verses, "Verses", 2000))
+    if lang not in LANGS:
+        raise DemoError(f"Choose one of {', '.join(LANGS)}.")
+    result, means, _, _ = _language_neurons(name, verses)
+    neurons = result.neurons(lang)
+    if not any(len(v) for v in neurons.values()):
+        raise DemoError(f"No {lang} neurons were found with {verses} verses; try more verses.")
+    edits = activate(neurons, means[LANGS.index(lang)])
+    return compare(model_for(name), prompt, edits, tokens,
+                   f"{sum(len(v) for v in neurons.values())} {lang} neurons held at their mean active value")
+
+
+# ---------------------------------------------------------------------------- steering playground
+
+METHODS = ("ActAdd", "Recipe file (FOXP2, Dopamine, …)", "Brain axis")
+
+
+def steer(name: str, method: str, prompt: str, tokens, positive: str = "", negative: str = "", layer=None,
+          scale=None, recipe: str | None = None, axis_atlas: str = "", axis=None) -> SideBySide:
+    """The playground: one steering method's continuation beside the unsteered one."""
+    prompt, tokens = check_prompt(prompt), check_tokens(tokens)
+    model = model_for(name)
+    if method == "ActAdd":
+        from steering.actadd import actadd
+
+        pos = [t for t in (positive or "").splitlines() if t.strip()]
+        neg = [t for t in (negative or "").splitlines() if t.strip()]
+        if not pos or not neg:
+            raise DemoError("ActAdd needs at least one positive and one negative text (one per line).")
+        scale = check_number(scale, "Scale", MAX_SCALE)
+        layer = int(check_number(layer, "Layer", model.adapter.n_layers - 1))
+        site = f"blocks.{layer}.hook_resid_pre"
+        with _LOCK:
+            edits = actadd(model, pos, neg, site, scale, skip_first=True)
+        return compare(model, prompt, edits, tokens, f"ActAdd {scale:g} × (positive − negative) at {site}")
+    if method.startswith("Recipe"):
+        from interp.recipes import load_recipe, read_recipe
+
+        if not recipe:
+            raise DemoError("Upload a recipe (.safetensors) written by interp: a FOXP2, Dopamine or other recipe.")
+        header, _ = read_recipe(recipe)
+        edits = load_recipe(recipe, model)
+        writer = header.get("provenance", {}).get("writer", "unknown writer")
+        return compare(model, prompt, edits, tokens, f"recipe from {writer}: {len(edits)} edit(s)")
+    if method == "Brain axis":
+        from atlases import load_atlas
+        from steering.axes import atlas_axis_edits
+
+        if not axis_atlas or not (Path(axis_atlas) / "atlas.json").is_file():
+            raise DemoError("Give the folder of a brain-axes atlas (interp analyze --probe brain-axes).")
+        strength = check_number(scale, "Strength", MAX_SCALE)
+        axis = int(check_number(axis, "Axis", 1000))
+        with _LOCK:
+            edits, note = atlas_axis_edits(model, load_atlas(axis_atlas), axis, strength, [prompt])
+        return compare(model, prompt, edits, tokens, note)
+    raise DemoError(f"Choose a method: {', '.join(METHODS)}.")
+
+
+# ---------------------------------------------------------------------------- HFTP
+
+
+def hftp_spectra(name: str, layers: str, streams) -> tuple[bytes, str]:
+    """Frequency tagging at a small, quick setting: the spectra plot and the per-layer table."""
+    from probes.hftp.plots import spectra_png
+    from probes.hftp.run import HftpSettings, run_hftp
+
+    model = model_for(name)
+    streams = int(check_number(streams, "Streams", 100))
+    if streams < 4 or streams % 2:
+        raise DemoError("Streams must be an even number from 4 to 100.")
+    try:
+        sites = model.adapter.expand("mlp.hook_post", (layers or "").strip() or None)
+    except InterpError as exc:
+        raise DemoError(str(exc)) from None
+    if len(sites) > 6:
+        raise DemoError("Pick at most 6 layers, e.g. 5,10,15.")
+    settings = HftpSettings(n_streams=streams, n_groups=2, n_sentences=24, n_perm=100)
+    with _LOCK:
+        result = run_hftp(model, settings, sites)
+    return spectra_png(result, 4 * settings.n_sentences), result.table()
+
+
+# ---------------------------------------------------------------------------- MILAN
+
+
+@lru_cache(maxsize=4)
+def _milan_index(name: str, layer: int):
+    from interp.corpora import demo_corpus
+    from probes.milan import MilanSettings, index_exemplars
+
+    model = model_for(name)
+    settings = MilanSettings(k=8, beam=8, max_tokens=8, max_length=64)
+    with _LOCK:
+        index = index_exemplars(model, demo_corpus(), [f"blocks.{layer}.mlp.hook_post"], settings, progress=True)
+    return index, settings
+
+
+def describe(name: str, neuron: str) -> tuple[str, list[list]]:
+    """MILAN's description of one neuron from its top exemplars in the demo corpus, and the exemplars."""
+    from probes.milan import describe_neurons, exemplars_for
+    from probes.milan_describe import LMDescriber
+
+    model = model_for(name)
+    layer, n = parse_neuron(neuron, model)
+    index, settings = _milan_index(name, layer)
+    site = f"blocks.{layer}.mlp.hook_post"
+    with _LOCK:
+        d = describe_neurons(model, index, {site: [n]}, LMDescriber(model), settings)[site][n]
+        ex = exemplars_for(model, index, site, [n], settings)[0]
+    text = f"{d.text}  (PMI {d.pmi:.2f}; plain captioner: {d.argmax})"
+    return text, [[t] for t in ex.texts()[:5]]

@@ -1,0 +1,130 @@
+"""The browser demo end to end: app.py served, driven by Playwright in Debian's Chromium (`make browser`).
+
+Searches the atlas for a token, takes the best neuron, clamps it, checks that the unsteered and
+steered texts both appear and differ, and saves a screenshot; then bad inputs (empty prompt,
+unknown token, huge strength) give a readable message and the app keeps serving.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = ROOT / "tests" / "screenshots"
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make browser)")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    env = {**os.environ, "INTERP_DEMO_LAYERS": "24-29", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app.py exited: {proc.stdout.read()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("app.py did not start serving within 120 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(server)
+        page.wait_for_selector("#token")
+        yield page
+        browser.close()
+
+
+def _fill(page, elem_id: str, text: str) -> None:
+    page.locator(f"#{elem_id} textarea, #{elem_id} input").first.fill(text)
+
+
+def _text(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} textarea").first.input_value()
+
+
+def _error(page, needle: str) -> str:
+    """The message the app shows (a toast), once it contains `needle`."""
+    toast = page.locator(".toast-body", has_text=needle).first
+    toast.wait_for(timeout=120_000)
+    text = toast.inner_text()
+    page.locator(".toast-close").first.click() if page.locator(".toast-close").count() else None
+    return text
+
+
+def test_search_clamp_and_generate(page) -> None:
+    _fill(page, "token", " dog")
+    page.click("#search")
+    # the first search builds the atlas of the layers
+    page.wait_for_function(r"() => /\d+:\d+/.test(document.querySelector('#neurons').innerText)", timeout=300_000)
+    neuron = re.search(r"\d+:\d+", page.locator("#neurons").inner_text())[0]
+    _fill(page, "neuron", neuron)
+    page.click("#show-tokens")
+    # the neuron found for ' dog' has a dog token among its top tokens
+    page.wait_for_function("() => /dog/i.test(document.querySelector('#tokens-table').innerText)", timeout=60_000)
+    _fill(page, "prompt", "My favourite animal is")
+    page.locator("#clamp-value input").fill("20")
+    page.click("#clamp")
+    page.wait_for_function("() => document.querySelector('#steered textarea').value.length > 0", timeout=120_000)
+    plain, steered = _text(page, "unsteered"), _text(page, "steered")
+    assert plain.strip() and steered.strip() and plain != steered
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "atlas-clamp.png"), full_page=True)
+    assert (SHOTS / "atlas-clamp.png").stat().st_size > 10_000
+
+
+def test_bad_inputs_give_messages_and_the_app_keeps_serving(page) -> None:
+    _fill(page, "prompt", "")
+    page.click("#clamp")
+    assert "Enter a prompt first" in _error(page, "prompt")
+    _fill(page, "token", "zzqxj not a token")
+    page.click("#search")
+    assert "not a single token" in _error(page, "not a single token")
+    _fill(page, "prompt", "My favourite animal is")
+    page.locator("#clamp-value input").fill("1e12")
+    page.click("#clamp")
+    assert "between" in _error(page, "Clamp value")
+    # still serving: a valid request after the errors works
+    page.locator("#clamp-value input").fill("-20")
+    page.evaluate("() => { document.querySelector('#steered textarea').value = '' }")
+    page.click("#clamp")
+    page.wait_for_function("() => document.querySelector('#steered textarea').value.length > 0", timeout=120_000)
+    assert "Traceback" not in page.content()
