@@ -120,7 +120,9 @@ def build() -> gr.Blocks:
                 neg = gr.Textbox(value="I hate this. It is terrible.", label="ActAdd: negative texts", lines=3)
             with gr.Row():
                 layer = gr.Number(value=6, label="ActAdd: layer", precision=0)
-                scale = gr.Number(value=4, label="ActAdd scale / axis strength")
+                scale = gr.Number(value=4, label="strength: ActAdd scale, FOXP2 α (e.g. 1.5), axis strength")
+                target = gr.Dropdown(list(actions.FOXP2_TARGETS), value="es",
+                                     label="FOXP2: target language (first run: a few minutes)")
             recipe = gr.File(label="recipe (.safetensors): interp analyze --probe foxp2, interp steer --method "
                                    "dopamine …", file_types=[".safetensors"], type="filepath")
             with gr.Row():
@@ -128,10 +130,12 @@ def build() -> gr.Blocks:
                 axis = gr.Number(value=0, label="brain axis: axis", precision=0)
             run = gr.Button("Generate")
             splain, ssteered, snote = _side_by_side()
-            run.click(_shown(lambda m, meth, p, k, a, b, l, s, r, aa, ax: _pair(
-                actions.steer(m, meth, p, k, a, b, l, s, r, aa, ax))),
-                [model, method, sprompt, tokens, pos, neg, layer, scale, recipe, axis_atlas, axis],
-                [splain, ssteered, snote])
+            @_shown
+            def on_steer(m, meth, p, k, a, b, l, s, r, aa, ax, tg, progress=TRACK):
+                return _pair(actions.steer(m, meth, p, k, a, b, l, s, r, aa, ax, tg))
+
+            run.click(on_steer, [model, method, sprompt, tokens, pos, neg, layer, scale, recipe, axis_atlas, axis,
+                                 target], [splain, ssteered, snote])
 
         with gr.Tab("HFTP spectra"):
             gr.Markdown("Frequency tagging: sentence streams of 4-word sentences against word-shuffled controls "

@@ -221,12 +221,33 @@ def steer_language(name: str, verses, lang: str, prompt: str, tokens) -> SideByS
 
 # ---------------------------------------------------------------------------- steering playground
 
-METHODS = ("ActAdd", "Recipe file (FOXP2, Dopamine, …)", "Brain axis")
+METHODS = ("ActAdd", "FOXP2", "Recipe file (FOXP2, Dopamine, …)", "Brain axis")
+FOXP2_TARGETS = ("es", "fr", "de")
+FOXP2_VERSES = 96  # parallel verses for FOXP2's directions and SAEs (the CLI's default)
+FOXP2_SAE_STEPS = 100  # per window layer (the tests' setting: explained variance 0.66–0.76)
+
+
+@lru_cache(maxsize=4)
+def _foxp2_window(name: str, target: str, verses: int, sae_steps: int, window: tuple[int, ...] | None):
+    """Neural FOXP2's localisation for English → target (minutes on a CPU the first time, then kept)."""
+    from probes.foxp2 import Foxp2Settings, analyze
+    from probes.language_counts import bible_texts
+    from steering.foxp2 import window_from_analysis
+
+    model = model_for(name)
+    settings = Foxp2Settings(target=target, sae_steps=sae_steps, sae_lr=3e-3,
+                             window=list(window) if window else None)
+    with _LOCK:
+        analysis = analyze(model, bible_texts(["en", target], limit=verses), settings)
+    return window_from_analysis(analysis)
 
 
 def steer(name: str, method: str, prompt: str, tokens, positive: str = "", negative: str = "", layer=None,
-          scale=None, recipe: str | None = None, axis_atlas: str = "", axis=None) -> SideBySide:
-    """The playground: one steering method's continuation beside the unsteered one."""
+          scale=None, recipe: str | None = None, axis_atlas: str = "", axis=None, target: str = "es",
+          foxp2_window: tuple[int, ...] | None = None) -> SideBySide:
+    """The playground: one steering method's continuation beside the unsteered one. `scale` is ActAdd's
+    scale, FOXP2's α or the brain axis's strength; `foxp2_window` fixes FOXP2's layers (None: its spectra
+    choose them)."""
     prompt, tokens = check_prompt(prompt), check_tokens(tokens)
     model = model_for(name)
     if method == "ActAdd":
@@ -242,6 +263,16 @@ def steer(name: str, method: str, prompt: str, tokens, positive: str = "", negat
         with _LOCK:
             edits = actadd(model, pos, neg, site, scale, skip_first=True)
         return compare(model, prompt, edits, tokens, f"ActAdd {scale:g} × (positive − negative) at {site}")
+    if method == "FOXP2":
+        from steering.foxp2 import foxp2_edits
+
+        if target not in FOXP2_TARGETS:
+            raise DemoError(f"FOXP2: choose a target language: {', '.join(FOXP2_TARGETS)}.")
+        alpha = check_number(scale, "Strength", 10)
+        window = _foxp2_window(name, target, FOXP2_VERSES, FOXP2_SAE_STEPS, foxp2_window)
+        edits = foxp2_edits(window, alpha=alpha, beta=1.0)
+        return compare(model, prompt, edits, tokens, f"FOXP2 English → {target}, α = {alpha:g}, window "
+                       f"{[w.layer for w in window]}, {sum(len(w.target_neurons) for w in window)} target neurons")
     if method.startswith("Recipe"):
         from interp.recipes import load_recipe, read_recipe
 

@@ -31,6 +31,8 @@ def _small_atlas(monkeypatch):
     (lambda: A.steer(M, "Recipe file (FOXP2, Dopamine, …)", "Hi", 4), "Upload a recipe"),
     (lambda: A.steer(M, "Brain axis", "Hi", 4, axis_atlas="/nonexistent"), "brain-axes atlas"),
     (lambda: A.steer(M, "nope", "Hi", 4), "Choose a method"),
+    (lambda: A.steer(M, "FOXP2", "Hi", 4, target="en"), "target language"),
+    (lambda: A.steer(M, "FOXP2", "Hi", 4, scale=1e6), "Strength"),
     (lambda: A.hftp_spectra(M, "0-29", 4), "at most 6 layers"),
     (lambda: A.hftp_spectra(M, "3", 5), "even number"),
     (lambda: A.language_neurons(M, 4), "at least 16"),
@@ -55,6 +57,19 @@ def test_playground_steers_with_actadd_and_a_recipe(tmp_path) -> None:
     assert r.steered != r.unsteered and "dopamine" in r.note
     assert r.unsteered == interp.generate(model, ["I think that people should"], [], max_new_tokens=12,
                                           **A.GENERATION)[0]  # the model was restored
+
+
+@pytest.mark.slow
+def test_playground_runs_foxp2_towards_spanish(monkeypatch) -> None:
+    """The FOXP2 option localises (here on a fixed two-layer window, few verses and SAE steps, for time)
+    and steers; the full setting is what the FOXP2 tests measure."""
+    monkeypatch.setattr(A, "FOXP2_VERSES", 24)
+    monkeypatch.setattr(A, "FOXP2_SAE_STEPS", 20)
+    from interp.language_id import language_share
+
+    r = A.steer(M, "FOXP2", "The best way to learn is", 16, scale=3, target="es", foxp2_window=(19, 20, 21, 22))
+    assert r.steered != r.unsteered and "window [19, 20, 21, 22]" in r.note
+    assert language_share([r.unsteered], "en", ["en", "es"]) == 1.0
 
 
 @pytest.mark.slow

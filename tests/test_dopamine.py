@@ -151,7 +151,7 @@ def test_gates_put_smollm2_in_the_spanish_mode(smollm2, tmp_path) -> None:
     from steering.language_eval import GENERATION, continuation_perplexity
     from steering.neutral_prompts import NEUTRAL
 
-    trained = train_lm_gates(smollm2, code_switch_examples("es", 128), LmGateSettings(steps=40, batch_size=4))
+    trained = train_lm_gates(smollm2, code_switch_examples("es", 128), LmGateSettings(steps=40))
     edits = trained.edits()
     prompts = NEUTRAL["en"][:8]
     rows = {}
