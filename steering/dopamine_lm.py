@@ -168,20 +168,28 @@ def _sites(model: interp.Model, s: LmGateSettings) -> list[str]:
 
 @torch.no_grad()
 def _calibrate(model: interp.Model, sites: list[str], ids, mask) -> dict[str, tuple[torch.Tensor, float]]:
-    """Per site: each unit's lowest activation on real tokens [width] and the site's activation std."""
-    seen: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
-    keep = mask.bool()
-    regs = [(lambda s=s: site_hook(model.adapter.resolve(s), lambda x, s=s: seen[s].append(x[keep].float())))
-            for s in sites]
+    """Per site: each unit's lowest activation on real tokens [width] and the site's activation std,
+    accumulated batch by batch (nothing the size of the activations is kept)."""
+    low: dict[str, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor] = {s: torch.zeros(3, dtype=torch.float64) for s in sites}  # n, Σx, Σx²
+    real = {"mask": mask}
+
+    def seen(site: str, x: torch.Tensor) -> None:
+        a = x[real["mask"].to(x.device).bool()].float()  # [tokens, width]
+        m = a.min(0).values.cpu()
+        low[site] = m if site not in low else torch.minimum(low[site], m)
+        sums[site] += torch.tensor([a.numel(), float(a.sum()), float((a * a).sum())], dtype=torch.float64)
+
+    regs = [(lambda s=s: site_hook(model.adapter.resolve(s), lambda x, s=s: seen(s, x))) for s in sites]
     with hooks(regs):
         for i in range(0, len(ids), 16):
-            keep = mask[i:i + 16].bool()
+            real["mask"] = mask[i:i + 16]
             model.hf(input_ids=ids[i:i + 16].to(model.device), attention_mask=mask[i:i + 16].to(model.device),
                      use_cache=False)
     out = {}
-    for s, xs in seen.items():
-        a = torch.cat(xs)
-        out[s] = (a.min(0).values.cpu(), float(a.std()))
+    for s in sites:
+        n, total, squares = sums[s].tolist()
+        out[s] = (low[s], float(max(squares / n - (total / n) ** 2, 0.0) ** 0.5))
     return out
 
 

@@ -141,6 +141,27 @@ def test_gate_training_leaves_the_base_model_bit_for_bit(smollm2) -> None:
     assert [e.site for e in edits] == ["blocks.3.mlp.hook_post", "blocks.4.mlp.hook_post"] and edits[0].hard
 
 
+def test_calibration_equals_a_full_capture(smollm2) -> None:
+    from steering import dopamine_lm as L
+
+    ex = [L.ModeExample("The weather today is", " muy bonito y soleado."), L.ModeExample("I", " como pan.")]
+    ids, mask, _ = L._encode(smollm2, ex, 64)
+    sites = ["blocks.2.mlp.hook_post", "blocks.7.mlp.hook_post"]
+    got = L._calibrate(smollm2, sites, ids, mask)
+    from interp.hooks import hooks, site_hook
+
+    full = {s: [] for s in sites}  # brute force: every real token's activations, in one pass
+    with torch.no_grad():
+        regs = [(lambda s=s: site_hook(smollm2.adapter.resolve(s), lambda x, s=s: full[s].append(x[mask.bool()])))
+                for s in sites]
+        with hooks(regs):
+            smollm2.hf(input_ids=ids, attention_mask=mask, use_cache=False)
+    for s in sites:
+        a = full[s][0].float()
+        torch.testing.assert_close(got[s][0], a.min(0).values)
+        assert abs(got[s][1] - float(a.std(unbiased=False))) < 1e-4 * float(a.std())
+
+
 @pytest.mark.slow
 def test_gates_put_smollm2_in_the_spanish_mode(smollm2, tmp_path) -> None:
     """Gates trained on English text continued in Spanish make held-out neutral English prompts continue in
