@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import os
 
 import gradio as gr
 
@@ -172,8 +173,9 @@ def build() -> gr.Blocks:
 
 def main() -> None:
     p = argparse.ArgumentParser(description="interp's browser demo")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to serve on (a Space sets GRADIO_SERVER_NAME=0.0.0.0)")
     args = p.parse_args()
     build().queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, show_error=True)
 
