@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import re
 import shutil
 import sys
@@ -55,6 +56,9 @@ def _cmd_analyze(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "atlas.json").exists())):
         raise interp.InterpError(f"{out} exists and is not an atlas folder; choose another --out")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.probe != "stats":
+        raise interp.InterpError(f"--probe {args.probe} does not run data-parallel yet; under torchrun / accelerate "
+                                 "launch only --probe stats does")
     if args.probe == "lm-head":
         return _analyze_lm_head(args, out)
     if args.probe == "language-neurons":
@@ -90,14 +94,18 @@ def _analyze_stats(args, out: Path) -> int:
     from atlases.report import render_report
     from interp.corpora import load_corpus
     from interp.exemplars import token_context
+    from interp.distributed import init_from_env
     from probes.stats import activation_statistics
 
     corpus = load_corpus(args.corpus, **({"limit": args.limit} if args.limit else {}))
+    rank, _ = init_from_env()  # under torchrun / accelerate launch: each rank captures its shard
     model = interp.load_model(args.model, dtype=args.dtype)
     sites = model.adapter.expand(args.sites, args.layers)
     top_k = args.top_k if args.top_k is not None else 16
     result = activation_statistics(model, corpus, sites, top_k=top_k, batch_size=args.batch_size,
-                                   max_length=args.max_length, progress=not args.quiet)
+                                   max_length=args.max_length, progress=not args.quiet and rank == 0)
+    if rank != 0:
+        return 0  # rank 0 holds the merged reducers and writes the one atlas
     atlas = Atlas(model=model.name, revision=model.revision, sites=result.sites, method="activation-statistics",
                   tensors=result.tensors, params={**result.params, "corpus": args.corpus}, documents=result.documents)
     texts = {d["index"]: d["text"] for d in result.documents}

@@ -123,15 +123,20 @@ class CaptureRun:
         padding_side: str | None = None,
         progress: bool = True,
         sort_by_length: bool = True,
+        indices: Sequence[int] | None = None,
     ) -> "CaptureRun":
-        """Stream `corpus` (Documents or strings) through the model in batches."""
+        """Stream `corpus` (Documents or strings) through the model in batches.
+
+        indices: feed only these documents (a data-parallel shard, `interp.distributed.shard`); they
+        keep their index in the whole corpus, so exemplars point into it."""
         docs = _as_docs(corpus)
         index = {g: i for i, g in enumerate(self.groups)}
         label = (lambda d: d.group or "all") if self.by_group else (lambda d: "all")
         unknown = {label(d) for d in docs if label(d) not in index}
         if unknown:
             raise CorpusError(f"documents have groups {sorted(map(str, unknown))} not in the run's groups {self.groups}")
-        order = [i for i, d in enumerate(docs) if d.text.strip()]  # blank documents hold no tokens
+        chosen = range(len(docs)) if indices is None else indices
+        order = [i for i in chosen if docs[i].text.strip()]  # blank documents hold no tokens
         if sort_by_length:
             order.sort(key=lambda i: len(docs[i].text), reverse=True)
         starts = range(0, len(order), batch_size)

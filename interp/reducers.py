@@ -262,13 +262,15 @@ class TopK(Reducer):
             st[n][need] = v
 
     def _merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The k best of both, ties broken by (document, position): the same result whatever the
+        order documents arrive in (batches, shards), where activations are equal."""
         values = torch.cat([a["values"], b["values"]], dim=1)
-        top, idx = values.topk(self.k, dim=1)
-        return {
-            "values": top,
-            "doc": torch.cat([a["doc"], b["doc"]], 1).gather(1, idx),
-            "pos": torch.cat([a["pos"], b["pos"]], 1).gather(1, idx),
-        }
+        doc, pos = torch.cat([a["doc"], b["doc"]], 1), torch.cat([a["pos"], b["pos"]], 1)
+        order = pos.argsort(dim=1, stable=True)  # lexicographic: value ↓, then doc ↑, then pos ↑
+        order = order.gather(1, doc.gather(1, order).argsort(dim=1, stable=True))
+        order = order.gather(1, values.gather(1, order).argsort(dim=1, descending=True, stable=True))
+        idx = order[:, : self.k]
+        return {"values": values.gather(1, idx), "doc": doc.gather(1, idx), "pos": pos.gather(1, idx)}
 
 
 class UpperQuantile(Reducer):

@@ -61,12 +61,18 @@ def activation_statistics(
     max_length: int = 256,
     progress: bool = True,
 ) -> StatsResult:
-    """Stream `corpus` through `model` and summarise every unit at `sites`."""
+    """Stream `corpus` through `model` and summarise every unit at `sites`.
+
+    Under an initialised torch.distributed process group, each rank captures its shard and the
+    result (complete on rank 0 only) merges every rank's reducers."""
+    from interp.distributed import gather_reducers, shard, sum_over_ranks
+
     docs = list(corpus)
     groups = groups_of(docs)
     freq, moments, top = interp.ActivationFrequency(), interp.Moments(), interp.TopK(top_k)
     with interp.capture(model, sites, [freq, moments, top], groups=groups) as run:
-        run.feed(docs, batch_size=batch_size, max_length=max_length, progress=progress)
+        run.feed(docs, batch_size=batch_size, max_length=max_length, progress=progress, indices=shard(len(docs)))
+    gather_reducers([freq, moments, top])
     tensors: dict[str, torch.Tensor] = {}
     names = [p.name for p in run.points]
     for site in names:
@@ -82,7 +88,7 @@ def activation_statistics(
     used = sorted({int(i) for k, v in tensors.items() if k.endswith("/topk_doc") for i in v.unique().tolist() if i >= 0})
     documents = [{"index": i, "text": _text(docs[i]), "group": _group(docs[i])} for i in used]
     params = {"top_k": top_k, "batch_size": batch_size, "max_length": max_length, "groups": groups,
-              "n_documents": len(docs), "n_tokens": run.tokens_seen, "dtype": str(model.dtype).replace("torch.", "")}
+              "n_documents": len(docs), "n_tokens": int(sum_over_ranks(run.tokens_seen)), "dtype": str(model.dtype).replace("torch.", "")}
     return StatsResult(sites=names, groups=groups, tensors=tensors, documents=documents,
                        params=params)
 
