@@ -50,11 +50,12 @@ def _pair(r: actions.SideBySide):
     return r.unsteered, r.steered, r.note
 
 
-def _side_by_side():
+def _side_by_side(prefix: str = ""):
+    """Unsteered and steered text side by side, and a line saying what the edits were (ids prefixed per tab)."""
     with gr.Row():
-        plain = gr.Textbox(label="unsteered", lines=5, elem_id="unsteered", interactive=False)
-        steered = gr.Textbox(label="steered", lines=5, elem_id="steered", interactive=False)
-    note = gr.Markdown(elem_id="note")
+        plain = gr.Textbox(label="unsteered", lines=5, elem_id=f"{prefix}unsteered", interactive=False)
+        steered = gr.Textbox(label="steered", lines=5, elem_id=f"{prefix}steered", interactive=False)
+    note = gr.Markdown(elem_id=f"{prefix}note")
     return plain, steered, note
 
 
@@ -103,7 +104,8 @@ def build() -> gr.Blocks:
                 lang = gr.Dropdown(list(actions.LANGS), value="es", label="steer to")
                 lprompt = gr.Textbox(value="The best way to learn is", label="prompt")
                 go = gr.Button("Steer")
-            lplain, lsteered, lnote = _side_by_side()
+            lplain, lsteered, lnote = _side_by_side("lang-")
+
             @_shown
             def on_find(m, v, progress=TRACK):
                 png, rows = actions.language_neurons(m, v)
@@ -130,7 +132,8 @@ def build() -> gr.Blocks:
                 axis_atlas = gr.Textbox(label="brain axis: brain-axes atlas folder")
                 axis = gr.Number(value=0, label="brain axis: axis", precision=0)
             run = gr.Button("Generate")
-            splain, ssteered, snote = _side_by_side()
+            splain, ssteered, snote = _side_by_side("play-")
+
             @_shown
             def on_steer(m, meth, p, k, a, b, l, s, r, aa, ax, tg, progress=TRACK):
                 return _pair(actions.steer(m, meth, p, k, a, b, l, s, r, aa, ax, tg))
