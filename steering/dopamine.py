@@ -73,41 +73,60 @@ class UnitGates(nn.Module):
                            temperature=self.temperature, hard=True)
 
 
-def train_gates(forward, gates: list[UnitGates], x: torch.Tensor, y: torch.Tensor,
-                settings: GateSettings = GateSettings(), *, validate=None, every: int = 25) -> list[float]:
-    """Fit the gates (only they train) by cross-entropy on (x, y); `forward(x)` must run the frozen
-    network through the gates. The temperature is annealed; returns the loss per step.
+def fit(forward, params, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float, batch_size: int, seed: int,
+        validate=None, every: int = 25, before_step=None, before_validate=None) -> list[float]:
+    """Adam on the cross-entropy of `forward(x[batch])` over seeded random batches of (x, y), updating only
+    `params`; returns the loss per step. `before_step(step)` runs before each step.
 
-    With `validate` (a function of no arguments → score, higher is better, called with the gates
-    hardened), the gates are scored every `every` steps and the best checkpoint is kept — early
-    stopping on held-out data. Step 0 (the untrained gates) is never a candidate.
+    With `validate` (a function of no arguments → score, higher is better; `before_validate()` runs
+    first), the parameters are scored every `every` steps and after the last, and the best are kept —
+    early stopping on held-out data. Step 0 (the untrained parameters) is never a candidate.
     """
-    params = [p for g in gates for p in g.parameters()]
-    opt = torch.optim.Adam(params, lr=settings.lr)
-    rng = torch.Generator().manual_seed(settings.seed)
+    params = list(params)
+    opt = torch.optim.Adam(params, lr=lr)
+    rng = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    best: tuple[float, list[dict]] | None = None
-    for step in range(settings.steps):
-        t = settings.temperature_at(step)
-        for g in gates:
-            g.temperature, g.hard = t, False
-        idx = torch.randint(len(x), (settings.batch_size,), generator=rng)
+    best: tuple[float, list[torch.Tensor]] | None = None
+    for step in range(steps):
+        if before_step is not None:
+            before_step(step)
+        idx = torch.randint(len(x), (batch_size,), generator=rng)
         loss = nn.functional.cross_entropy(forward(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-        if validate is not None and ((step + 1) % every == 0 or step + 1 == settings.steps):
-            for g in gates:
-                g.hard = True
+        if validate is not None and ((step + 1) % every == 0 or step + 1 == steps):
+            if before_validate is not None:
+                before_validate()
             with torch.no_grad():
                 score = float(validate())
             if best is None or score > best[0]:
-                best = (score, [{k: v.clone() for k, v in g.state_dict().items()} for g in gates])
+                best = (score, [p.detach().clone() for p in params])
     if best is not None:
-        for g, state in zip(gates, best[1]):
-            g.load_state_dict(state)
+        with torch.no_grad():
+            for p, v in zip(params, best[1]):
+                p.copy_(v)
     return losses
+
+
+def train_gates(forward, gates: list[UnitGates], x: torch.Tensor, y: torch.Tensor,
+                settings: GateSettings = GateSettings(), *, validate=None, every: int = 25) -> list[float]:
+    """Fit the gates (only they train) by cross-entropy on (x, y); `forward(x)` must run the frozen
+    network through the gates. The smooth gates' temperature is annealed; returns the loss per step.
+    With `validate`, early stopping as in `fit`, scoring the gates hardened."""
+
+    def anneal(step: int) -> None:
+        for g in gates:
+            g.temperature, g.hard = settings.temperature_at(step), False
+
+    def harden() -> None:
+        for g in gates:
+            g.hard = True
+
+    return fit(forward, [p for g in gates for p in g.parameters()], x, y, steps=settings.steps, lr=settings.lr,
+               batch_size=settings.batch_size, seed=settings.seed, validate=validate, every=every,
+               before_step=anneal, before_validate=harden)
 
 
 def attributions(gates: UnitGates, base: torch.Tensor) -> dict[str, list[int]]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dopamine import GateSettings, UnitGates, attributions, train_gates
+from .dopamine import GateSettings, UnitGates, attributions, fit, train_gates
 
 HIDDEN = 128
 
@@ -68,30 +68,6 @@ def mlp(hidden: int = HIDDEN) -> nn.Sequential:
     return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
 
-def _fit(model: nn.Module, params, x, y, steps: int, lr: float, seed: int, batch: int = 128, *,
-         validate=None, every: int = 25) -> None:
-    """Adam on cross-entropy; with `validate` (→ score), keep the best of every `every` steps."""
-    params = list(params)
-    opt = torch.optim.Adam(params, lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    best: tuple[float, list[torch.Tensor]] | None = None
-    for step in range(steps):
-        idx = torch.randint(len(x), (batch,), generator=g)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if validate is not None and ((step + 1) % every == 0 or step + 1 == steps):
-            with torch.no_grad():
-                score = float(validate())
-            if best is None or score > best[0]:
-                best = (score, [p.detach().clone() for p in params])
-    if best is not None:
-        with torch.no_grad():
-            for p, v in zip(params, best[1]):
-                p.copy_(v)
-
-
 class Gated(nn.Module):
     """The frozen MLP with a gate after each hidden ReLU."""
 
@@ -102,11 +78,8 @@ class Gated(nn.Module):
         self.gates = nn.ModuleList([UnitGates(width, settings), UnitGates(width, settings)])
 
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The gated hidden activations [n, 128] of both layers."""
-        b = self.base
-        h1 = self.gates[0](b[1](b[0](x)))
-        h2 = self.gates[1](b[3](b[2](h1)))
-        return [h1, h2]
+        """The gated hidden activations [n, hidden] of both layers."""
+        return _hidden(self.base, x, list(self.gates))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base[4](self.hidden(x)[1])
@@ -128,9 +101,11 @@ def _strong_share(hidden: list[torch.Tensor], level: list[float]) -> float:
     return float(torch.cat([(h > l).float().flatten() for h, l in zip(hidden, level)]).mean())
 
 
-def _base_hidden(base: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
-    h1 = base[1](base[0](x))
-    return [h1, base[3](base[2](h1))]
+def _hidden(base: nn.Sequential, x: torch.Tensor, gates: list[nn.Module] | None = None) -> list[torch.Tensor]:
+    """Both hidden layers' activations [n, hidden] after their ReLU, through `gates` when given."""
+    gate = gates or [nn.Identity(), nn.Identity()]
+    h1 = gate[0](base[1](base[0](x)))
+    return [h1, gate[1](base[3](base[2](h1)))]
 
 
 def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adapt_steps: int = 300,
@@ -146,7 +121,7 @@ def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adap
     mix_x = torch.cat([up[sp.pretrain], rot[sp.pretrain]])
     mix_y = torch.cat([labels[sp.pretrain], labels[sp.pretrain]])
     base = mlp(hidden)
-    _fit(base, base.parameters(), mix_x, mix_y, pretrain_steps, 3e-3, seed)
+    fit(base, base.parameters(), mix_x, mix_y, steps=pretrain_steps, lr=3e-3, batch_size=128, seed=seed)
     base.requires_grad_(False)
     base.eval()
     x_tr, y_tr, x_te, y_te = rot[sp.fit], labels[sp.fit], rot[sp.test], labels[sp.test]
@@ -173,15 +148,15 @@ def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adap
             g.hard = True
         hard_hidden = gated.hidden(x_te)
         hard = acc(gated)
-        base_hidden = _base_hidden(base, x_te)
+        base_hidden = _hidden(base, x_te)
     lora = get_peft_model(copy.deepcopy(base), LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank,
                                                           target_modules=["0", "2", "4"], lora_dropout=0.0))
     lora.eval()
-    _fit(lora, [p for p in lora.parameters() if p.requires_grad], x_tr, y_tr, adapt_steps, 3e-3, seed,
-         validate=on_validation(lora))
+    fit(lora, [p for p in lora.parameters() if p.requires_grad], x_tr, y_tr, steps=adapt_steps, lr=3e-3,
+        batch_size=128, seed=seed, validate=on_validation(lora))
     level = [float(h[h > 0].mean()) for h in base_hidden]  # "strongly active": above the base's mean positive act.
     with torch.no_grad():
-        lora_hidden = _base_hidden(lora.base_model.model, x_te)
+        lora_hidden = _hidden(lora.base_model.model, x_te)
     att = [attributions(g, b) for g, b in zip(gated.gates, base_hidden)]
     return DigitsResult(
         seed=seed,
