@@ -123,9 +123,7 @@ def steer_edits(args, model, prompts, notes: list[str]) -> list:
     from steering.axes import atlas_axis_edits
 
     atlas = load_atlas(args.atlas)
-    if atlas.method != "brain-axes":
-        raise InterpError(f"--atlas {args.atlas} is a {atlas.method!r} atlas, not a brain-axes atlas")
-    try:
+    try:  # atlas_axis_edits checks the atlas's kind, model and axis
         edits, note = atlas_axis_edits(model, atlas, args.axis, args._strength, prompts, layer=args.layer,
                                        norm_fraction=args.norm_fraction)
     except InterpError as exc:

@@ -40,12 +40,9 @@ def check(args) -> None:
     if out.exists() and not out.is_file():
         raise InterpError(f"--out {out} is a folder; give a file name, e.g. mode.safetensors")
     if args.train.startswith("switch:"):
-        from interp.corpora import BIBLE_DEFAULTS
+        from interp.corpora import bible_target
 
-        lang = args.train.split(":", 1)[1]
-        if lang == "en" or lang not in BIBLE_DEFAULTS:
-            raise InterpError(f"--train {args.train}: choose a language the parallel Bible has, other than English: "
-                              f"{', '.join(sorted(set(BIBLE_DEFAULTS) - {'en'}))}")
+        bible_target(args.train.split(":", 1)[1], f"--train {args.train}")
         args._mode = None
     else:
         args._mode = read_mode(args.train)

