@@ -52,13 +52,25 @@ STEER_METHODS = ("foxp2", "brain-axis", "snrf", "dopamine")
 
 def _cmd_analyze(args) -> int:
     import interp
+    from cli.runs import DATA_PARALLEL, launch, output_lock
+    from interp.distributed import init_from_env
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "atlas.json").exists())):
         raise interp.InterpError(f"{out} exists and is not an atlas folder; choose another --out")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.probe != "stats":
-        raise interp.InterpError(f"--probe {args.probe} does not run data-parallel yet; under torchrun / accelerate "
-                                 "launch only --probe stats does")
+    if args.launcher and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return launch(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.probe not in DATA_PARALLEL:
+        raise interp.InterpError(f"--probe {args.probe} does not run data-parallel; under torchrun / accelerate "
+                                 f"launch only {', '.join(DATA_PARALLEL)} do")
+    rank = init_from_env()[0] if args.probe in DATA_PARALLEL else 0  # under a launcher: each rank captures a shard
+    if rank != 0:
+        return _analyze_probe(args, out)  # only rank 0 writes, so only rank 0 holds the lock
+    with output_lock(out):
+        return _analyze_probe(args, out)
+
+
+def _analyze_probe(args, out: Path) -> int:
     if args.probe == "lm-head":
         return _analyze_lm_head(args, out)
     if args.probe == "language-neurons":
@@ -84,7 +96,7 @@ def _cmd_analyze(args) -> int:
 
         return milan_command(args, out)
     if args.corpus is None:
-        raise interp.InterpError("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
+        raise _error("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
     return _analyze_stats(args, out)
 
 
@@ -94,16 +106,19 @@ def _analyze_stats(args, out: Path) -> int:
     from atlases.report import render_report
     from interp.corpora import load_corpus
     from interp.exemplars import token_context
-    from interp.distributed import init_from_env
+    from interp.distributed import world
+    from cli.runs import checkpoint_for
     from probes.stats import activation_statistics
 
     corpus = load_corpus(args.corpus, **({"limit": args.limit} if args.limit else {}))
-    rank, _ = init_from_env()  # under torchrun / accelerate launch: each rank captures its shard
+    rank = world()[0]
+    checkpoint = checkpoint_for(args, out)
     model = interp.load_model(args.model, dtype=args.dtype)
     sites = model.adapter.expand(args.sites, args.layers)
     top_k = args.top_k if args.top_k is not None else 16
     result = activation_statistics(model, corpus, sites, top_k=top_k, batch_size=args.batch_size,
-                                   max_length=args.max_length, progress=not args.quiet and rank == 0)
+                                   max_length=args.max_length, progress=not args.quiet and rank == 0,
+                                   checkpoint=checkpoint)
     if rank != 0:
         return 0  # rank 0 holds the merged reducers and writes the one atlas
     atlas = Atlas(model=model.name, revision=model.revision, sites=result.sites, method="activation-statistics",
@@ -111,6 +126,8 @@ def _analyze_stats(args, out: Path) -> int:
     texts = {d["index"]: d["text"] for d in result.documents}
     ctx = lambda d, p: token_context(model.tokenizer, texts[d], p, max_length=args.max_length)  # noqa: E731
     atlas.save(out, extra_files={"report.html": render_report(atlas, ctx)})
+    if checkpoint is not None:
+        checkpoint.discard()  # the atlas is written; the partial state is no longer needed
     print(f"wrote {out}/atlas.json, tensors.safetensors and report.html "
           f"({len(result.sites)} sites, {result.params['n_tokens']} tokens)")
     return 0
@@ -187,9 +204,15 @@ def _analyze_language_neurons(args, out: Path) -> int:
         versions = _lang_map(args.versions, "--versions") if args.versions else None
         texts = bible_texts(langs, limit=args.verses, versions=versions)
         corpus = f"parallel Bible, {args.verses} verses per language" + (f", versions {versions}" if versions else "")
+    from cli.runs import checkpoint_for
+    from interp.distributed import world
+
+    checkpoint = checkpoint_for(args, out)
     model = interp.load_model(args.model, dtype=args.dtype)
     counts, freq = language_counts(model, texts, batch_size=args.batch_size, max_length=args.max_length,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet and world()[0] == 0, checkpoint=checkpoint)
+    if world()[0] != 0:
+        return 0  # rank 0 holds the merged counts and writes the atlas
     result = identify(counts) if args.method == "zhang2025" else lape(counts)
     dist, ph = layer_distribution(result), phases(result)
     grid = None
@@ -217,6 +240,8 @@ def _analyze_language_neurons(args, out: Path) -> int:
     extra = {"report.html": render_language_report(atlas, dist_png=dist_png, grid_png=grid_png)}
     binary = {"distribution.png": dist_png, **({"grid.png": grid_png} if grid_png else {})}
     atlas.save(out, extra_files=extra, binary_files=binary)
+    if checkpoint is not None:
+        checkpoint.discard()
     print(f"wrote {out}: {sum(result.per_language().values())} language neurons "
           f"({', '.join(f'{l} {n}' for l, n in result.per_language().items())}), τ = {result.tau:.4f}"
           + (f", λ = {result.lam}" if result.lam is not None else ""))
@@ -586,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exemplars kept per unit (stats, default 16) / top tokens per neuron (lm-head, default 10)")
     a.add_argument("--limit", type=int, default=None, help="use only the first N documents")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    from cli.runs import add_options as run_options
+
+    run_options(a.add_argument_group("long runs (stats, language-neurons, milan): processes, checkpoints, resume"))
     lm = a.add_argument_group("lm-head options")
     lm.add_argument("--directions", default="write,up",
                     help="neuron directions to decode: write (down_proj column), up, gate (read rows); "
@@ -716,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from interp.errors import InterpError
 
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --launcher, which re-runs the command
     try:
         return COMMANDS[args.command](args)
     except InterpError as exc:

@@ -32,7 +32,6 @@ def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--quantile", type=float, default=0.99, help="per-neuron highlight threshold (default 0.99)")
     group.add_argument("--search", metavar="QUERY",
                        help="auditing: also print the described neurons that QUERY describes best (its PMI)")
-    group.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
 
 
 def _check(args) -> None:
@@ -73,18 +72,25 @@ def analyze_command(args, out: Path) -> int:
     from probes.milan import MilanSettings, audit, describe_neurons, exemplars_for, index_exemplars
     from probes.milan_describe import LMDescriber
 
+    from cli.runs import checkpoint_for
+    from interp.distributed import world
+
     _check(args)
     corpus = load_corpus(args.corpus or "demo", **({"limit": args.limit} if args.limit else {}))
     checkpoint = out.parent / f".{out.name}.milan-checkpoint.json"
     if checkpoint.exists() and not args.resume:
         checkpoint.unlink()
+    capture_checkpoint = checkpoint_for(args, out)
     model = interp.load_model(args.model)
-    describer_model = interp.load_model(args.describer) if args.describer else model
     sites = model.adapter.expand(args.sites, args.layers)
     settings = MilanSettings(k=args.top_k or 15, quantile=args.quantile, lam=args.lam, beam=args.beam,
                              max_tokens=args.max_tokens, mode=args.pmi_mode, batch_size=args.batch_size,
                              max_length=min(args.max_length, 128))
-    index = index_exemplars(model, corpus, sites, settings, progress=not args.quiet)
+    index = index_exemplars(model, corpus, sites, settings, progress=not args.quiet and world()[0] == 0,
+                            checkpoint=capture_checkpoint)
+    if world()[0] != 0:
+        return 0  # rank 0 holds the merged exemplars and describes the neurons
+    describer_model = interp.load_model(args.describer) if args.describer else model
     units = {s: _parse_units(args.units, index.thresholds[s].numel(), getattr(args, 'seed', 0)) for s in sites}
     describer = LMDescriber(describer_model)
     described = describe_neurons(model, index, units, describer, settings, checkpoint=checkpoint,
@@ -110,6 +116,8 @@ def analyze_command(args, out: Path) -> int:
     report = _report(model.name, described, {s: nes[:200] for s, nes in shown.items()})
     atlas.save(out, extra_files={"milan.json": json.dumps(full, ensure_ascii=False), "report.html": report})
     checkpoint.unlink(missing_ok=True)
+    if capture_checkpoint is not None:
+        capture_checkpoint.discard()
     n = sum(len(v) for v in described.values())
     print(f"wrote {out}/atlas.json (descriptions of {n} neurons at {len(sites)} sites), milan.json, report.html")
     if args.search:  # auditing: the query's PMI as a description of each described neuron

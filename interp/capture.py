@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from .batching import Batch, tokenize
-from .errors import CorpusError, SiteError
+from .errors import ActivationError, CorpusError, SiteError
 from .hooks import StopForward, hooks, site_hook
 from .models import Model
 from .reducers import Reducer
@@ -102,6 +102,11 @@ class CaptureRun:
         def fn(x: torch.Tensor) -> None:
             width = x.flatten(2).shape[-1] if x.dim() > 3 else x.shape[-1]
             x = x.detach().cpu()  # one tensor object for all reducers (they share its flattening)
+            if not bool(torch.isfinite(x).all()) and not bool(torch.isfinite(x[self.batch.mask]).all()):
+                # (padding may hold anything; only tokens that count are checked)
+                docs = self.batch.doc_index.tolist()
+                raise ActivationError(f"non-finite activations (NaN or inf) at {name} in documents {docs}; "
+                                      "a statistic over them would be meaningless (in bfloat16, try --dtype float32)")
             for r in self.reducers:
                 if name not in r.state:
                     r.bind(name, width, self.groups)
@@ -124,24 +129,28 @@ class CaptureRun:
         progress: bool = True,
         sort_by_length: bool = True,
         indices: Sequence[int] | None = None,
+        skip: int = 0,
+        after_batch: Callable[[int], None] | None = None,
     ) -> "CaptureRun":
         """Stream `corpus` (Documents or strings) through the model in batches.
 
         indices: feed only these documents (a data-parallel shard, `interp.distributed.shard`); they
-        keep their index in the whole corpus, so exemplars point into it."""
+        keep their index in the whole corpus, so exemplars point into it.
+        skip: leave out the first `skip` batches (already counted by a run being resumed; the batch
+        order is deterministic). after_batch(n): called with the number of batches done so far
+        (`interp.runs` checkpoints there)."""
         docs = _as_docs(corpus)
         index = {g: i for i, g in enumerate(self.groups)}
         label = (lambda d: d.group or "all") if self.by_group else (lambda d: "all")
         unknown = {label(d) for d in docs if label(d) not in index}
         if unknown:
             raise CorpusError(f"documents have groups {sorted(map(str, unknown))} not in the run's groups {self.groups}")
-        chosen = range(len(docs)) if indices is None else indices
-        order = [i for i in chosen if docs[i].text.strip()]  # blank documents hold no tokens
-        if sort_by_length:
-            order.sort(key=lambda i: len(docs[i].text), reverse=True)
-        starts = range(0, len(order), batch_size)
-        for s in tqdm(starts, desc="capture", unit="batch", disable=not progress, leave=False):
-            ids = order[s : s + batch_size]
+        batches = plan(docs, batch_size, indices=indices, sort_by_length=sort_by_length)
+        bar = tqdm(total=len(batches), initial=min(skip, len(batches)), desc="capture", unit="batch",
+                   disable=not progress, leave=False)
+        for n, ids in enumerate(batches):
+            if n < skip:
+                continue
             batch = tokenize(
                 self.model.tokenizer,
                 [docs[i].text for i in ids],
@@ -153,7 +162,23 @@ class CaptureRun:
                 words=self.words,
             )
             self.run_batch(batch)
+            bar.update()
+            if after_batch is not None:
+                after_batch(n + 1)
+        bar.close()
         return self
+
+
+def plan(docs: Sequence, batch_size: int, *, indices: Sequence[int] | None = None,
+         sort_by_length: bool = True) -> list[list[int]]:
+    """The batches (document indices) a capture feeds: non-blank documents, longest first (stable,
+    so ties keep corpus order), `batch_size` at a time. A subset made of whole batches of the plan
+    plans to those same batches, which is how data-parallel shards reproduce the one-process run."""
+    chosen = range(len(docs)) if indices is None else indices
+    order = [i for i in chosen if docs[i].text.strip()]  # blank documents hold no tokens
+    if sort_by_length:
+        order.sort(key=lambda i: len(docs[i].text), reverse=True)
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def groups_of(corpus) -> list[str]:

@@ -1,8 +1,9 @@
 """Data-parallel capture over torch.distributed (issue 13, first part).
 
-Each process captures its own shard of the corpus (documents rank, rank + world, …, keeping
-their global indices so top-k exemplars point into the whole corpus) into its own reducers;
-`gather_reducers` then merges every rank's reducers into rank 0's. Reducers travel as
+Each process captures its own shard of the corpus (whole batches of the one-process run,
+`interp.runs.shard_batches`, keeping their global document indices so top-k exemplars point
+into the whole corpus) into its own reducers; `gather_reducers` then merges every rank's
+reducers into rank 0's. Reducers travel as
 safetensors bytes with a JSON header (never pickled), so any reducer merges, on any backend
 that can gather a byte tensor (gloo on CPUs, NCCL on GPUs), across hosts. Without an
 initialised process group everything is the one-process identity.
@@ -28,13 +29,6 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def shard(n_docs: int, rank: int | None = None, size: int | None = None) -> list[int]:
-    """The global document indices this rank captures: rank, rank + size, …"""
-    if rank is None or size is None:
-        rank, size = world()
-    return list(range(rank, n_docs, size))
 
 
 def _to_bytes(r: Reducer) -> torch.Tensor:

@@ -29,3 +29,7 @@ class CorpusError(InterpError):
 
 class AtlasError(InterpError):
     """An atlas folder that is missing, corrupt, or made for another model."""
+
+
+class ActivationError(InterpError):
+    """Activations that cannot be summarised (NaN or inf), e.g. a model overflowing in bfloat16."""

@@ -18,6 +18,7 @@ import torch
 import interp
 from interp.corpora import Document, bible_parallel, read_corpus
 from interp.errors import CorpusError
+from interp.runs import stream
 
 from .language_neurons import LanguageCounts, counts_from_reducer
 
@@ -62,8 +63,11 @@ def equal_budget(model: interp.Model, texts: Mapping[str, list[str]], budget: in
 
 def language_counts(model: interp.Model, texts: Mapping[str, list[str]], *, site: str = SITE,
                     budget: int | None = None, batch_size: int = 8, max_length: int = 256,
-                    progress: bool = False) -> tuple[LanguageCounts, interp.ActivationFrequency]:
+                    progress: bool = False, checkpoint=None) -> tuple[LanguageCounts, interp.ActivationFrequency]:
     """Counts [K, layers, d_mlp] of tokens with act > 0 per language, at equal token budgets.
+
+    Data-parallel under torch.distributed (the counts are complete on rank 0); `checkpoint`: an
+    `interp.runs.Checkpoint` to save progress to and resume from.
 
     Returns the counts and the reducer (whose `active_mean` gives each neuron's mean
     active value per language, for the activation writer).
@@ -74,7 +78,7 @@ def language_counts(model: interp.Model, texts: Mapping[str, list[str]], *, site
     sites = model.adapter.expand(site)
     freq = interp.ActivationFrequency(active_sums=True)
     with interp.capture(model, sites, [freq], groups=langs) as run:
-        run.feed(docs, batch_size=batch_size, max_length=max_length, progress=progress)
+        stream(run, docs, batch_size=batch_size, max_length=max_length, progress=progress, checkpoint=checkpoint)
     return counts_from_reducer(freq, langs, sites), freq
 
 

@@ -28,6 +28,7 @@ import interp
 from interp.cache import write_text_atomic
 from interp.corpora import Document
 from interp.errors import InterpError
+from interp.runs import stream
 
 from .milan_describe import Description, Describer, pmi_choice
 
@@ -96,14 +97,19 @@ class ExemplarIndex:
 
 
 def index_exemplars(model: interp.Model, corpus: Sequence[Document | str], sites: Sequence[str],
-                    settings: MilanSettings = MilanSettings(), *, progress: bool = False) -> ExemplarIndex:
-    """One pass over the corpus: each unit's top-k documents and its q-quantile at every site."""
+                    settings: MilanSettings = MilanSettings(), *, progress: bool = False,
+                    checkpoint=None) -> ExemplarIndex:
+    """One pass over the corpus: each unit's top-k documents and its q-quantile at every site.
+
+    Data-parallel under torch.distributed (complete on rank 0); `checkpoint`: an
+    `interp.runs.Checkpoint` to save progress to and resume from."""
     docs = [d if isinstance(d, Document) else Document(d) for d in corpus]
     if not docs:
         raise InterpError("MILAN needs a non-empty corpus to find exemplars in")
     top, quant = interp.TopK(k=settings.k), interp.UpperQuantile(settings.quantile, counted_tokens(model, docs, settings))
     with interp.capture(model, list(sites), [top, quant]) as run:
-        run.feed(docs, batch_size=settings.batch_size, max_length=settings.max_length, progress=progress)
+        stream(run, docs, batch_size=settings.batch_size, max_length=settings.max_length, progress=progress,
+               checkpoint=checkpoint)
     return ExemplarIndex(docs, {s: top.state[s] for s in sites}, {s: quant.quantile(s) for s in sites})
 
 

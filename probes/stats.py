@@ -60,19 +60,21 @@ def activation_statistics(
     batch_size: int = 8,
     max_length: int = 256,
     progress: bool = True,
+    checkpoint=None,
 ) -> StatsResult:
     """Stream `corpus` through `model` and summarise every unit at `sites`.
 
     Under an initialised torch.distributed process group, each rank captures its shard and the
-    result (complete on rank 0 only) merges every rank's reducers."""
-    from interp.distributed import gather_reducers, shard, sum_over_ranks
+    result (complete on rank 0 only) merges every rank's reducers. `checkpoint`: an
+    `interp.runs.Checkpoint` to save progress to and resume from."""
+    from interp.distributed import sum_over_ranks
+    from interp.runs import stream
 
     docs = list(corpus)
     groups = groups_of(docs)
     freq, moments, top = interp.ActivationFrequency(), interp.Moments(), interp.TopK(top_k)
     with interp.capture(model, sites, [freq, moments, top], groups=groups) as run:
-        run.feed(docs, batch_size=batch_size, max_length=max_length, progress=progress, indices=shard(len(docs)))
-    gather_reducers([freq, moments, top])
+        stream(run, docs, batch_size=batch_size, max_length=max_length, progress=progress, checkpoint=checkpoint)
     tensors: dict[str, torch.Tensor] = {}
     names = [p.name for p in run.points]
     for site in names:
