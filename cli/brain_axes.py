@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.loading import load
 
 
 def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
@@ -83,7 +84,7 @@ def analyze_command(args, out: Path) -> int:
     disk = atlas.to_atlas()
     axes = [int(k) for k in np.flatnonzero(atlas.recovered)]
     if axes:
-        model = interp.load_model(args.model)
+        model = load(args)
         n = model.adapter.n_layers
         layers = sorted(set(model.adapter.parse_layers(args.layers) if args.layers else [*range(0, n, 5), n - 1]))
         stream = [w for ws in words.values() for w in ws.words]

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.loading import load
 
 
 def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
@@ -132,7 +133,7 @@ def analyze_command(args, out: Path) -> int:
     from steering.foxp2 import foxp2_table
 
     check_args(args)
-    model = interp.load_model(args.model)
+    model = load(args)
     analysis, window, texts, edits = build(args, model)
     table = (foxp2_table(model, window, analysis.target, texts, alpha=args.strength, beta=args.beta)
              if args.evaluate else None)

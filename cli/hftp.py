@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.loading import load
 
 
 def add_options(group: argparse._ArgumentGroup) -> None:
@@ -80,7 +81,7 @@ def analyze_command(args, out: Path) -> int:
         except json.JSONDecodeError as exc:
             raise InterpError(f"--regions {args.regions}: not JSON ({exc.msg})") from None
         check_regions(epochs, regions)
-    model = interp.load_model(args.model)
+    model = load(args)
     sites = model.adapter.expand(args.sites, args.layers)
     settings = HftpSettings(lang=args.lang, site=args.sites, n_sentences=args.sentences, n_streams=args.streams,
                             n_groups=args.groups, n_perm=args.permutations, null_control=not args.paper_z)

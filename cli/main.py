@@ -16,6 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from cli.loading import load
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + message
@@ -37,7 +39,7 @@ def _cmd_models(args) -> int:
 def _cmd_sites(args) -> int:
     import interp
 
-    model = interp.load_model(args.model)
+    model = load(args)
     a = model.adapter
     print(f"# {model.name}: family {a.family.name}, {a.n_layers} layers, d_model {a.d_model}, "
           f"d_mlp {a.d_mlp}, {a.n_heads} heads × {a.d_head}")
@@ -113,7 +115,7 @@ def _analyze_stats(args, out: Path) -> int:
     corpus = load_corpus(args.corpus, **({"limit": args.limit} if args.limit else {}))
     rank = world()[0]
     checkpoint = checkpoint_for(args, out)
-    model = interp.load_model(args.model, dtype=args.dtype)
+    model = load(args, dtype=args.dtype)
     sites = model.adapter.expand(args.sites, args.layers)
     top_k = args.top_k if args.top_k is not None else 16
     result = activation_statistics(model, corpus, sites, top_k=top_k, batch_size=args.batch_size,
@@ -150,7 +152,7 @@ def _analyze_lm_head(args, out: Path) -> int:
     if args.corpus is not None:
         raise _error("--probe lm-head reads weights only; drop --corpus")
     opts = _lm_head_options(args)  # bad options fail before the model loads
-    model = interp.load_model(args.model, dtype="float32")
+    model = load(args, dtype="float32")
     lm_map = lm_head_map(model, model.adapter.parse_layers(args.layers) if args.layers else None, opts, progress=not args.quiet)
     atlas = lm_head_atlas(lm_map, model=model.name, revision=model.revision,
                           vocab=decoded_vocab(model.tokenizer, lm_map.vocab))
@@ -208,7 +210,7 @@ def _analyze_language_neurons(args, out: Path) -> int:
     from interp.distributed import world
 
     checkpoint = checkpoint_for(args, out)
-    model = interp.load_model(args.model, dtype=args.dtype)
+    model = load(args, dtype=args.dtype)
     counts, freq = language_counts(model, texts, batch_size=args.batch_size, max_length=args.max_length,
                                    progress=not args.quiet and world()[0] == 0, checkpoint=checkpoint)
     if world()[0] != 0:
@@ -530,7 +532,7 @@ def _cmd_steer(args) -> int:
         raise _error("no edits given: use --clamp, --add, --contrast, --recipe, --concept or --method "
                      "foxp2|brain-axis|snrf|dopamine")
 
-    model = interp.load_model(args.model)
+    model = load(args)
     edits, notes = _steer_edits(args, model)
     if args.method == "foxp2":
         from cli.foxp2 import steer_edits
@@ -614,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.runs import add_options as run_options
 
     run_options(a.add_argument_group("long runs (stats, language-neurons, milan): processes, checkpoints, resume"))
+    from cli.loading import add_options as placement_options
+
+    placement_options(a.add_argument_group("large models"))
     lm = a.add_argument_group("lm-head options")
     lm.add_argument("--directions", default="write,up",
                     help="neuron directions to decode: write (down_proj column), up, gate (read rows); "
@@ -728,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.dopamine import add_options as dopamine_options
 
     dopamine_options(st.add_argument_group("dopamine options"))
+    placement_options(st.add_argument_group("large models"))
     st.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
     st.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
                     help="HF repetition penalty (default 1: none; 1.3 keeps a small model's greedy text from looping)")

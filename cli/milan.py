@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.loading import load
 
 
 def add_options(group: argparse._ArgumentGroup) -> None:
@@ -81,7 +82,7 @@ def analyze_command(args, out: Path) -> int:
     if checkpoint.exists() and not args.resume:
         checkpoint.unlink()
     capture_checkpoint = checkpoint_for(args, out)
-    model = interp.load_model(args.model)
+    model = load(args)
     sites = model.adapter.expand(args.sites, args.layers)
     settings = MilanSettings(k=args.top_k or 15, quantile=args.quantile, lam=args.lam, beam=args.beam,
                              max_tokens=args.max_tokens, mode=args.pmi_mode, batch_size=args.batch_size,
@@ -90,7 +91,7 @@ def analyze_command(args, out: Path) -> int:
                             checkpoint=capture_checkpoint)
     if world()[0] != 0:
         return 0  # rank 0 holds the merged exemplars and describes the neurons
-    describer_model = interp.load_model(args.describer) if args.describer else model
+    describer_model = load(args, args.describer) if args.describer else model
     units = {s: _parse_units(args.units, index.thresholds[s].numel(), getattr(args, 'seed', 0)) for s in sites}
     describer = LMDescriber(describer_model)
     described = describe_neurons(model, index, units, describer, settings, checkpoint=checkpoint,

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.loading import load
 
 
 def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
@@ -119,7 +120,7 @@ def analyze_command(args, out: Path) -> int:
 
     check(args, steer=False)
     alphas, betas = args._alphas, args._betas
-    vlm, llm = interp.load_model(args.model), interp.load_model(args.pair)
+    vlm, llm = load(args), load(args, args.pair)
     if (alphas or betas) and testbed_root(vlm) is None:
         raise InterpError("--amplify and --snrf-beta need the VLM testbed (its questions and answers)")
     llm_sets, vlm_sets = _sets(vlm, llm, args)
@@ -170,7 +171,7 @@ def steer_edits(args, model, notes: list[str]) -> list:
     from probes.shared_neurons import shared_sets
     from steering.snrf import SnrfSettings, save_merged, snrf_edits
 
-    donor = interp.load_model(args.donor)
+    donor = load(args, args.donor)
     llm_sets, vlm_sets = _sets(model, donor, args)
     shared = shared_sets(llm_sets, vlm_sets)
     edits = snrf_edits(model, donor, shared, SnrfSettings(rank=args.rank, beta=args.beta))

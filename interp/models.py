@@ -20,7 +20,7 @@ import torch
 
 from .adapters import Adapter, adapter_for
 from .cache import build_lock, cache_dir, cached_folder
-from .errors import ModelNotFoundError
+from .errors import InterpError, ModelNotFoundError
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -101,7 +101,14 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
+        """Where inputs go: the input embedding's device (CPU when it is offloaded)."""
+        weight = self.hf.get_input_embeddings().weight
+        return torch.device("cpu") if weight.device.type == "meta" else weight.device
+
+    @property
+    def device_map(self) -> dict[str, str] | None:
+        """Where each part lives when the model was loaded split (`load_model(device_map=…)`)."""
+        return getattr(self.hf, "hf_device_map", None)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -145,19 +152,19 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     return table[dtype]
 
 
-def _from_folder(folder: Path, dtype: torch.dtype, gguf_file: str | None = None):
+def _from_folder(folder: Path, dtype: torch.dtype, gguf_file: str | None = None, placement: dict | None = None):
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, AutoConfig
 
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     config = AutoConfig.from_pretrained(folder, **kwargs)
     is_vlm = hasattr(config, "text_config") and hasattr(config, "vision_config")
     loader = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-    hf = loader.from_pretrained(folder, dtype=dtype, **kwargs)
+    hf = loader.from_pretrained(folder, dtype=dtype, **kwargs, **(placement or {}))
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     return hf, tokenizer
 
 
-def _load_gguf(path: Path, dtype: torch.dtype, key: str):
+def _load_gguf(path: Path, dtype: torch.dtype, key: str, placement: dict | None = None):
     """Dequantize a GGUF file once; later loads read the safetensors cache."""
 
     def build(folder: Path) -> None:
@@ -176,21 +183,29 @@ def _load_gguf(path: Path, dtype: torch.dtype, key: str):
         tokenizer.save_pretrained(folder)
 
     folder = cached_folder(key, path, build)
-    return _from_folder(folder, dtype)
+    return _from_folder(folder, dtype, placement=placement)
 
 
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
+    *,
+    device_map: str | dict[str, Any] | None = None,
+    offload_folder: str | os.PathLike | None = None,
+    max_memory: dict[Any, str] | None = None,
 ) -> Model:
     """Load a model by offline name, local folder, GGUF file or hub id.
 
-    dtype defaults to float32; device to CPU. Raises `ModelNotFoundError`
-    with one line saying what exists, and `UnsupportedArchitectureError`
-    for architectures without an adapter.
+    dtype defaults to float32; device to CPU. A model too large for one device loads split:
+    `device_map` ("auto", or {module name: device | "cpu" | "disk"}) with `max_memory` and
+    `offload_folder` are passed to accelerate through `from_pretrained`; hooks and edits then
+    run wherever each layer lives (`docs`: README, "Large models"). Raises
+    `ModelNotFoundError` with one line saying what exists, and
+    `UnsupportedArchitectureError` for architectures without an adapter.
     """
     torch_dtype = _resolve_dtype(dtype)
+    placement = _placement(device, device_map, offload_folder, max_memory)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars; our own runs show theirs
@@ -199,23 +214,23 @@ def load_model(
     if spec in OFFLINE_MODELS:
         entry = OFFLINE_MODELS[spec]
         gguf = entry.locate()
-        hf, tok = _load_gguf(gguf, torch_dtype, key=spec)
+        hf, tok = _load_gguf(gguf, torch_dtype, key=spec, placement=placement)
         name, source = spec, str(gguf)
     elif path.is_file() and path.suffix == ".gguf":
-        hf, tok = _load_gguf(path, torch_dtype, key=path.stem)
+        hf, tok = _load_gguf(path, torch_dtype, key=path.stem, placement=placement)
         name, source = path.stem, str(path)
     elif path.is_dir():
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
-        hf, tok = _from_folder(path, torch_dtype)
+        hf, tok = _from_folder(path, torch_dtype, placement=placement)
         name, source = path.name, str(path)
     elif path.exists():
         raise ModelNotFoundError(f"{path} is neither a model folder nor a .gguf file")
     else:
-        hf, tok = _from_hub(spec, torch_dtype)
+        hf, tok = _from_hub(spec, torch_dtype, placement)
         name, source = spec, f"hub:{spec}"
     hf.eval()
-    if device is not None:
+    if device is not None and placement is None:
         hf.to(device)
     if tok.pad_token is None:
         # padding is always masked out, so any existing token will do
@@ -224,7 +239,25 @@ def load_model(
     return Model(hf=hf, tokenizer=tok, adapter=adapter_for(hf), name=name, source=source, revision=revision)
 
 
-def _from_hub(spec: str, dtype: torch.dtype):
+def _placement(device, device_map, offload_folder, max_memory) -> dict | None:
+    """from_pretrained's placement arguments for a split model; None for a model on one device."""
+    if device_map is None:
+        if offload_folder is not None or max_memory is not None:
+            raise InterpError("offload_folder and max_memory need a device_map (e.g. device_map='auto')")
+        return None
+    if device is not None:
+        raise InterpError("give either device or device_map, not both")
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        raise InterpError(f"unknown device_map {device_map!r}: use auto, balanced, sequential or a dict")
+    out: dict[str, Any] = {"device_map": device_map}
+    if offload_folder is not None:
+        out["offload_folder"] = str(offload_folder)
+    if max_memory is not None:
+        out["max_memory"] = max_memory
+    return out
+
+
+def _from_hub(spec: str, dtype: torch.dtype, placement: dict | None = None):
     offline = ", ".join(offline_names())
     looks_like_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec) is not None and not spec.startswith(".")
     if not looks_like_hub_id:
@@ -237,7 +270,7 @@ def _from_hub(spec: str, dtype: torch.dtype):
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **(placement or {}))
         tok = AutoTokenizer.from_pretrained(spec)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
