@@ -18,22 +18,23 @@ import math
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.argtypes import count, finite
 from cli.loading import load
 
 
 def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     if steer:
-        group.add_argument("--axis", type=int, metavar="K", help="brain-axis: the axis to steer along (see table.txt)")
-        group.add_argument("--layer", type=int, metavar="L",
+        group.add_argument("--axis", type=count, metavar="K", help="brain-axis: the axis to steer along (see table.txt)")
+        group.add_argument("--layer", type=count, metavar="L",
                            help="brain-axis: the adapter layer to steer at (default: its best held-out R² for --axis)")
-        group.add_argument("--norm-fraction", type=float, default=0.25, metavar="F",
+        group.add_argument("--norm-fraction", type=finite, default=0.25, metavar="F",
                            help="brain-axis: strength 1 adds F × the layer's mean residual norm (default 0.25)")
         return
     group.add_argument("--meg", metavar="DIR", help="raw MEG: a .fif file, a folder of them, or a BIDS dataset")
     group.add_argument("--words", metavar="TSV", help="word onsets: columns onset, word [, recording, features…]")
     group.add_argument("--lexicon", action="append", default=[], metavar="NAME=CSV",
                        help="an extra lexicon to validate axes against (word,value per row; repeatable)")
-    group.add_argument("--brain-permutations", type=int, default=100, metavar="N",
+    group.add_argument("--brain-permutations", type=count, default=100, metavar="N",
                        help="timeline shifts for the recovery threshold (default 100)")
     group.add_argument("--paper-axes", action="store_true",
                        help="the paper's choices: ICA over every PC, window-mean word vectors, every word "

@@ -13,6 +13,7 @@ import argparse
 import math
 
 from interp.errors import InterpError
+from cli.argtypes import finite, positive
 
 
 def add_options(group: argparse._ArgumentGroup) -> None:
@@ -22,8 +23,8 @@ def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--out", metavar="RECIPE", help="dopamine: where to write the trained gates (.safetensors)")
     group.add_argument("--gate-layers", metavar="LAYERS", help="dopamine: layers whose MLP neurons get gates "
                        "(default: all)")
-    group.add_argument("--gate-steps", type=int, default=80, metavar="N", help="dopamine: training steps (default 80)")
-    group.add_argument("--gate-lr", type=float, default=0.02, metavar="LR", help="dopamine: Adam step (default 0.02)")
+    group.add_argument("--gate-steps", type=positive, default=80, metavar="N", help="dopamine: training steps (default 80)")
+    group.add_argument("--gate-lr", type=finite, default=0.02, metavar="LR", help="dopamine: Adam step (default 0.02)")
 
 
 def check(args) -> None:

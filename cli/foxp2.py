@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.argtypes import count, finite, positive
 from cli.loading import load
 
 
@@ -27,15 +28,15 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     group.add_argument("--strength", default="auto", metavar="ALPHA|auto",
                        help="α, the positive shift; auto (default): the smallest of 0.5 … 3 that makes ≥ 90%% of "
                             "continuations of calibration prompts (kept apart from the test prompts) the target")
-    group.add_argument("--beta", type=float, default=None,
+    group.add_argument("--beta", type=finite, default=None,
                        help="β: foxp2's negative shift on English neurons (default 1); snrf's strength (default 0.5)")
-    group.add_argument("--sae-steps", type=int, default=300, help="SAE training steps per layer (default 300)")
-    group.add_argument("--seed", type=int, default=0, help="seed of SAE training and bootstrap (default 0)")
+    group.add_argument("--sae-steps", type=positive, default=300, help="SAE training steps per layer (default 300)")
+    group.add_argument("--seed", type=count, default=0, help="seed of SAE training and bootstrap (default 0)")
     group.add_argument("--lift", default="difference", choices=["difference", "log_ratio"],
                        help="feature selectivity: M_T − M_EN or log(M_T / M_EN)")
     group.add_argument("--sae", action="append", default=[], metavar="LAYER=DIR",
                        help="use an SAE-Lens SAE from disk for a window layer instead of training one (repeatable)")
-    group.add_argument("--foxp2-verses", type=int, default=96, metavar="N",
+    group.add_argument("--foxp2-verses", type=positive, default=96, metavar="N",
                        help="parallel Bible verses for the directions and the SAEs (default 96)")
     if not steer:
         group.add_argument("--evaluate", action="store_true",

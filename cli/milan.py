@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.argtypes import finite, positive
 from cli.loading import load
 
 
@@ -25,12 +26,12 @@ def add_options(group: argparse._ArgumentGroup) -> None:
                        help="neurons to describe per site: all (default), N random ones (seeded), or a list")
     group.add_argument("--describer", default=None, metavar="MODEL",
                        help="causal LM used as captioner and prior (default: the analysed model)")
-    group.add_argument("--lam", type=float, default=0.2, help="λ of the PMI, log p(d|E) − λ log p(d) (default 0.2)")
-    group.add_argument("--beam", type=int, default=50, help="beam width for candidates (default 50)")
-    group.add_argument("--max-tokens", type=int, default=15, help="longest description in tokens (default 15)")
+    group.add_argument("--lam", type=finite, default=0.2, help="λ of the PMI, log p(d|E) − λ log p(d) (default 0.2)")
+    group.add_argument("--beam", type=positive, default=50, help="beam width for candidates (default 50)")
+    group.add_argument("--max-tokens", type=positive, default=15, help="longest description in tokens (default 15)")
     group.add_argument("--pmi-mode", default="rerank", choices=["rerank", "per_step"],
                        help="rerank the beam by PMI (default), or subtract λ log p(token) at every beam step")
-    group.add_argument("--quantile", type=float, default=0.99, help="per-neuron highlight threshold (default 0.99)")
+    group.add_argument("--quantile", type=finite, default=0.99, help="per-neuron highlight threshold (default 0.99)")
     group.add_argument("--search", metavar="QUERY",
                        help="auditing: also print the described neurons that QUERY describes best (its PMI)")
 

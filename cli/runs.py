@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from interp.errors import InterpError
+from cli.argtypes import count, positive
 
 DATA_PARALLEL = ("stats", "language-neurons", "milan")
 LAUNCHERS = ("torchrun", "accelerate")
@@ -30,13 +31,13 @@ def add_options(group) -> None:
     group.add_argument("--launcher", choices=LAUNCHERS,
                        help="run data-parallel (--probe stats, language-neurons, milan): re-run this command "
                             "under torchrun or accelerate launch with --processes processes; rank 0 writes --out")
-    group.add_argument("--processes", type=int, default=2, metavar="N",
+    group.add_argument("--processes", type=positive, default=2, metavar="N",
                        help="processes per host for --launcher (default 2; one per GPU on GPU hosts)")
     group.add_argument("--launcher-args", default="", metavar="ARGS",
                        help="more launcher options, quoted, e.g. multi-host: torchrun '--nnodes 2 --node-rank 0 "
                             "--rdzv-endpoint HOST:29500', accelerate '--num_machines 2 --machine_rank 0 "
                             "--main_process_ip HOST'")
-    group.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+    group.add_argument("--checkpoint-every", type=count, default=50, metavar="N",
                        help="save the capture's state every N batches beside --out (default 50; 0: never)")
     group.add_argument("--resume", action="store_true",
                        help="continue an interrupted run from its checkpoint (same command otherwise)")

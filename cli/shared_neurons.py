@@ -22,26 +22,27 @@ import math
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli.argtypes import finite, positive
 from cli.loading import load
 
 
 def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     if steer:
         group.add_argument("--donor", metavar="LLM", help="snrf: the LLM whose skill is fused into --model (a VLM)")
-        group.add_argument("--rank", type=int, default=4, help="snrf: rank of the truncated SVD of W_LLM − W_VLM")
+        group.add_argument("--rank", type=positive, default=4, help="snrf: rank of the truncated SVD of W_LLM − W_VLM")
         group.add_argument("--save-merged", metavar="DIR", help="snrf: write the merged VLM to a new model folder")
     else:
         group.add_argument("--pair", metavar="LLM", help="shared-neurons: the LLM to compare --model (a VLM) with")
         group.add_argument("--amplify", metavar="A,B,...", help="shared-neurons: amplification factors to test")
         group.add_argument("--snrf-beta", metavar="B,...", help="shared-neurons: SNRF table (base, SNRF, full delta, "
                            "random units) on the testbed's held-out tasks for each β")
-        group.add_argument("--snrf-rank", type=int, default=4, help="shared-neurons: rank for --snrf-beta (default 4)")
-        group.add_argument("--held-out", type=int, default=200,
+        group.add_argument("--snrf-rank", type=positive, default=4, help="shared-neurons: rank for --snrf-beta (default 4)")
+        group.add_argument("--held-out", type=positive, default=200,
                            help="shared-neurons: held-out questions per task for --amplify / --snrf-beta (default 200)")
     group.add_argument("--task", default="product", choices=["recognize", "sum", "product"],
                        help="testbed task the samples come from (default product)")
-    group.add_argument("--samples", type=int, default=100, help="samples per model (default 100, as in the paper)")
-    group.add_argument("--ratio", type=float, default=0.3, help="top ratio kept per module and layer (default 0.3)")
+    group.add_argument("--samples", type=positive, default=100, help="samples per model (default 100, as in the paper)")
+    group.add_argument("--ratio", type=finite, default=0.3, help="top ratio kept per module and layer (default 0.3)")
     group.add_argument("--prompts", metavar="FILE", help="text prompts for both models (models other than the testbed)")
 
 

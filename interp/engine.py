@@ -302,6 +302,12 @@ def generate(model: Model, prompts: str | Sequence[str], edits: Sequence = (), *
     generation_kwargs.setdefault("max_new_tokens", 20)
     generation_kwargs.setdefault("pad_token_id", tok.pad_token_id)
     n = enc["input_ids"].shape[1]
+    if n == 0:
+        raise EditError("generate needs a prompt with at least one token")
+    limit = getattr(getattr(model.hf.config, "text_config", None) or model.hf.config, "max_position_embeddings", None)
+    if limit is not None and n + int(generation_kwargs["max_new_tokens"]) > limit:
+        raise EditError(f"a prompt of {n} tokens plus {generation_kwargs['max_new_tokens']} new ones exceeds the "
+                        f"model's {limit} positions; shorten the prompt")
     with edit(model, edits, fused=fused, prompt_len=n), torch.inference_mode():
         out = model.hf.generate(**enc, **generation_kwargs)
     new = out[:, n:]

@@ -159,7 +159,14 @@ def _from_folder(folder: Path, dtype: torch.dtype, gguf_file: str | None = None,
     config = AutoConfig.from_pretrained(folder, **kwargs)
     is_vlm = hasattr(config, "text_config") and hasattr(config, "vision_config")
     loader = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-    hf = loader.from_pretrained(folder, dtype=dtype, **kwargs, **(placement or {}))
+    if not placement:
+        hf = loader.from_pretrained(folder, dtype=dtype, **kwargs)
+    else:
+        try:
+            hf = loader.from_pretrained(folder, dtype=dtype, **kwargs, **placement)
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:  # a device map that does not fit the model
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise InterpError(f"the device map does not fit this model: {first}") from None
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     return hf, tokenizer
 
@@ -249,12 +256,30 @@ def _placement(device, device_map, offload_folder, max_memory) -> dict | None:
         raise InterpError("give either device or device_map, not both")
     if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
         raise InterpError(f"unknown device_map {device_map!r}: use auto, balanced, sequential or a dict")
+    if isinstance(device_map, dict):
+        _check_device_map(device_map)
     out: dict[str, Any] = {"device_map": device_map}
     if offload_folder is not None:
         out["offload_folder"] = str(offload_folder)
     if max_memory is not None:
         out["max_memory"] = max_memory
     return out
+
+
+def _check_device_map(device_map: dict) -> None:
+    """Module names ("" for the whole model) mapped to a device that exists here, "cpu" or "disk"."""
+    if not device_map:
+        raise InterpError("the device map is empty: map module names (or \"\" for all) to devices")
+    gpus = torch.cuda.device_count()
+    for name, where in device_map.items():
+        if not isinstance(name, str) or not re.fullmatch(r"|[A-Za-z_][\w]*(\.[\w]+)*", name):
+            raise InterpError(f"device map key {name!r} is not a module name (e.g. model.layers.3, or \"\" for all)")
+        ok = where in ("cpu", "disk") or (isinstance(where, int) and not isinstance(where, bool) and 0 <= where < gpus) \
+            or (isinstance(where, str) and re.fullmatch(r"cuda(:\d+)?", where) is not None
+                and int(where.partition(":")[2] or 0) < gpus)
+        if not ok:
+            raise InterpError(f"device map: {name or '(all)'} → {where!r} is not a device here (use \"cpu\", \"disk\""
+                              + (f", or a GPU 0..{gpus - 1})" if gpus else "; no GPU is visible)"))
 
 
 def _from_hub(spec: str, dtype: torch.dtype, placement: dict | None = None):

@@ -5,11 +5,13 @@ version, the model it was made for (id, family and shape), every edit's kind,
 site and parameters, and free-form provenance (which writer, which data).
 Tensors are stored under `e{i}.{field}`. Loading refuses a recipe whose
 model shape does not match (or, with `strict=True`, whose model id differs),
-saying what differs. Never pickled.
+saying what differs. The header also holds a sha256 of the tensors, so a corrupted file is
+refused rather than applied with altered values. Never pickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +38,16 @@ class RecipeError(InterpError):
     """A recipe file that is unreadable, malformed, or made for an incompatible model."""
 
 
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes (in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def model_signature(model: Model) -> dict[str, Any]:
     a = model.adapter
     return {"id": model.name, "family": a.family.name, "n_layers": a.n_layers, "d_model": a.d_model,
@@ -58,6 +70,7 @@ def save_recipe(path: str | Path, edits: Sequence, model: Model, provenance: dic
     import interp
 
     header = {"format": FORMAT, "version": VERSION, "model": model_signature(model), "edits": entries,
+              "sha256": _digest(tensors),
               "provenance": provenance or {}, "library": {"interp": interp.__version__, "torch": torch.__version__}}
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -80,16 +93,24 @@ def read_recipe(path: str | Path) -> tuple[dict, list]:
         header = json.loads(meta["interp_recipe"])
     except (KeyError, ValueError):
         raise RecipeError(f"{path} has no interp recipe header") from None
-    if header.get("format") != FORMAT or header.get("version", 0) > VERSION:
-        raise RecipeError(f"{path}: unsupported recipe format {header.get('format')!r} v{header.get('version')}")
+    if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("version"), int) \
+            or header["version"] > VERSION:
+        raise RecipeError(f"{path}: not an {FORMAT} v{VERSION} header")
+    if "sha256" in header and header["sha256"] != _digest(tensors):
+        raise RecipeError(f"{path} is corrupted: its tensors do not match the checksum in its header")
+    if not isinstance(header.get("model"), dict) or not isinstance(header.get("edits"), list):
+        raise RecipeError(f"{path}: malformed recipe header (no model or edits)")
     edits = []
     for i, entry in enumerate(header["edits"]):
-        kind = entry["kind"]
-        if kind not in EDIT_TYPES:
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if kind not in EDIT_TYPES or kind not in _TENSOR_FIELDS:
             raise RecipeError(f"{path}: unknown edit kind {kind!r}")
         fields = {k: v for k, v in entry.items() if k != "kind"}
         fields.update({f: tensors[f"e{i}.{f}"] for f in _TENSOR_FIELDS[kind] if f"e{i}.{f}" in tensors})
-        edits.append(EDIT_TYPES[kind](**fields))
+        try:
+            edits.append(EDIT_TYPES[kind](**fields))
+        except (TypeError, ValueError, RuntimeError, EditError) as exc:
+            raise RecipeError(f"{path}: edit {i} ({kind}) is malformed ({type(exc).__name__})") from None
     return header, edits
 
 

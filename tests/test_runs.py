@@ -157,3 +157,12 @@ def test_a_run_killed_mid_way_and_resumed_writes_the_same_atlas(tmp_path) -> Non
     assert a.params == b.params and a.tensors.keys() == b.tensors.keys()
     for k, v in a.tensors.items():
         assert torch.equal(v, b.tensors[k]), k
+
+
+def test_gigantic_and_empty_prompts_are_refused_before_any_forward(smollm2, capsys) -> None:
+    with pytest.raises(interp.EditError, match="exceeds the model's 8192 positions"):
+        interp.generate(smollm2, ["word " * 9000], max_new_tokens=4)
+    with pytest.raises(interp.EditError, match="at least one token"):
+        interp.generate(smollm2, [""], max_new_tokens=4)
+    assert main(["steer", "--prompt", "word " * 9000, "--max-new-tokens", "2"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
