@@ -51,18 +51,22 @@ def check(args) -> None:
 
 def train_edits(args, model, notes: list[str]) -> list:
     """Train the gates, write the recipe, and return its edits."""
+    from pathlib import Path
+
+    from cli.runs import output_lock
     from interp.recipes import save_recipe
     from steering.dopamine_lm import LmGateSettings, code_switch_examples, train_lm_gates
 
     examples = args._mode if args._mode is not None else code_switch_examples(args.train.split(":", 1)[1])
     layers = model.adapter.parse_layers(args.gate_layers) if args.gate_layers else None
     settings = LmGateSettings(layers=layers, steps=args.gate_steps, lr=args.gate_lr)
-    trained = train_lm_gates(model, examples, settings, progress=True)
-    edits = trained.edits()
-    provenance = {"writer": "dopamine", "mode": args.train, "examples": len(examples), "steps": settings.steps,
-                  "lr": settings.lr, "layers": layers if layers is not None else "all", "site": settings.site,
-                  "final_loss": trained.losses[-1]}
-    save_recipe(args.out, edits, model, provenance)
+    with output_lock(Path(args.out)):  # one training writes this recipe at a time
+        trained = train_lm_gates(model, examples, settings, progress=True)
+        edits = trained.edits()
+        provenance = {"writer": "dopamine", "mode": args.train, "examples": len(examples), "steps": settings.steps,
+                      "lr": settings.lr, "layers": layers if layers is not None else "all", "site": settings.site,
+                      "final_loss": trained.losses[-1]}
+        save_recipe(args.out, edits, model, provenance)
     notes.append(f"dopamine gates on {len(edits)} layer(s), {trained.parameters} parameters, trained {settings.steps} "
                  f"steps on {len(examples)} examples (loss {trained.losses[0]:.2f} -> {trained.losses[-1]:.2f}); "
                  f"recipe written to {args.out}")
