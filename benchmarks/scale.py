@@ -16,7 +16,7 @@ of the merge. The projection sizes a Llama-3.1-8B atlas over 100 M tokens on G G
 utilisation (MFU; not measured here: no GPU was available) and the measured efficiency; memory
 from `interp.memory.estimate`.
 
-    .venv/bin/python benchmarks/scale.py                 # ~2 min on 2 cores; writes RESULTS.md
+    .venv/bin/python benchmarks/scale.py                 # ~4 min on 2 cores; writes RESULTS.md
     .venv/bin/python benchmarks/scale.py --gpus 8 --gpu-tflops 989 --mfu 0.35 --no-write
 """
 
@@ -83,7 +83,13 @@ def _rank(rank: int, world: int, port: int, threads: int, verses: int, queue) ->
         dist.destroy_process_group()
 
 
-def measure(world: int, threads: int, verses: int) -> dict:
+def measure(world: int, threads: int, verses: int, repeats: int = 1) -> dict:
+    """The run with the median tokens/s of `repeats` fresh runs."""
+    runs = sorted((_measure_once(world, threads, verses) for _ in range(repeats)), key=lambda r: r["tokens_per_s"])
+    return runs[len(runs) // 2]
+
+
+def _measure_once(world: int, threads: int, verses: int) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     with socket.socket() as s:
@@ -115,12 +121,13 @@ def main() -> None:
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--gpu-tflops", type=float, default=989.0, help="dense bf16 peak (H100 / H200 SXM: 989)")
     p.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation of a bf16 forward")
+    p.add_argument("--repeats", type=int, default=3, help="fresh runs per configuration; the median is kept")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     cores = os.cpu_count() or 1
-    one = measure(1, 1, args.verses)
-    one_all = measure(1, cores, args.verses)
-    many = measure(args.processes, max(1, cores // args.processes), args.verses)
+    one = measure(1, 1, args.verses, args.repeats)
+    one_all = measure(1, cores, args.verses, args.repeats)
+    many = measure(args.processes, max(1, cores // args.processes), args.verses, args.repeats)
     eff = many["tokens_per_s"] / (args.processes * one["tokens_per_s"])
     proj = project(one["tokens_per_s"], eff, gpus=args.gpus, gpu_tflops=args.gpu_tflops, mfu=args.mfu)
     rows = [("(1) 1 process × 1 thread", one), (f"(2) 1 process × {cores} threads", one_all),
@@ -129,7 +136,8 @@ def main() -> None:
              f"`benchmarks/scale.py`, {time.strftime('%Y-%m-%d')}, {cores} CPU cores, torch {torch.__version__}. "
              f"smollm2-135m, bf16, statistics reducers on all 30 `mlp.hook_post` sites, "
              f"{4 * args.verses} Bible verses (en, fr, es, de) in batches of 8 × ≤ 128 tokens; "
-             "timed from a barrier after loading to the end of the merge (a warm-up pass first).", "",
+             f"timed from a barrier after loading to the end of the merge (a warm-up pass first); median of {args.repeats} "
+             "fresh runs per configuration.", "",
              "| configuration | tokens | tokens/s | capture s | merge s |", "|---|---|---|---|---|"]
     for name, r in rows:
         lines.append(f"| {name} | {r['tokens']} | {r['tokens_per_s']:.0f} | {r['capture_s']:.2f} | {r['merge_s']:.2f} |")
