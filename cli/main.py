@@ -748,7 +748,10 @@ COMMANDS = {"models": _cmd_models, "sites": _cmd_sites, "analyze": _cmd_analyze,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or bad arguments (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     from interp.errors import InterpError
 
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for --launcher, which re-runs the command

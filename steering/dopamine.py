@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,15 +79,16 @@ def fit(forward, params, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: fl
     """Adam on the cross-entropy of `forward(x[batch])` over seeded random batches of (x, y), updating only
     `params`; returns the loss per step. `before_step(step)` runs before each step.
 
-    With `validate` (a function of no arguments → score, higher is better; `before_validate()` runs
-    first), the parameters are scored every `every` steps and after the last, and the best are kept —
-    early stopping on held-out data. Step 0 (the untrained parameters) is never a candidate.
+    With `validate` (a function of no arguments → score, higher is better, a number or a tuple
+    compared in order; `before_validate()` runs first), the parameters are scored every `every`
+    steps and after the last, and the best are kept (the earliest of equals) — early stopping on
+    held-out data. Step 0 (the untrained parameters) is never a candidate.
     """
     params = list(params)
     opt = torch.optim.Adam(params, lr=lr)
     rng = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    best: tuple[float, list[torch.Tensor]] | None = None
+    best: tuple[Any, list[torch.Tensor]] | None = None
     for step in range(steps):
         if before_step is not None:
             before_step(step)
@@ -100,7 +102,7 @@ def fit(forward, params, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: fl
             if before_validate is not None:
                 before_validate()
             with torch.no_grad():
-                score = float(validate())
+                score = validate()
             if best is None or score > best[0]:
                 best = (score, [p.detach().clone() for p in params])
     if best is not None:

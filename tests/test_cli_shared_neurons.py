@@ -13,7 +13,7 @@ from cli.main import main
     (["analyze", "--probe", "shared-neurons", "--pair", "x", "--snrf-beta", "0.5,big", "--out", "o"],
      "--snrf-beta takes comma-separated numbers"),
     (["steer", "--prompt", "x", "--method", "snrf"], "needs --donor LLM"),
-    (["steer", "--prompt", "x", "--method", "snrf", "--donor", "y", "--rank", "0"], "--rank must be at least 1"),
+    (["steer", "--prompt", "x", "--method", "snrf", "--donor", "y", "--rank", "0"], "argument --rank: must be a positive integer"),
     (["steer", "--prompt", "x", "--donor", "y"], "go with --method snrf"),
 ])
 def test_bad_shared_neuron_input_is_one_line_and_exit_2(args, message, tmp_path, capsys, monkeypatch) -> None:

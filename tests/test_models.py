@@ -22,8 +22,8 @@ def test_cached_load_does_not_touch_the_gguf(monkeypatch, smollm2):
 
     calls = []
     real = models._from_folder
-    monkeypatch.setattr(models, "_from_folder", lambda folder, dtype, gguf_file=None:
-                        calls.append(gguf_file) or real(folder, dtype, gguf_file))
+    monkeypatch.setattr(models, "_from_folder", lambda folder, dtype, gguf_file=None, **kw:
+                        calls.append(gguf_file) or real(folder, dtype, gguf_file, **kw))
     m = interp.load_model("smollm2-135m", dtype="bfloat16")
     assert calls == [None]  # read from the safetensors folder, not the GGUF
     assert m.dtype == torch.bfloat16
