@@ -48,7 +48,7 @@ def main() -> None:
         f"Measured {datetime.date.today()} by `benchmarks/dopamine_digits.py`: an MLP 64 → {args.hidden} → "
         f"{args.hidden} → 10 pretrained on half of the training digits, each upright and rotated by 45°, then frozen "
         "and specialised to the rotated mode on the other half (new to the base; 300 steps, the best of every 25 on "
-        "a 20 % validation split, the same for gates and LoRA): Dopamine gates after both hidden ReLUs (τ, g per "
+        "a 20 % validation split by accuracy, ties to the lower loss, the same for gates and LoRA): Dopamine gates after both hidden ReLUs (τ, g per "
         f"unit; τ from {g.init_threshold:g}, T annealed {g.temperature:g} → {g.final_temperature:g}), LoRA rank 4 on "
         "every linear layer (peft). Accuracy (%) on held-out rotated digits (30 % of the digits, never trained on):",
         "", *rows, "",

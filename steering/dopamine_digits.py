@@ -9,8 +9,8 @@ nothing to learn but noise (we measured it: gates then beat the frozen base on 2
 1. Pretrain an MLP (64 → h → h → 10, ReLU) on a 50/50 mix of its digits upright and rotated
    by 45°; freeze it.
 2. Specialise it to the rotated mode three ways, on the same rotated images, the same step
-   budget and the same early stopping (the best of every 25 steps on validation): nothing (the
-   frozen base), Dopamine gates on both hidden layers (τ and g per unit, after the ReLU:
+   budget and the same early stopping (the best of every 25 steps on validation accuracy, ties
+   broken by validation loss): nothing (the frozen base), Dopamine gates on both hidden layers (τ and g per unit, after the ReLU:
    2 × h parameters per layer), and LoRA on every linear layer (the `peft` library, rank 4).
 3. Score on held-out rotated digits: accuracy, trainable parameters, and the share of strongly
    active units (hidden activations above the mean positive activation of the base), for the
@@ -109,7 +109,8 @@ def _hidden(base: nn.Sequential, x: torch.Tensor, gates: list[nn.Module] | None 
 
 
 def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adapt_steps: int = 300,
-        lora_rank: int = 4, gate_settings: GateSettings | None = None, select: str = "accuracy") -> DigitsResult:
+        lora_rank: int = 4, gate_settings: GateSettings | None = None,
+        select: str = "accuracy+loss") -> DigitsResult:
     """One seed of the experiment (see the module docstring). select: the early-stopping score on the
     validation images: "accuracy", "accuracy+loss" (accuracy, ties broken by the lower cross-entropy:
     ~130 images tie often) or "loss" (minus the cross-entropy alone)."""
