@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -119,8 +120,9 @@ def _without_launcher(argv: list[str]) -> list[str]:
 
 
 def launch(args) -> int:
-    """Run this command under --launcher and return the launcher's exit code. Bad input fails on
-    every rank with the usual one-line error (the launcher then reports the failed ranks)."""
+    """Run this command under --launcher; its exit code. The ranks' output passes through as it comes;
+    when a rank fails on bad input, its one-line error is shown once (every rank prints it) and the
+    launcher's own failure report (a traceback of its child-process bookkeeping) is held back: exit 2."""
     if args.probe not in DATA_PARALLEL:
         raise InterpError(f"--probe {args.probe} does not run data-parallel; --launcher works with "
                           f"{', '.join(DATA_PARALLEL)}")
@@ -129,4 +131,25 @@ def launch(args) -> int:
                                                         os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     if not args.quiet:
         print("running: " + shlex.join(cmd), file=sys.stderr)
-    return subprocess.run(cmd, env=env).returncode
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    errors: list[str] = []
+
+    def show(piece: bytes) -> None:
+        text = piece.decode("utf-8", errors="replace")
+        if "interp: error:" in text:
+            message = text[text.index("interp: error:"):].strip()
+            if message not in errors:
+                errors.append(message)
+                print(message, file=sys.stderr, flush=True)
+        elif not errors:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    pending = b""
+    for chunk in iter(lambda: proc.stderr.read1(1 << 16), b""):
+        *pieces, pending = re.split(rb"(?<=[\r\n])", pending + chunk)  # whole lines (and progress-bar updates)
+        for piece in pieces:
+            show(piece)
+    show(pending)
+    code = proc.wait()
+    return 2 if errors else code

@@ -118,3 +118,14 @@ def test_milan_under_accelerate_launch_equals_one_process(tmp_path) -> None:
     assert torch.equal(a.tensors[f"{site}/threshold"], b.tensors[f"{site}/threshold"])  # exact quantiles merge exactly
     assert torch.equal(a.tensors[f"{site}/topk.doc"], b.tensors[f"{site}/topk.doc"])
     assert a.params["descriptions"] == b.params["descriptions"]
+
+
+def test_bad_input_under_a_launcher_is_one_line_and_exit_2(tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run([sys.executable, "-m", "cli.main", "analyze", "--corpus", "bible:xx", "--launcher", "torchrun",
+                           "--processes", "2", "--quiet", "--out", str(tmp_path / "a")], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("interp: error:"), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not (tmp_path / "a").exists()
