@@ -21,7 +21,7 @@ import interp
 from cli.main import main
 
 pytestmark = pytest.mark.slow  # a few hundred real CLI runs on smollm2
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -104,7 +104,7 @@ def test_analyze_arguments_never_crash_or_leave_debris(argv, tmp_path_factory, c
     _ends_well([*argv, "--out", str(out)], out, capsys, _atlas_whole)
 
 
-PROMPTS = st.one_of(st.sampled_from(["", " ", "The cat", "x" * 5000, "word " * 9000, "\x00", "é" * 50]),
+PROMPTS = st.one_of(st.sampled_from(["", " ", "The cat", "x" * 600, "word " * 9000, "\x00", "é" * 50]),
                     st.text(max_size=40))
 STEER_OPTIONS = {
     "--clamp": st.one_of(st.sampled_from(["blocks.5.mlp.hook_post:12=4", "blocks.99.mlp.hook_post:1=1",
@@ -114,7 +114,7 @@ STEER_OPTIONS = {
     "--max-new-tokens": INTS,
     "--repetition-penalty": st.sampled_from(["1", "1.3", "0", "-1", "nan", "inf", "x"]),
     "--positions": st.sampled_from(["all", "prompt", "generated", "none"]),
-    "--concept": st.sampled_from([" dog", "", "not-a-single-token-at-all", "\x00"]),
+    "--concept": st.sampled_from(["", "not-a-single-token-at-all", "\x00"]),  # (a valid one runs a clamp sweep: slow)
 }
 
 
@@ -208,7 +208,7 @@ def test_any_corpus_file_gives_an_atlas_or_one_line(data, suffix, tmp_path_facto
                 "--out", str(out)], out, capsys, _atlas_whole)
 
 
-@settings(SETTINGS, max_examples=25)  # valid maps load a fresh model, offloading to disk
+@settings(SETTINGS, max_examples=12)  # valid maps load a fresh model, offloading to disk
 @given(data=st.one_of(st.binary(max_size=200), st.dictionaries(st.text(max_size=20),
                                                               st.sampled_from(["cpu", "disk", "meta", 0, None, "cuda:7", "", "model"]),
                                                               max_size=4).map(lambda d: json.dumps(d).encode())))

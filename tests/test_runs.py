@@ -47,15 +47,15 @@ def _run(model, texts, checkpoint=None, crash_after: int | None = None):
 
 
 def test_a_crashed_run_resumed_equals_an_uninterrupted_one(smollm2, tmp_path) -> None:
-    texts = _texts()
+    texts = _texts(24)
     whole = reducer_tensors(_run(smollm2, texts))
-    ck = Checkpoint(tmp_path / "ck", every=4)
+    ck = Checkpoint(tmp_path / "ck", every=2)
     with pytest.raises(KeyboardInterrupt):
-        _run(smollm2, texts, ck, crash_after=8)
+        _run(smollm2, texts, ck, crash_after=4)
     assert ck.file(0, 1).exists()
     with pytest.raises(CheckpointError, match="--resume"):  # a fresh run does not silently drop the progress
         _run(smollm2, texts, ck)
-    resumed = _run(smollm2, texts, Checkpoint(tmp_path / "ck", every=4, resume=True))
+    resumed = _run(smollm2, texts, Checkpoint(tmp_path / "ck", every=2, resume=True))
     assert resumed.tokens_seen == _run(smollm2, texts).tokens_seen
     assert whole.keys() == reducer_tensors(resumed).keys()
     for k, v in reducer_tensors(resumed).items():
@@ -120,7 +120,7 @@ def test_launcher_commands_drop_the_launcher_options() -> None:
 
 
 # ---------------------------------------------------------------- slow: kill -9 and resume
-ARGS = ["analyze", "--model", "smollm2-135m", "--corpus", "bible:en,fr:60", "--sites", "mlp.hook_post",
+ARGS = ["analyze", "--model", "smollm2-135m", "--corpus", "bible:en,fr:40", "--sites", "mlp.hook_post",
         "--layers", "0,5", "--dtype", "float32", "--batch-size", "2", "--top-k", "4", "--checkpoint-every", "5",
         "--quiet"]
 
