@@ -32,9 +32,3 @@ def bible_en_fr():
     par = bible_parallel(["en", "fr"], limit=24)
     return par["en"] + par["fr"]
 
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Slow end-to-end tests first (stable order otherwise): with two workers, the minute-long tests
-    then start early and the short ones fill the gaps, instead of one long test running alone at
-    the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

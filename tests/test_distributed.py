@@ -94,7 +94,7 @@ def _launched(tmp_path, name: str, args: list[str], launcher: str | None) -> Pat
 def test_language_neurons_under_torchrun_equal_one_process(tmp_path) -> None:
     from atlases import load_atlas
 
-    args = ["analyze", "--probe", "language-neurons", "--langs", "en,fr,es", "--verses", "24", "--grid-verses", "0",
+    args = ["analyze", "--probe", "language-neurons", "--langs", "en,fr", "--verses", "16", "--grid-verses", "0",
             "--batch-size", "4", "--dtype", "float32", "--quiet"]
     a = load_atlas(_launched(tmp_path, "one", args, None))
     b = load_atlas(_launched(tmp_path, "two", args, "torchrun"))

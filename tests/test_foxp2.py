@@ -122,8 +122,8 @@ def test_foxp2_makes_smollm2_answer_in_french(smollm2) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="not reached yet (issue 6 stays open): gemma3-270m's auto window 12-15 does not "
-                   "switch to Hindi (12 % at α = 3); by hand, window 8-14 reaches 100 % Hindi at α = 2 but at 5.4× "
-                   "the matched perplexity")
+                   "switch to Hindi (12 % at α = 3); tracing 16 features × 8 neurons, window 8-14 reaches 94-100 % "
+                   "Hindi at α 2-4, but at 8-11× the matched perplexity (Devanagari fragments and punctuation)")
 def test_foxp2_makes_gemma3_answer_in_hindi() -> None:
     from interp.models import OFFLINE_MODELS, _package_dir
 

@@ -21,7 +21,7 @@ import interp
 from cli.main import main
 
 pytestmark = pytest.mark.slow  # a few hundred real CLI runs on smollm2
-SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -208,7 +208,7 @@ def test_any_corpus_file_gives_an_atlas_or_one_line(data, suffix, tmp_path_facto
                 "--out", str(out)], out, capsys, _atlas_whole)
 
 
-@settings(SETTINGS, max_examples=12)  # valid maps load a fresh model, offloading to disk
+@settings(SETTINGS, max_examples=8)  # valid maps load a fresh model, offloading to disk
 @given(data=st.one_of(st.binary(max_size=200), st.dictionaries(st.text(max_size=20),
                                                               st.sampled_from(["cpu", "disk", "meta", 0, None, "cuda:7", "", "model"]),
                                                               max_size=4).map(lambda d: json.dumps(d).encode())))
