@@ -55,7 +55,7 @@ STEER_METHODS = ("foxp2", "brain-axis", "snrf", "dopamine")
 
 def _cmd_analyze(args) -> int:
     import interp
-    from cli.runs import DATA_PARALLEL, launch, output_lock
+    from cli.runs import DATA_PARALLEL, checkpoint_for, launch, output_lock
     from interp.distributed import init_from_env
 
     out = Path(args.out)
@@ -70,7 +70,10 @@ def _cmd_analyze(args) -> int:
     if rank != 0:
         return _analyze_probe(args, out)  # only rank 0 writes, so only rank 0 holds the lock
     with output_lock(out):
-        return _analyze_probe(args, out)
+        code = _analyze_probe(args, out)
+        if code == 0 and args.probe in DATA_PARALLEL and (checkpoint := checkpoint_for(args, out)) is not None:
+            checkpoint.discard()  # the atlas is written; the capture's partial state is no longer needed
+    return code
 
 
 def _analyze_probe(args, out: Path) -> int:
@@ -129,8 +132,6 @@ def _analyze_stats(args, out: Path) -> int:
     texts = {d["index"]: d["text"] for d in result.documents}
     ctx = lambda d, p: token_context(model.tokenizer, texts[d], p, max_length=args.max_length)  # noqa: E731
     atlas.save(out, extra_files={"report.html": render_report(atlas, ctx)})
-    if checkpoint is not None:
-        checkpoint.discard()  # the atlas is written; the partial state is no longer needed
     print(f"wrote {out}/atlas.json, tensors.safetensors and report.html "
           f"({len(result.sites)} sites, {result.params['n_tokens']} tokens)")
     return 0
@@ -243,8 +244,6 @@ def _analyze_language_neurons(args, out: Path) -> int:
     extra = {"report.html": render_language_report(atlas, dist_png=dist_png, grid_png=grid_png)}
     binary = {"distribution.png": dist_png, **({"grid.png": grid_png} if grid_png else {})}
     atlas.save(out, extra_files=extra, binary_files=binary)
-    if checkpoint is not None:
-        checkpoint.discard()
     print(f"wrote {out}: {sum(result.per_language().values())} language neurons "
           f"({', '.join(f'{l} {n}' for l, n in result.per_language().items())}), τ = {result.tau:.4f}"
           + (f", λ = {result.lam}" if result.lam is not None else ""))

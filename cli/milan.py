@@ -82,14 +82,13 @@ def analyze_command(args, out: Path) -> int:
     checkpoint = out.parent / f".{out.name}.milan-checkpoint.json"
     if checkpoint.exists() and not args.resume:
         checkpoint.unlink()
-    capture_checkpoint = checkpoint_for(args, out)
     model = load(args)
     sites = model.adapter.expand(args.sites, args.layers)
     settings = MilanSettings(k=args.top_k or 15, quantile=args.quantile, lam=args.lam, beam=args.beam,
                              max_tokens=args.max_tokens, mode=args.pmi_mode, batch_size=args.batch_size,
                              max_length=min(args.max_length, 128))
     index = index_exemplars(model, corpus, sites, settings, progress=not args.quiet and world()[0] == 0,
-                            checkpoint=capture_checkpoint)
+                            checkpoint=checkpoint_for(args, out))
     if world()[0] != 0:
         return 0  # rank 0 holds the merged exemplars and describes the neurons
     describer_model = load(args, args.describer) if args.describer else model
@@ -118,8 +117,6 @@ def analyze_command(args, out: Path) -> int:
     report = _report(model.name, described, {s: nes[:200] for s, nes in shown.items()})
     atlas.save(out, extra_files={"milan.json": json.dumps(full, ensure_ascii=False), "report.html": report})
     checkpoint.unlink(missing_ok=True)
-    if capture_checkpoint is not None:
-        capture_checkpoint.discard()
     n = sum(len(v) for v in described.values())
     print(f"wrote {out}/atlas.json (descriptions of {n} neurons at {len(sites)} sites), milan.json, report.html")
     if args.search:  # auditing: the query's PMI as a description of each described neuron
