@@ -61,11 +61,12 @@ def _cmd_analyze(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "atlas.json").exists())):
         raise interp.InterpError(f"{out} exists and is not an atlas folder; choose another --out")
-    if args.launcher and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if (args.launcher or world > 1) and args.probe not in DATA_PARALLEL:
+        raise interp.InterpError(f"--probe {args.probe} does not run data-parallel; --launcher, torchrun and "
+                                 f"accelerate work with {', '.join(DATA_PARALLEL)}")
+    if args.launcher and world == 1:
         return launch(args)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.probe not in DATA_PARALLEL:
-        raise interp.InterpError(f"--probe {args.probe} does not run data-parallel; under torchrun / accelerate "
-                                 f"launch only {', '.join(DATA_PARALLEL)} do")
     rank = init_from_env()[0] if args.probe in DATA_PARALLEL else 0  # under a launcher: each rank captures a shard
     if rank != 0:
         return _analyze_probe(args, out)  # only rank 0 writes, so only rank 0 holds the lock

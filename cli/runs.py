@@ -120,12 +120,10 @@ def _without_launcher(argv: list[str]) -> list[str]:
 
 
 def launch(args) -> int:
-    """Run this command under --launcher; its exit code. The ranks' output passes through as it comes;
-    when a rank fails on bad input, its one-line error is shown once (every rank prints it) and the
-    launcher's own failure report (a traceback of its child-process bookkeeping) is held back: exit 2."""
-    if args.probe not in DATA_PARALLEL:
-        raise InterpError(f"--probe {args.probe} does not run data-parallel; --launcher works with "
-                          f"{', '.join(DATA_PARALLEL)}")
+    """Run this command (a data-parallel probe: the caller checks) under --launcher; its exit code. The
+    ranks' output passes through as it comes; when a rank fails on bad input, its one-line error is
+    shown once (every rank prints it) and the launcher's own failure report (a traceback of its
+    child-process bookkeeping) is held back: exit 2."""
     cmd = launcher_command(args.launcher, args.processes, args.launcher_args, args.argv)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}

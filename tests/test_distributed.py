@@ -77,7 +77,7 @@ def test_other_probes_refuse_to_run_under_a_launcher(monkeypatch, tmp_path, caps
     assert "does not run data-parallel" in capsys.readouterr().err
     monkeypatch.delenv("WORLD_SIZE")
     assert main(["analyze", "--probe", "lm-head", "--launcher", "torchrun", "--out", str(tmp_path / "x")]) == 2
-    assert "--launcher works with stats, language-neurons, milan" in capsys.readouterr().err
+    assert "--launcher, torchrun and accelerate work with stats, language-neurons, milan" in capsys.readouterr().err
 
 
 def _launched(tmp_path, name: str, args: list[str], launcher: str | None) -> Path:
