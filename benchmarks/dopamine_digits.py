@@ -23,6 +23,13 @@ from steering.dopamine_digits import run  # noqa: E402
 TITLE = "## Dopamine digits (issue 11)"
 
 
+def mcnemar(fixed: int, broken: int) -> float:
+    """Exact two-sided McNemar p-value: the discordant images as a fair coin's flips (scipy)."""
+    from scipy.stats import binomtest
+
+    return binomtest(fixed, fixed + broken, 0.5).pvalue if fixed + broken else 1.0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5)
@@ -31,14 +38,18 @@ def main() -> None:
     args = p.parse_args()
     results = [run(s, hidden=args.hidden) for s in range(args.seeds)]
     keys = ["frozen (rotated)", "gates smooth", "gates hard", "LoRA", "frozen (upright)"]
-    rows = ["| seed | " + " | ".join(keys) + " | gates − frozen |", "|---" * (len(keys) + 2) + "|"]
+    rows = ["| seed | " + " | ".join(keys) + " | gates − frozen | fixed / broken | McNemar p |",
+            "|---" * (len(keys) + 4) + "|"]
     for r in results:
         a = r.accuracy
         rows.append(f"| {r.seed} | " + " | ".join(f"{100 * a[k]:.1f}" for k in keys) +
-                    f" | {100 * (a['gates hard'] - a['frozen (rotated)']):+.1f} |")
+                    f" | {100 * (a['gates hard'] - a['frozen (rotated)']):+.1f} | {r.fixed} / {r.broken} | "
+                    f"{mcnemar(r.fixed, r.broken):.2f} |")
     mean = {k: statistics.mean(r.accuracy[k] for r in results) for k in keys}
+    fixed, broken = sum(r.fixed for r in results), sum(r.broken for r in results)
     rows.append("| mean | " + " | ".join(f"{100 * mean[k]:.1f}" for k in keys) +
-                f" | {100 * (mean['gates hard'] - mean['frozen (rotated)']):+.1f} |")
+                f" | {100 * (mean['gates hard'] - mean['frozen (rotated)']):+.1f} | {fixed} / {broken} (all) | "
+                f"{mcnemar(fixed, broken):.2g} |")
     wins = sum(r.accuracy["gates hard"] > r.accuracy["frozen (rotated)"] for r in results)
     strong = {k: statistics.mean(r.strongly_active[k] for r in results) for k in results[0].strongly_active}
     par = results[0].parameters
@@ -59,6 +70,10 @@ def main() -> None:
         f"(of {2 * args.hidden}, per seed).",
         "Share of strongly active hidden units (mean over seeds): " +
         ", ".join(f"{k} {100 * v:.1f} %" for k, v in strong.items()) + ".",
+        "",
+        "fixed / broken: held-out rotated digits the hard gates get right and the frozen base wrong, and the other "
+        f"way round (of {results[0].test_images}: one image is {100 / results[0].test_images:.2f} points); McNemar p: "
+        "the exact test that they are a fair coin's flips, per seed and over all seeds.",
     ])
     publish(TITLE, text, write=not args.no_write)
 

@@ -92,6 +92,9 @@ def test_digits_experiment_at_test_size() -> None:
     assert abs(r.accuracy["gates hard"] - r.accuracy["gates smooth"]) <= 0.02
     assert r.accuracy["frozen (rotated)"] > 0.5 and r.accuracy["LoRA"] > 0.5  # the base and LoRA learned digits
     assert 0 < r.strongly_active["gates hard"] < 1
+    # the discordant images account for the accuracy difference exactly
+    diff = (r.accuracy["gates hard"] - r.accuracy["frozen (rotated)"]) * r.test_images
+    assert r.test_images == 540 and r.fixed - r.broken == round(diff)
 
 
 # ----------------------------------------------------------------------------- the language model
