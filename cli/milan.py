@@ -24,8 +24,11 @@ from cli.loading import load
 def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--units", default="all", metavar="all|N|i,j,…",
                        help="neurons to describe per site: all (default), N random ones (seeded), or a list")
-    group.add_argument("--describer", default=None, metavar="MODEL",
-                       help="causal LM used as captioner and prior (default: the analysed model)")
+    group.add_argument("--describer", default="trained", metavar="trained|lm|MODEL|FILE.safetensors",
+                       help="captioner and prior: trained = MILAN's learned captioner, trained on synthetic annotated "
+                            "neurons and cached (default; ~2 min the first time per tokenizer); lm = the analysed "
+                            "model prompted with the exemplars; MODEL = another causal LM prompted; FILE = a saved "
+                            "captioner")
     group.add_argument("--lam", type=finite, default=0.2, help="λ of the PMI, log p(d|E) − λ log p(d) (default 0.2)")
     group.add_argument("--beam", type=positive, default=50, help="beam width for candidates (default 50)")
     group.add_argument("--max-tokens", type=positive, default=15, help="longest description in tokens (default 15)")
@@ -72,8 +75,6 @@ def analyze_command(args, out: Path) -> int:
     from atlases import Atlas
     from interp.corpora import load_corpus
     from probes.milan import MilanSettings, audit, describe_neurons, exemplars_for, index_exemplars
-    from probes.milan_describe import LMDescriber
-
     from cli.runs import checkpoint_for
     from interp.distributed import world
 
@@ -91,9 +92,8 @@ def analyze_command(args, out: Path) -> int:
                             checkpoint=checkpoint_for(args, out))
     if world()[0] != 0:
         return 0  # rank 0 holds the merged exemplars and describes the neurons
-    describer_model = load(args, args.describer) if args.describer else model
     units = {s: _parse_units(args.units, index.thresholds[s].numel(), getattr(args, 'seed', 0)) for s in sites}
-    describer = LMDescriber(describer_model)
+    describer, describer_name = _describer(args, model, settings)
     described = describe_neurons(model, index, units, describer, settings, checkpoint=checkpoint,
                                  progress=not args.quiet)
     tensors, used_docs = {}, set()
@@ -108,7 +108,7 @@ def analyze_command(args, out: Path) -> int:
              for s, ds in described.items()}
     full = {s: {str(u): d.to_json() for u, d in ds.items()} for s, ds in described.items()}
     params = {"settings": vars(settings), "corpus": args.corpus or "demo",
-              "describer": describer_model.name, "descriptions": short}
+              "describer": describer_name, "descriptions": short}
     atlas = Atlas(model=model.name, revision=model.revision, sites=sites, method="milan", tensors=tensors,
                   params=params, documents=docs)
     # exemplars once: the report shows them for the first 200 neurons per site, --search scores all described
@@ -125,6 +125,25 @@ def analyze_command(args, out: Path) -> int:
         for h in audit(describer, neurons, args.search, lam=settings.lam, top=10):
             print(f"{h.similarity:8.2f}  {h.site}:{h.unit}  ({described[h.site][h.unit].text})")
     return 0
+
+
+def _describer(args, model, settings):
+    """(the Describer that --describer names, its name for the atlas)."""
+    from probes.milan_annotations import AnnotationSettings
+    from probes.milan_captioner import TrainedDescriber, load_captioner, trained_captioner
+    from probes.milan_describe import LMDescriber
+
+    spec = args.describer
+    if spec == "trained":
+        cap = trained_captioner(model.tokenizer, AnnotationSettings(window=settings.window),
+                                progress=not args.quiet)
+        return TrainedDescriber(cap), "trained captioner"
+    if spec.endswith(".safetensors"):
+        if not Path(spec).is_file():
+            raise InterpError(f"--describer {spec}: no such captioner file")
+        return TrainedDescriber(load_captioner(spec)), spec
+    other = model if spec == "lm" else load(args, spec)
+    return LMDescriber(other), f"prompted LM {other.name}"
 
 
 def _report(model: str, described: dict, exemplars: dict) -> str:

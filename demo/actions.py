@@ -335,17 +335,24 @@ def _milan_index(name: str, layer: int):
     return index, settings
 
 
+@lru_cache(maxsize=4)
+def _describer(name: str):
+    """MILAN's learned captioner for this model's tokenizer (trained once, ~2 min, then read from the cache)."""
+    from probes.milan_captioner import TrainedDescriber, trained_captioner
+
+    return TrainedDescriber(trained_captioner(model_for(name).tokenizer, progress=True))
+
+
 def describe(name: str, neuron: str) -> tuple[str, list[list]]:
     """MILAN's description of one neuron from its top exemplars in the demo corpus, and the exemplars."""
     from probes.milan import describe_neurons, exemplars_for
-    from probes.milan_describe import LMDescriber
 
     model = model_for(name)
     layer, n = parse_neuron(neuron, model)
     index, settings = _milan_index(name, layer)
     site = f"blocks.{layer}.mlp.hook_post"
     with _LOCK:
-        d = describe_neurons(model, index, {site: [n]}, LMDescriber(model), settings)[site][n]
+        d = describe_neurons(model, index, {site: [n]}, _describer(name), settings)[site][n]
         ex = exemplars_for(model, index, site, [n], settings)[0]
     text = f"{d.text}  (PMI {d.pmi:.2f}; plain captioner: {d.argmax})"
     return text, [[t] for t in ex.texts()[:5]]
