@@ -44,10 +44,12 @@ class KnownNeuron:
 
 
 def known_neurons(model: interp.Model, *, per_language: int = 4, nouns: Sequence[str] = NOUNS,
-                  verses: int = 150) -> list[KnownNeuron]:
+                  verses: int = 150, counts=None) -> list[KnownNeuron]:
     """Language-specific neurons (the `per_language` most selective for each of es, fr, de, or all of a
-    language's specific neurons when it has fewer) and concept neurons."""
-    counts, _ = language_counts(model, bible_texts(list(LANGS), limit=verses))
+    language's specific neurons when it has fewer) and concept neurons. `counts`: language counts on
+    LANGS already taken (`probes.language_counts.language_counts`), else taken on `verses` verses."""
+    if counts is None:  # or given: `language_counts` on LANGS, in that order
+        counts, _ = language_counts(model, bible_texts(list(LANGS), limit=verses))
     result = identify(counts)
     probs = counts.counts / counts.tokens.view(-1, 1, 1)  # [langs, layers, d_mlp] firing probability
     out = []

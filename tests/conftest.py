@@ -32,3 +32,12 @@ def bible_en_fr():
     par = bible_parallel(["en", "fr"], limit=24)
     return par["en"] + par["fr"]
 
+
+
+@pytest.fixture(scope="session")
+def smollm2_language_counts(smollm2):
+    """(counts, frequencies) of smollm2-135m on 150 verses in en, es, fr, de: shared by the tests that
+    identify its language neurons (one ~45 s pass per worker instead of one per test)."""
+    from probes.language_counts import bible_texts, language_counts
+
+    return language_counts(smollm2, bible_texts(["en", "es", "fr", "de"], limit=150))

@@ -74,7 +74,8 @@ def _run(model, target: str, ablations: bool = True):
     calibration = CALIBRATION  # English prompts kept apart from the test prompts
     cands = ("en", "es", "fr", "de", target)
     alpha, sweep = calibrate_strength(model, window, target, calibration, candidates=cands)
-    table = foxp2_table(model, window, target, texts, alpha=alpha, candidates=cands, ablations=ablations)
+    table = foxp2_table(model, window, target, texts, alpha=alpha, candidates=cands, ablations=ablations,
+                        actadd_scales=(1.0, 2.0))  # ActAdd at 0.5 switches nothing (6 %): two rows suffice
     print(f"\n{model.name} → {target}: window {analysis.window}, calibrated α = {alpha:g} (sweep {sweep})")
     print(analysis.table())
     print(table.text())

@@ -44,17 +44,17 @@ def test_parts_switch_off_for_ablations() -> None:
 
 
 @pytest.mark.slow
-def test_foxp2_with_language_neuron_sets_moves_smollm2_towards_spanish(smollm2) -> None:
+def test_foxp2_with_language_neuron_sets_moves_smollm2_towards_spanish(smollm2, smollm2_language_counts) -> None:
     """The other source of neuron sets: language-specific neurons (Zhang et al. 2025) as N_T / N_EN instead
     of the SAE localisation of tests/test_foxp2.py; the share of Spanish continuations still rises."""
     from interp.language_id import language_share
-    from probes.language_counts import bible_texts, language_counts
+    from probes.language_counts import bible_texts
     from probes.language_directions import difference_matrices, spectrum
     from probes.language_neurons import identify
     from steering.foxp2 import window_from_neuron_sets
 
     langs = ["en", "es", "fr", "de"]
-    counts, _ = language_counts(smollm2, bible_texts(langs, limit=150))
+    counts, _ = smollm2_language_counts  # en, es, fr, de on 150 verses
     neurons = identify(counts)
     es, en = neurons.neurons("es"), neurons.neurons("en")
     pairs = bible_texts(["en", "es"], limit=64, offset=200)

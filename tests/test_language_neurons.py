@@ -97,10 +97,8 @@ SMOL_LANGS = ["en", "es", "fr", "de"]
 
 
 @pytest.fixture(scope="module")
-def smol_langs(smollm2):
-    from probes.language_counts import bible_texts, language_counts
-
-    counts, freq = language_counts(smollm2, bible_texts(SMOL_LANGS, limit=150))
+def smol_langs(smollm2_language_counts):
+    counts, freq = smollm2_language_counts  # SMOL_LANGS on 150 verses
     return counts, freq, identify(counts)
 
 
