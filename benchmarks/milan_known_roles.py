@@ -60,8 +60,7 @@ def main() -> None:
             cap = trained_captioner(model.tokenizer, AnnotationSettings(window=args.window, generic=generic),
                                     progress=True)
             describer, label = TrainedDescriber(cap), f"learned captioner, vague annotations {generic:.2f}"
-        described = describe_known(model, describer, [type(n)(n.kind, n.layer, n.unit, n.reference)
-                                                       for n in neurons], settings, corpus)
+        described = describe_known(model, describer, neurons, settings, corpus)
         _, table = agreement_table(agreement_rows(described))
         print(f"\n{label}\n{table}")
         sections.append(f"{label}:\n\n```\n{table}\n```")

@@ -116,7 +116,7 @@ class Captioner(nn.Module):
         batch = torch.full((n, width), self.index[END])
         for i, s in enumerate(seqs):
             batch[i, :len(s)] = torch.tensor(s)
-        y, _ = self.gru(self.embed(batch[:, :-1]), self.h0(codes, n) if codes is None else self.h0(codes))
+        y, _ = self.gru(self.embed(batch[:, :-1]), self.h0(codes, n))
         logp = torch.log_softmax(self.out(y), -1).gather(-1, batch[:, 1:, None])[..., 0]
         mask = torch.arange(width - 1)[None] < torch.tensor([len(s) - 1 for s in seqs])[:, None]
         return (logp * mask).sum(1)

@@ -14,7 +14,7 @@ built-in demo corpus (the learned captioner trains on the New Testament).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -86,15 +86,17 @@ def held_out_corpus(per_language: int = 60, offset: int = 3000) -> list[Document
 def describe_known(model: interp.Model, describer: Describer, neurons: Sequence[KnownNeuron],
                    settings: MilanSettings = MilanSettings(), corpus: Sequence[Document] | None = None
                    ) -> list[KnownNeuron]:
-    """Fill in each neuron's PMI description and plain argmax (from its exemplars in `corpus`)."""
+    """Each neuron with its PMI description and plain argmax filled in (from its exemplars in `corpus`);
+    the neurons given are left as they are."""
     sites = sorted({f"blocks.{n.layer}.mlp.hook_post" for n in neurons})
     index = index_exemplars(model, list(corpus or held_out_corpus()), sites, settings)
+    out = []
     for n in neurons:
         ne = exemplars_for(model, index, f"blocks.{n.layer}.mlp.hook_post", [n.unit], settings)[0]
         d = pmi_choice(describer, ne.texts(), lam=settings.lam, beam=settings.beam, max_tokens=settings.max_tokens,
                        mode=settings.mode)
-        n.pmi, n.argmax = d.text, d.argmax
-    return list(neurons)
+        out.append(replace(n, pmi=d.text, argmax=d.argmax))
+    return out
 
 
 def agreement_rows(neurons: Sequence[KnownNeuron]) -> dict[str, tuple[list[str], list[str]]]:

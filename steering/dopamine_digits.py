@@ -161,8 +161,8 @@ def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adap
         for g in gated.gates:
             g.hard = True
         hard_hidden = gated.hidden(x_te)
-        hard = acc(gated)
         gates_right, base_right = right(gated), right(base)
+        hard = float(gates_right.float().mean())
         base_hidden = _hidden(base, x_te)
     lora = get_peft_model(copy.deepcopy(base), LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank,
                                                           target_modules=["0", "2", "4"], lora_dropout=0.0))
@@ -175,7 +175,7 @@ def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adap
     att = [attributions(g, b) for g, b in zip(gated.gates, base_hidden)]
     return DigitsResult(
         seed=seed,
-        accuracy={"frozen (rotated)": acc(base), "frozen (upright)": acc(base, up[sp.test], labels[sp.test]),
+        accuracy={"frozen (rotated)": float(base_right.float().mean()), "frozen (upright)": acc(base, up[sp.test], labels[sp.test]),
                   "gates smooth": smooth, "gates hard": hard, "LoRA": acc(lora)},
         parameters={"frozen": 0, "gates": sum(p.numel() for p in gated.gates.parameters()),
                     "LoRA": sum(p.numel() for p in lora.parameters() if p.requires_grad)},

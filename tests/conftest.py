@@ -33,7 +33,6 @@ def bible_en_fr():
     return par["en"] + par["fr"]
 
 
-
 @pytest.fixture(scope="session")
 def smollm2_language_counts(smollm2):
     """(counts, frequencies) of smollm2-135m on 150 verses in en, es, fr, de: shared by the tests that
