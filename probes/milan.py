@@ -30,7 +30,7 @@ from interp.corpora import Document
 from interp.errors import InterpError
 from interp.runs import stream
 
-from .milan_describe import Description, Describer, pmi_choice
+from .milan_describe import Description, Describer, describer_identity, pmi_choice
 
 
 @dataclass
@@ -173,6 +173,9 @@ def describe_neurons(model: interp.Model, index: ExemplarIndex, units: dict[str,
         if saved.get("settings") and saved["settings"] != json.loads(json.dumps(asdict(settings))):
             raise InterpError(f"{checkpoint} was written with other MILAN settings; resume with the same ones "
                               "or delete it")
+        if saved.get("describer") and saved["describer"] != describer_identity(describer):
+            raise InterpError(f"{checkpoint} was written by another describer ({saved['describer']}); resume "
+                              "with it or delete the checkpoint")
     total = sum(len(v) for v in units.values())
     bar = tqdm(total=total, disable=not progress, desc="describing neurons", unit="neuron")
     out: dict[str, dict[int, Description]] = {}
@@ -188,13 +191,14 @@ def describe_neurons(model: interp.Model, index: ExemplarIndex, units: dict[str,
                                            max_tokens=settings.max_tokens, mode=settings.mode)
                 bar.update(1)
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, out, settings)
+                _save_checkpoint(checkpoint, out, settings, describer_identity(describer))
     bar.close()
     return out
 
 
-def _save_checkpoint(path: str | Path, out: dict[str, dict[int, Description]], settings: MilanSettings) -> None:
-    body = {"settings": asdict(settings),
+def _save_checkpoint(path: str | Path, out: dict[str, dict[int, Description]], settings: MilanSettings,
+                     describer: str) -> None:
+    body = {"settings": asdict(settings), "describer": describer,
             "descriptions": {s: {str(u): d.to_json() for u, d in ds.items()} for s, ds in out.items()}}
     write_text_atomic(path, json.dumps(body))
 

@@ -19,6 +19,7 @@ weights save as safetensors with the vocabulary and settings in its JSON metadat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -102,6 +103,14 @@ class Captioner(nn.Module):
         """Log-probs of the next word [n, vocab] after `tokens` [n, t] from state h; the new state."""
         y, h = self.gru(self.embed(tokens), h)
         return torch.log_softmax(self.out(y[:, -1]), -1), h
+
+    def digest(self) -> str:
+        """16 hex digits of a hash of the vocabulary, settings and weights: which captioner this is."""
+        h = hashlib.sha256(json.dumps([self.vocab, asdict(self.settings)]).encode())
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def ids(self, description: str) -> list[int] | None:
         """START, the words, END; None when a word is not in the vocabulary."""
@@ -207,6 +216,7 @@ class TrainedDescriber:
 
     def __init__(self, model: Captioner) -> None:
         self.model = model
+        self.identity = f"captioner {model.digest()}"
         self._last: tuple[tuple[str, ...], torch.Tensor] | None = None
 
     def _code(self, exemplars: Sequence[str] | None) -> torch.Tensor | None:

@@ -20,6 +20,7 @@ Scorers are pluggable: anything with `candidates(exemplars, beam, max_tokens, la
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -130,6 +131,12 @@ class Describer(Protocol):
     def logprobs(self, exemplars: Sequence[str] | None, descriptions: Sequence[str]) -> torch.Tensor: ...
 
 
+def describer_identity(describer: Describer) -> str:
+    """What a checkpoint records of the describer that wrote it: its `identity` attribute when it has
+    one (the built-in describers do), else its class name."""
+    return str(getattr(describer, "identity", type(describer).__name__))
+
+
 def pmi_choice(describer: Describer, exemplars: Sequence[str], *, lam: float = 0.2, beam: int = 50,
                max_tokens: int = 15, mode: str = "rerank") -> Description:
     """argmax over the candidates of log p(d | E) − λ log p(d) (both scored exactly, whole strings)."""
@@ -159,6 +166,8 @@ class LMDescriber:
         # inside one, so a beam's score is exactly the whole string's score (closing token included)
         self.barred = [i for t, i in tok.get_vocab().items() if "\n" in tok.convert_tokens_to_string([t])]
         self.barred = [i for i in {*self.barred, tok.eos_token_id} if i is not None and i != self.newline]
+        template_hash = hashlib.sha256(repr(self.template).encode()).hexdigest()[:12]
+        self.identity = f"lm {model.name} ({model.source}@{model.revision or 'local'}), template {template_hash}"
         self._prior_prefix: tuple | None = None
         self._last: tuple[str, tuple] | None = None  # the last captioner prompt and its prefix
 

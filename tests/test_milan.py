@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -10,8 +11,8 @@ import torch
 import interp
 from interp.batching import Batch
 from interp.corpora import Document
-from probes.milan import Exemplar, MilanSettings, exemplars_for, index_exemplars
-from probes.milan_describe import LMDescriber, pmi_choice
+from probes.milan import Exemplar, MilanSettings, describe_neurons, exemplars_for, index_exemplars
+from probes.milan_describe import LMDescriber, PromptTemplate, pmi_choice
 
 
 # ------------------------------------------------------------------ the streaming quantile
@@ -135,6 +136,33 @@ def test_per_step_pmi_beam_search_maximises_the_same_objective(describer) -> Non
         pmi_choice(describer, EXEMPLARS, mode="greedy")
     with pytest.raises(interp.InterpError):
         pmi_choice(describer, [])
+
+
+def test_resume_takes_the_checkpoint_of_the_same_describer_and_refuses_another(smollm2, describer, tmp_path) -> None:
+    docs = [Document(t) for t in ("The cat sat on the mat.", "Water boils at one hundred degrees.")]
+    site, s = "blocks.5.mlp.hook_post", MilanSettings(k=2, window=3, beam=2, max_tokens=3)
+    index = index_exemplars(smollm2, docs, [site], s)
+    ckpt = tmp_path / "milan-checkpoint.json"
+    first = describe_neurons(smollm2, index, {site: [7]}, describer, s, checkpoint=ckpt, progress=False)
+    assert json.loads(ckpt.read_text())["describer"] == describer.identity
+    again = describe_neurons(smollm2, index, {site: [7]}, _Refusing(describer), s, checkpoint=ckpt, progress=False)
+    assert again[site][7] == first[site][7]  # taken from the checkpoint, not described again
+    other = LMDescriber(smollm2, PromptTemplate(header="Describe the neuron.\n\n"))
+    assert other.identity != describer.identity
+    with pytest.raises(interp.InterpError, match="another describer"):
+        describe_neurons(smollm2, index, {site: [7, 8]}, other, s, checkpoint=ckpt, progress=False)
+
+
+class _Refusing:
+    """The same describer's identity, but it fails if asked to describe anything."""
+
+    def __init__(self, inner: LMDescriber) -> None:
+        self.identity = inner.identity
+
+    def candidates(self, *args, **kwargs):
+        raise AssertionError("described a neuron the checkpoint holds")
+
+    logprobs = candidates
 
 
 # ------------------------------------------------------------------ auditing and editing
