@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -160,22 +161,34 @@ def train_captioner(neurons: Sequence[AnnotatedNeuron], settings: CaptionerSetti
 def trained_captioner(tokenizer, annotations: AnnotationSettings = AnnotationSettings(),
                       settings: CaptionerSettings = CaptionerSettings(), *, progress: bool = False) -> Captioner:
     """The captioner trained on synthetic neurons tokenized by `tokenizer`, from the interp cache
-    (`captioners/<key>.safetensors`; trained and saved on first use, ~2 min on 2 CPU cores).
-    The key hashes the settings and the tokenizer's vocabulary."""
-    import hashlib
-
+    (`captioners/<key>.safetensors`; trained and saved on first use, ~2 min on one CPU core).
+    The key hashes the settings and the tokenizer's vocabulary. Training runs on one thread,
+    whatever the machine's count, so that every machine (with the same torch build) trains the
+    same captioner: sums split over other thread counts round differently, and 1500 Adam steps
+    turn that into different weights and some different descriptions (measured)."""
     from interp.cache import build_lock, cache_dir
 
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    key = hashlib.sha256(json.dumps([FORMAT, asdict(annotations), asdict(settings), vocab]).encode()).hexdigest()[:16]
-    path = cache_dir() / "captioners" / f"{key}.safetensors"
+    key = hashlib.sha256(json.dumps([FORMAT, "one thread", asdict(annotations), asdict(settings), vocab]).encode())
+    path = cache_dir() / "captioners" / f"{key.hexdigest()[:16]}.safetensors"
     if not path.exists():
         with build_lock(path):
             if not path.exists():
-                neurons = synthetic_neurons(tokenizer, annotations)
-                codes = encode_many([n.exemplars for n in neurons], progress=progress)
-                save_captioner(train_captioner(neurons, settings, codes=codes), path)
+                with _one_thread():
+                    neurons = synthetic_neurons(tokenizer, annotations)
+                    codes = encode_many([n.exemplars for n in neurons], progress=progress)
+                    save_captioner(train_captioner(neurons, settings, codes=codes), path)
     return load_captioner(path)
+
+
+@contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def save_captioner(model: Captioner, path: str | Path) -> Path:
