@@ -82,6 +82,11 @@ def test_captioner_file_round_trips_and_bad_files_are_refused(neurons, describer
     cands = ["spanish words", "water", "commas"]
     ex = neurons[1].exemplars
     assert torch.equal(again.logprobs(ex, cands), describer.logprobs(ex, cands))
+    assert again.identity == describer.identity  # a resumed MILAN run knows it is the same captioner
+    changed = load_captioner(path)
+    with torch.no_grad():
+        changed.null[0] += 1e-3
+    assert TrainedDescriber(changed).identity != describer.identity
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(interp.InterpError, match="cannot read"):
