@@ -274,12 +274,12 @@ def steer(name: str, method: str, prompt: str, tokens, positive: str = "", negat
         return compare(model, prompt, edits, tokens, f"FOXP2 English → {target}, α = {alpha:g}, window "
                        f"{[w.layer for w in window]}, {sum(len(w.target_neurons) for w in window)} target neurons")
     if method.startswith("Recipe"):
-        from interp.recipes import load_recipe, read_recipe
+        from interp.recipes import check_fits, read_recipe
 
         if not recipe:
             raise DemoError("Upload a recipe (.safetensors) written by interp: a FOXP2, Dopamine or other recipe.")
-        header, _ = read_recipe(recipe)
-        edits = load_recipe(recipe, model)
+        header, edits = read_recipe(recipe)  # read once: the edits and the writer's provenance
+        check_fits(header, model, Path(recipe).name)
         writer = header.get("provenance", {}).get("writer", "unknown writer")
         return compare(model, prompt, edits, tokens, f"recipe from {writer}: {len(edits)} edit(s)")
     if method == "Brain axis":

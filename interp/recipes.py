@@ -117,10 +117,15 @@ def read_recipe(path: str | Path) -> tuple[dict, list]:
 def load_recipe(path: str | Path, model: Model, *, strict: bool = False) -> list:
     """The recipe's edits, after checking it fits `model` (shape; and id when `strict`)."""
     header, edits = read_recipe(path)
+    check_fits(header, model, Path(path).name, strict=strict)
+    return edits
+
+
+def check_fits(header: dict, model: Model, name: str, *, strict: bool = False) -> None:
+    """RecipeError unless the recipe with `header` (from `read_recipe`) was made for a model of
+    `model`'s shape (and, when `strict`, for that very model)."""
     made, here = header["model"], model_signature(model)
     keys = ("family", "n_layers", "d_model", "d_mlp", "vocab") + (("id",) if strict else ())
     diff = [f"{k} {made.get(k)} ≠ {here[k]}" for k in keys if made.get(k) != here[k]]
     if diff:
-        raise RecipeError(f"recipe {Path(path).name} was made for {made.get('id')!r}, not {model.name!r}: "
-                          + ", ".join(diff))
-    return edits
+        raise RecipeError(f"recipe {name} was made for {made.get('id')!r}, not {model.name!r}: " + ", ".join(diff))
