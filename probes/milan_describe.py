@@ -167,7 +167,8 @@ class LMDescriber:
         self.barred = [i for t, i in tok.get_vocab().items() if "\n" in tok.convert_tokens_to_string([t])]
         self.barred = [i for i in {*self.barred, tok.eos_token_id} if i is not None and i != self.newline]
         template_hash = hashlib.sha256(repr(self.template).encode()).hexdigest()[:12]
-        self.identity = f"lm {model.name} ({model.source}@{model.revision or 'local'}), template {template_hash}"
+        self.identity = (f"lm {model.name} ({model.source}@{model.revision or 'local'}, {model.dtype}), "
+                         f"template {template_hash}")
         self._prior_prefix: tuple | None = None
         self._last: tuple[str, tuple] | None = None  # the last captioner prompt and its prefix
 

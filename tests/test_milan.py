@@ -149,6 +149,8 @@ def test_resume_takes_the_checkpoint_of_the_same_describer_and_refuses_another(s
     assert again[site][7] == first[site][7]  # taken from the checkpoint, not described again
     other = LMDescriber(smollm2, PromptTemplate(header="Describe the neuron.\n\n"))
     assert other.identity != describer.identity
+    dtype = torch.bfloat16 if smollm2.dtype != torch.bfloat16 else torch.float32
+    assert LMDescriber(interp.load_model("smollm2-135m", dtype=dtype)).identity != describer.identity
     with pytest.raises(interp.InterpError, match="another describer"):
         describe_neurons(smollm2, index, {site: [7, 8]}, other, s, checkpoint=ckpt, progress=False)
 
