@@ -28,7 +28,7 @@ from probes.milan_annotations import AnnotationSettings  # noqa: E402
 from probes.milan_captioner import TrainedDescriber, trained_captioner  # noqa: E402
 from probes.milan_describe import LMDescriber  # noqa: E402
 from probes.milan_eval import agreement_table  # noqa: E402
-from probes.milan_known_roles import (NAMES, agreement_rows, describe_known, held_out_corpus,  # noqa: E402
+from probes.milan_known_roles import (NAMES, NOUNS, agreement_rows, describe_known, held_out_corpus,  # noqa: E402
                                       known_neurons, random_partners)
 
 TITLE = "## MILAN on neurons with known roles (issue 10)"
@@ -72,8 +72,8 @@ def main() -> None:
         TITLE, "",
         f"Measured {datetime.date.today()} by `benchmarks/milan_known_roles.py` ({time.time() - t0:.0f} s): "
         f"smollm2-135m, {len(neurons) // 2} neurons with known roles ({langs} language-specific: the "
-        f"{args.per_language} most selective for each of es, fr, de, or all of a language's when it has fewer; 5 "
-        "LM-head concept neurons: water, city, house, king, fire) and one random neuron "
+        f"{args.per_language} most selective for each of es, fr, de, or all of a language's when it has fewer; "
+        f"{len(NOUNS)} LM-head concept neurons: {', '.join(NOUNS)}) and one random neuron "
         f"of the same layer for each; exemplars from held-out Bible verses and the demo corpus (window "
         f"{args.window}); λ = {args.lam}, beam {args.beam}. Agreement with the reference: MiniLM cosine, the share "
         "with cosine ≥ 0.5, BLEU, ROUGE-L.", "", *sections, "",

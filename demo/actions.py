@@ -336,11 +336,14 @@ def _milan_index(name: str, layer: int):
 
 
 @lru_cache(maxsize=4)
-def _describer(name: str):
-    """MILAN's learned captioner for this model's tokenizer (trained once, ~2 min, then read from the cache)."""
+def _describer(name: str, window: int):
+    """MILAN's learned captioner for this model's tokenizer, trained on exemplars of the same `window` as the
+    described neurons' (trained once, ~2 min, then read from the cache)."""
+    from probes.milan_annotations import AnnotationSettings
     from probes.milan_captioner import TrainedDescriber, trained_captioner
 
-    return TrainedDescriber(trained_captioner(model_for(name).tokenizer, progress=True))
+    return TrainedDescriber(trained_captioner(model_for(name).tokenizer, AnnotationSettings(window=window),
+                                              progress=True))
 
 
 def describe(name: str, neuron: str) -> tuple[str, list[list]]:
@@ -352,7 +355,7 @@ def describe(name: str, neuron: str) -> tuple[str, list[list]]:
     index, settings = _milan_index(name, layer)
     site = f"blocks.{layer}.mlp.hook_post"
     with _LOCK:
-        d = describe_neurons(model, index, {site: [n]}, _describer(name), settings)[site][n]
+        d = describe_neurons(model, index, {site: [n]}, _describer(name, settings.window), settings)[site][n]
         ex = exemplars_for(model, index, site, [n], settings)[0]
     text = f"{d.text}  (PMI {d.pmi:.2f}; plain captioner: {d.argmax})"
     return text, [[t] for t in ex.texts()[:5]]

@@ -134,12 +134,9 @@ def _docs(tokenizer, texts: Sequence[str], max_length: int) -> list[_Doc]:
     return out
 
 
-def _exemplar(doc: _Doc, fires: list[bool], window: int, rng: random.Random) -> Exemplar | None:
-    """The window around one firing token (the 'maximum'), its firing tokens marked."""
-    where = [i for i, f in enumerate(fires) if f]
-    if not where:
-        return None
-    pos = rng.choice(where)
+def _exemplar(doc: _Doc, fires: list[bool], window: int, rng: random.Random) -> Exemplar:
+    """The window around one firing token (the 'maximum'; `fires` has at least one), its firing tokens marked."""
+    pos = rng.choice([i for i, f in enumerate(fires) if f])
     lo, hi = max(0, pos - window), min(len(doc.tokens), pos + window + 1)
     return Exemplar(-1, 1.0, doc.tokens[lo:hi], fires[lo:hi])
 
@@ -182,8 +179,8 @@ def synthetic_neurons(tokenizer, settings: AnnotationSettings = AnnotationSettin
     def make(category: str, descriptions: Sequence[str], docs: list[_Doc], fires: Callable[[_Doc], list[bool]]):
         pool = [(d, f) for d in docs if any(f := fires(d))]
         for _ in range(per_category if len(pool) >= k else 0):
-            exs = [_exemplar(d, f, window, rng) for d, f in rng.sample(pool, k)]
-            out.append(AnnotatedNeuron(category, [e.text() for e in exs if e is not None],
+            exs = [_exemplar(d, f, window, rng) for d, f in rng.sample(pool, k)]  # the pool's docs all fire
+            out.append(AnnotatedNeuron(category, [e.text() for e in exs],
                                        _annotations(descriptions, s.annotators, s.generic, rng)))
 
     for lang in langs:

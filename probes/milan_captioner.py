@@ -278,7 +278,10 @@ class TrainedDescriber:
             grown.sort(key=lambda b: -b[1])
             beams = []
             for b in grown[:beam]:
-                (done.append((b[0], b[1])) if b[0][-1] == end else beams.append(b))
+                if b[0][-1] == end:
+                    done.append((b[0], b[1]))
+                else:
+                    beams.append(b)
             if not beams:
                 break
         texts = [" ".join(m.vocab[i] for i in seq[1:-1]) for seq, _ in sorted(done, key=lambda d: -d[1])]
