@@ -10,11 +10,15 @@ an annotator could write for it ("Spanish words", "words about water", "commas")
 Human annotators are sometimes vague, and MILAN's captioner learns that vagueness and prefers such
 descriptions when unsure; the PMI rerank exists to undo it. `generic` imitates it: each annotation
 is, with that probability, one of `GENERIC` ("words", "text", …) instead of a description of the
-category. The default is 0, our annotators are never vague: measured on real neurons with known
-roles (`benchmarks/milan_known_roles.py`), vagueness makes every description worse (agreement 0.74
-at 0, 0.70 at 0.15, 0.48 at 1/3) and PMI wins back only part of it. The categories and lexicons are ours, written for this file; the text is the New Testament of
-the packaged Bibles (books 40–66), kept apart from the Old-Testament verses the tests and benchmarks
-find real neurons' exemplars in.
+category (drawn from its own generator: the neurons and exemplars are the same at every vagueness).
+The default is 0, our annotators are never vague: measured on real neurons with known roles
+(`benchmarks/milan_known_roles.py`, three training seeds each), vagueness makes the descriptions
+worse (PMI agreement 0.74 at 0, 0.61–0.65 at 0.15, 0.52–0.70 at 1/3), and PMI wins back part of it
+(the plain argmax: 0.74; 0.57–0.65; 0.39–0.52).
+
+The categories and lexicons are ours, written for this file; the text is the New Testament of the
+packaged Bibles (books 40–66), kept apart from the Old-Testament verses the tests and benchmarks find
+real neurons' exemplars in.
 """
 
 from __future__ import annotations
@@ -122,15 +126,21 @@ class _Doc:
 
 
 def _docs(tokenizer, texts: Sequence[str], max_length: int) -> list[_Doc]:
+    """Each text's tokens (decoded one by one, as exemplars show them) and the word each belongs to;
+    the texts are tokenized in one batch and each token id decoded once."""
+    if not texts:
+        return []
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, truncation=True,
+                    max_length=max_length)
+    pieces: dict[int, str] = {}
     out = []
-    for text in texts:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=True,
-                        max_length=max_length)
+    for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"]):
         spans = [(m.start(), m.end(), m.group().lower()) for m in re.finditer(r"\w+", text)]
-        words = []
-        for a, b in enc["offset_mapping"]:
-            words.append(next((w for s, e, w in spans if s <= a < e or s < b <= e), ""))
-        out.append(_Doc([tokenizer.decode([i]) for i in enc["input_ids"]], words))
+        words = [next((w for s, e, w in spans if s <= a < e or s < b <= e), "") for a, b in offsets]
+        for i in ids:
+            if i not in pieces:
+                pieces[i] = tokenizer.decode([i])
+        out.append(_Doc([pieces[i] for i in ids], words))
     return out
 
 
@@ -141,8 +151,16 @@ def _exemplar(doc: _Doc, fires: list[bool], window: int, rng: random.Random) -> 
     return Exemplar(-1, 1.0, doc.tokens[lo:hi], fires[lo:hi])
 
 
-def _annotations(descriptions: Sequence[str], n: int, generic: float, rng: random.Random) -> list[str]:
-    return [rng.choice(GENERIC) if rng.random() < generic else rng.choice(descriptions) for _ in range(n)]
+def _annotations(descriptions: Sequence[str], n: int, generic: float, rng: random.Random,
+                 vague: random.Random) -> list[str]:
+    """`n` annotations: each a random one of `descriptions`, or with chance `generic` one of GENERIC.
+    `rng` draws the same numbers whatever `generic` is (the vague words come from `vague`), so the
+    neurons and their exemplars are the same for every vagueness, and so are their MiniLM codes."""
+    out = []
+    for _ in range(n):
+        u, d = rng.random(), rng.choice(descriptions)
+        out.append(vague.choice(GENERIC) if u < generic else d)
+    return out
 
 
 @dataclass
@@ -167,7 +185,7 @@ def synthetic_neurons(tokenizer, settings: AnnotationSettings = AnnotationSettin
     s = settings
     if not 0.0 <= s.generic <= 1.0 or s.per_category < 1 or s.k < 1 or s.annotators < 1:
         raise InterpError(f"bad annotation settings: {s}")
-    rng = random.Random(s.seed)
+    rng, vague = random.Random(s.seed), random.Random(f"vague {s.seed}")
     per_category, k, window, verses, max_length = s.per_category, s.k, s.window, s.verses, s.max_length
     unknown = [l for l in s.languages if l not in LANGUAGE_NAMES]
     if unknown:
@@ -181,7 +199,7 @@ def synthetic_neurons(tokenizer, settings: AnnotationSettings = AnnotationSettin
         for _ in range(per_category if len(pool) >= k else 0):
             exs = [_exemplar(d, f, window, rng) for d, f in rng.sample(pool, k)]  # the pool's docs all fire
             out.append(AnnotatedNeuron(category, [e.text() for e in exs],
-                                       _annotations(descriptions, s.annotators, s.generic, rng)))
+                                       _annotations(descriptions, s.annotators, s.generic, rng, vague)))
 
     for lang in langs:
         name = LANGUAGE_NAMES[lang]

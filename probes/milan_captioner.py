@@ -161,7 +161,8 @@ def train_captioner(neurons: Sequence[AnnotatedNeuron], settings: CaptionerSetti
 def trained_captioner(tokenizer, annotations: AnnotationSettings = AnnotationSettings(),
                       settings: CaptionerSettings = CaptionerSettings(), *, progress: bool = False) -> Captioner:
     """The captioner trained on synthetic neurons tokenized by `tokenizer`, from the interp cache
-    (`captioners/<key>.safetensors`; trained and saved on first use, ~2 min on one CPU core).
+    (`captioners/<key>.safetensors`; trained and saved on first use, ~4 min on one CPU core,
+    ~1 min when another captioner's cached exemplar codes serve).
     The key hashes the settings and the tokenizer's vocabulary. Training runs on one thread,
     whatever the machine's count, so that every machine (with the same torch build) trains the
     same captioner: sums split over other thread counts round differently, and 1500 Adam steps
@@ -176,9 +177,33 @@ def trained_captioner(tokenizer, annotations: AnnotationSettings = AnnotationSet
             if not path.exists():
                 with _one_thread():
                     neurons = synthetic_neurons(tokenizer, annotations)
-                    codes = encode_many([n.exemplars for n in neurons], progress=progress)
+                    codes = _cached_codes([n.exemplars for n in neurons], progress=progress)
                     save_captioner(train_captioner(neurons, settings, codes=codes), path)
     return load_captioner(path)
+
+
+def _cached_codes(neurons: Sequence[Sequence[str]], *, progress: bool = False) -> torch.Tensor:
+    """`encode_many(neurons)` [n, 768], from the interp cache (`captioners/codes-<key>.safetensors`,
+    the key a hash of the exemplars): captioners that differ only in their annotations (how vague
+    the annotators are, the training seed) share the MiniLM pass, most of a captioner's cost."""
+    from safetensors.torch import load_file, save_file
+
+    from interp.cache import atomic_path, build_lock, cache_dir
+
+    key = hashlib.sha256(json.dumps([FORMAT, "codes", [list(exs) for exs in neurons]]).encode()).hexdigest()[:16]
+    path = cache_dir() / "captioners" / f"codes-{key}.safetensors"
+    with build_lock(path):
+        if path.exists():
+            try:
+                codes = load_file(str(path))["codes"]
+                if codes.shape[0] == len(neurons):
+                    return codes
+            except Exception:  # a corrupt entry is rebuilt
+                pass
+        codes = encode_many(neurons, progress=progress)
+        with atomic_path(path) as tmp:
+            save_file({"codes": codes.contiguous()}, str(tmp))
+    return codes
 
 
 @contextmanager

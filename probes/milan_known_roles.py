@@ -83,17 +83,23 @@ def held_out_corpus(per_language: int = 60, offset: int = 3000) -> list[Document
     return [Document(t, group=l) for l in LANGS for t in held[l]] + demo_corpus()
 
 
-def describe_known(model: interp.Model, describer: Describer, neurons: Sequence[KnownNeuron],
-                   settings: MilanSettings = MilanSettings(), corpus: Sequence[Document] | None = None
-                   ) -> list[KnownNeuron]:
-    """Each neuron with its PMI description and plain argmax filled in (from its exemplars in `corpus`);
-    the neurons given are left as they are."""
+def known_exemplars(model: interp.Model, neurons: Sequence[KnownNeuron], settings: MilanSettings = MilanSettings(),
+                    corpus: Sequence[Document] | None = None) -> list[list[str]]:
+    """Each neuron's marked exemplar texts from `corpus` (default `held_out_corpus()`), all layers
+    indexed in one pass: the input of every describer compared on these neurons."""
     sites = sorted({f"blocks.{n.layer}.mlp.hook_post" for n in neurons})
     index = index_exemplars(model, list(corpus or held_out_corpus()), sites, settings)
+    return [exemplars_for(model, index, f"blocks.{n.layer}.mlp.hook_post", [n.unit], settings)[0].texts()
+            for n in neurons]
+
+
+def describe_known(describer: Describer, neurons: Sequence[KnownNeuron], exemplars: Sequence[Sequence[str]],
+                   settings: MilanSettings = MilanSettings()) -> list[KnownNeuron]:
+    """Each neuron with its PMI description and plain argmax filled in from its exemplars
+    (`known_exemplars`); the neurons given are left as they are."""
     out = []
-    for n in neurons:
-        ne = exemplars_for(model, index, f"blocks.{n.layer}.mlp.hook_post", [n.unit], settings)[0]
-        d = pmi_choice(describer, ne.texts(), lam=settings.lam, beam=settings.beam, max_tokens=settings.max_tokens,
+    for n, texts in zip(neurons, exemplars, strict=True):
+        d = pmi_choice(describer, list(texts), lam=settings.lam, beam=settings.beam, max_tokens=settings.max_tokens,
                        mode=settings.mode)
         out.append(replace(n, pmi=d.text, argmax=d.argmax))
     return out

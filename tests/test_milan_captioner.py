@@ -46,6 +46,31 @@ def test_synthetic_neurons_mark_their_category_and_carry_its_annotations(smollm2
         synthetic_neurons(smollm2.tokenizer, AnnotationSettings(generic=1.5))
 
 
+def test_vague_annotators_change_only_the_annotations(smollm2, neurons) -> None:
+    """Vagueness replaces about that share of annotations by GENERIC ones and leaves every neuron and
+    exemplar as it was (so captioners of any vagueness share one MiniLM pass)."""
+    vague = synthetic_neurons(smollm2.tokenizer, AnnotationSettings(**{**vars(SMALL), "generic": 1 / 3}))
+    assert [(n.category, n.exemplars) for n in vague] == [(n.category, n.exemplars) for n in neurons]
+    pairs = [(a, b) for v, n in zip(vague, neurons) for a, b in zip(v.annotations, n.annotations)]
+    changed = [a for a, b in pairs if a != b]
+    assert all(a in GENERIC for a in changed)
+    assert 0.25 < sum(a in GENERIC for a, _ in pairs) / len(pairs) < 0.42  # ~1/3 of them, not none or all
+
+
+def test_exemplar_codes_are_cached_and_a_corrupt_entry_is_rebuilt(neurons, tmp_path, monkeypatch) -> None:
+    from probes.milan_captioner import _cached_codes, encode_many
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    exemplars = [n.exemplars for n in neurons[:3]]
+    codes = _cached_codes(exemplars)
+    assert torch.equal(codes, encode_many(exemplars))
+    [entry] = (tmp_path / "captioners").glob("codes-*.safetensors")
+    assert torch.equal(_cached_codes(exemplars), codes)  # read back from the file
+    entry.write_bytes(b"not a safetensors file")
+    assert torch.equal(_cached_codes(exemplars), codes)  # rebuilt
+    assert torch.equal(_cached_codes(exemplars), codes)
+
+
 def test_captioner_describes_held_out_neurons_of_its_categories(smollm2, describer) -> None:
     """New synthetic neurons (another seed: other exemplars) get a description of their own category."""
     held = synthetic_neurons(smollm2.tokenizer, AnnotationSettings(**{**vars(SMALL), "per_category": 1, "seed": 7}))

@@ -1,11 +1,15 @@
 """Issue 10's acceptance on real neurons: MILAN descriptions (learned captioner) of smollm2-135m's
 language-specific and LM-head concept neurons against their known roles, beside the plain captioner argmax
-and descriptions of random neurons of the same layers (the table is printed).
+and descriptions of random neurons of the same layers (the tables are printed).
 
-What holds, and is asserted: the descriptions agree with the known roles far more often than descriptions of
-random neurons do, and PMI never agrees less often than the argmax. PMI does not agree strictly *more* often
-with the default captioner (17 of 23 each; other trainings gave PMI one neuron more or the same count: README,
-"Neurons with known roles"), so issue 10's "more often than the argmax" is reported, not asserted."""
+Two captioners, on the same exemplars:
+- the default one, trained on annotations that always name the category: its descriptions agree with the
+  known roles far more often than descriptions of random neurons do, and PMI never agrees less often than
+  the argmax (it is confident, so the two mostly choose the same words: 13 of 17 agree for both);
+- one trained on annotations a third of which are vague ("words", "text", …), as human annotators'
+  sometimes are: MILAN's setting, the one PMI is for. There the argmax often says something vague and PMI
+  agrees with the known role more often than the argmax does, and far more often than for random neurons
+  (measured on three training seeds: README, "Neurons with known roles")."""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from probes.milan import MilanSettings
 from probes.milan_annotations import AnnotationSettings
 from probes.milan_captioner import TrainedDescriber, trained_captioner
 from probes.milan_eval import agreement_table
-from probes.milan_known_roles import agreement_rows, describe_known, known_neurons, random_partners
+from probes.milan_known_roles import (agreement_rows, describe_known, known_exemplars, known_neurons,
+                                      random_partners)
 
 
 @pytest.mark.slow
@@ -23,13 +28,19 @@ def test_descriptions_agree_with_known_roles(smollm2, smollm2_language_counts) -
     settings = MilanSettings(beam=20)
     neurons = known_neurons(smollm2, counts=smollm2_language_counts[0])
     neurons += random_partners(smollm2, neurons)
-    describer = TrainedDescriber(trained_captioner(smollm2.tokenizer, AnnotationSettings(window=settings.window)))
-    described = describe_known(smollm2, describer, neurons, settings)
-    rows, table = agreement_table(agreement_rows(described))
-    print("\n" + "\n".join(f"{n.kind:14s} L{n.layer}:{n.unit:<5d} {n.reference!r:10s} PMI {n.pmi!r:24s} "
-                           f"argmax {n.argmax!r}" for n in described))
-    print(table)
-    agree = {r.name: r.agree for r in rows}
-    assert agree["PMI (known roles)"] >= agree["PMI (random neurons)"] + 0.3, table
-    assert agree["argmax (known roles)"] >= agree["argmax (random neurons)"] + 0.3, table
-    assert agree["PMI (known roles)"] >= agree["argmax (known roles)"], table
+    exemplars = known_exemplars(smollm2, neurons, settings)
+    agree, tables = {}, {}
+    for generic in (0.0, 1 / 3):
+        captioner = trained_captioner(smollm2.tokenizer, AnnotationSettings(window=settings.window, generic=generic))
+        described = describe_known(TrainedDescriber(captioner), neurons, exemplars, settings)
+        rows, tables[generic] = agreement_table(agreement_rows(described))
+        agree[generic] = {r.name: r.agree for r in rows}
+        print(f"\nvague annotations {generic:.2f}\n" + "\n".join(
+            f"{n.kind:14s} L{n.layer}:{n.unit:<5d} {n.reference!r:10s} PMI {n.pmi!r:24s} argmax {n.argmax!r}"
+            for n in described) + "\n" + tables[generic])
+    clean, vague = agree[0.0], agree[1 / 3]
+    assert clean["PMI (known roles)"] >= clean["PMI (random neurons)"] + 0.3, tables[0.0]
+    assert clean["argmax (known roles)"] >= clean["argmax (random neurons)"] + 0.3, tables[0.0]
+    assert clean["PMI (known roles)"] >= clean["argmax (known roles)"], tables[0.0]
+    assert vague["PMI (known roles)"] > vague["argmax (known roles)"], tables[1 / 3]
+    assert vague["PMI (known roles)"] >= vague["PMI (random neurons)"] + 0.3, tables[1 / 3]
