@@ -28,9 +28,10 @@ Models (`build_testbed`), both saved as HF folders that `interp.load_model` read
 So each model's text backbone differs from smollm2's in its chosen layers only, there by a
 matrix of rank ≤ `lora_rank` per linear map; everything else is bit-for-bit smollm2.
 
-Training runs under bf16 autocast (fp32 master weights, saved fp32), on `threads` CPU threads
+Training runs under bf16 autocast where the CPU has AVX-512, in fp32 elsewhere (`TestbedSpec.autocast`;
+fp32 master weights, saved fp32), on `threads` CPU threads
 (1 by default: with another process on a 2-core machine, 2 threads spin and run slower);
-evaluation runs in fp32. Results are deterministic for a given seed and thread count.
+evaluation runs in fp32. Results are deterministic for a given seed, thread count and CPU kind.
 """
 
 from __future__ import annotations
@@ -419,14 +420,23 @@ class TestbedSpec:
     llm_lr: float = 2e-3
     n_eval: int = 250  # held-out examples per image task
     threads: int = 1
+    autocast: str = "bfloat16"  # the training matmuls' dtype: "float32" where the CPU has no fast bfloat16
 
     @classmethod
     def for_run(cls, reduced: bool = False, seed: int = 0, threads: int = 1) -> "TestbedSpec":
         """The full spec, or the reduced one (about 2 minutes on one core)."""
+        autocast = _training_dtype()
         if reduced:
             return cls(seed=seed, reduced=True, align_steps=400, align_batch=32, vlm_steps=16, llm_steps=40,
-                       llm_lr=3e-3, n_eval=80, threads=threads)
-        return cls(seed=seed, threads=threads)
+                       llm_lr=3e-3, n_eval=80, threads=threads, autocast=autocast)
+        return cls(seed=seed, threads=threads, autocast=autocast)
+
+
+def _training_dtype() -> str:
+    """bfloat16 autocast where the CPU has AVX-512 (fast bfloat16 kernels); float32 elsewhere: on an
+    AVX2-only CPU bfloat16 matmuls are emulated, ~9× slower than float32 (measured), and the reduced
+    testbed's first build took over 20 minutes instead of about 2."""
+    return "bfloat16" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "float32"
 
 
 @contextmanager
@@ -439,8 +449,8 @@ def _num_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _autocast():
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+def _autocast(dtype: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
 def _answer_logits(hf: nn.Module, tokenizer, examples: Sequence[Example]):
@@ -476,7 +486,7 @@ def _batches(n_items: int, batch: int, steps: int, rng: np.random.Generator) -> 
 
 
 def _train_lm(hf, tokenizer, examples: list[Example], params: list[dict], steps: int, batch: int,
-              seed: int) -> list[float]:
+              seed: int, autocast: str) -> list[float]:
     """AdamW with a linear warm-up / cosine schedule over `steps` on the answer loss; returns the losses."""
     if steps == 0:
         return [float("nan")]
@@ -487,7 +497,7 @@ def _train_lm(hf, tokenizer, examples: list[Example], params: list[dict], steps:
     losses = []
     hf.train()
     for idx in _batches(len(examples), batch, steps, rng):
-        with _autocast():
+        with _autocast(autocast):
             loss = _answer_loss(hf, tokenizer, [examples[i] for i in idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -610,7 +620,7 @@ def _build_llm(base, spec: TestbedSpec, folder: Path) -> dict[str, Any]:
     torch.manual_seed(spec.seed + 2)
     with _lora(hf, spec.llm_layers, spec.lora_rank, spec.lora_alpha) as params:
         losses = _train_lm(hf, base.tokenizer, train, [{"params": params, "lr": spec.llm_lr}],
-                           spec.llm_steps, spec.llm_batch, spec.seed + 3)
+                           spec.llm_steps, spec.llm_batch, spec.seed + 3, spec.autocast)
     train_s = time.time() - t0
     hf.save_pretrained(folder)
     base.tokenizer.save_pretrained(folder)
@@ -639,7 +649,7 @@ def _build_vlm(base, spec: TestbedSpec, folder: Path) -> dict[str, Any]:
     with _lora(vlm, spec.vlm_layers, spec.lora_rank, spec.lora_alpha) as lora_params:
         losses = _train_lm(vlm, base.tokenizer, _interleave(recog, sums),
                            [{"params": vision, "lr": spec.vlm_lr}, {"params": lora_params, "lr": spec.lora_lr}],
-                           spec.vlm_steps, spec.vlm_batch, spec.seed + 5)
+                           spec.vlm_steps, spec.vlm_batch, spec.seed + 5, spec.autocast)
     train_s = time.time() - t0
     vlm.save_pretrained(folder)
     base.tokenizer.save_pretrained(folder)
