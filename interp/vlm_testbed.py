@@ -424,7 +424,7 @@ class TestbedSpec:
 
     @classmethod
     def for_run(cls, reduced: bool = False, seed: int = 0, threads: int = 1) -> "TestbedSpec":
-        """The full spec, or the reduced one (about 2 minutes on one core)."""
+        """The full spec, or the reduced one (2–8 minutes on one core, by CPU)."""
         autocast = _training_dtype()
         if reduced:
             return cls(seed=seed, reduced=True, align_steps=400, align_batch=32, vlm_steps=16, llm_steps=40,
@@ -777,7 +777,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m interp.vlm_testbed", description=__doc__.splitlines()[0])
-    parser.add_argument("--reduced", action="store_true", help="the quick version (about 2 minutes on 2 cores)")
+    parser.add_argument("--reduced", action="store_true", help="the quick version (2–8 minutes, by CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--threads", type=int, default=1)

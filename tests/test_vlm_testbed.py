@@ -178,7 +178,7 @@ def one_thread():
 @pytest.mark.slow
 def test_reduced_testbed_builds_caches_loads_and_works(smollm2, monkeypatch, one_thread) -> None:
     t0 = time.time()
-    paths = tb.build_testbed(reduced=True)  # ~2 minutes the first time, then cached
+    paths = tb.build_testbed(reduced=True)  # 2–8 minutes the first time (by CPU), then cached
     built_in = time.time() - t0
     metrics = paths.read_metrics()
     print(f"\nreduced testbed ({'built' if built_in > 30 else 'cached'}, {built_in:.1f} s here; "
