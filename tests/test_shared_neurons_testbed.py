@@ -93,7 +93,9 @@ def test_merge_equals_runtime_edit_and_the_vlm_is_restored(testbed, tmp_path) ->
             with interp.edit(vlm, edits):
                 runtime = vlm.hf(**kw).logits
             assert (runtime - base).abs().max() > 1e-3  # the edit moves the logits
-            torch.testing.assert_close(merged(**kw).logits, runtime, atol=1e-5, rtol=0)
+            # the merged weights are stored in float32: their rounding moves logits by up to ~1.3e-5
+            # (measured; a wrong merge would be off by the edit's own size, > 1e-3)
+            torch.testing.assert_close(merged(**kw).logits, runtime, atol=5e-5, rtol=0)
     finally:
         vlm.hf.float()
     assert weight_hash(vlm) == before  # restored bit for bit after the runtime edit (and the fp64 round trip)
