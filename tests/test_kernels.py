@@ -10,7 +10,7 @@ defined (when `interp._triton_tail` is first imported) and keeps that choice for
 Setting the variable inside this process would depend on test order (any earlier kernel call
 fixes the choice), and setting it for the whole session in conftest would make a GPU machine
 test the interpreter instead of the compiled kernel and leak into every CLI subprocess. A child
-with its own environment has neither problem, for ~3 s of start-up.
+with its own environment has neither problem, for a few seconds of start-up (torch, Triton).
 """
 
 from __future__ import annotations
