@@ -50,6 +50,8 @@ def check_goals(params: dict, beta: float = GOAL_BETA) -> Goals:
                 f"below at {', '.join(below)}" if below else f"all {len(margins)}; smallest margin {worst[0]:.2f} "
                 f"({worst[1]} L{worst[2]})", "every layer", not below and bool(margins))
     rows = params["tables"].get("amplification", [])
+    if not rows:
+        goals.check("shared units change more answers than random ones", "not measured", "measured", False)
     for alpha in sorted({r["alpha"] for r in rows}):
         shared = [r["changed"] for r in rows if r["alpha"] == alpha and r["units"] == "shared"]
         rand = [r["changed"] for r in rows if r["alpha"] == alpha and r["units"].startswith("random")]
