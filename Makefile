@@ -46,7 +46,7 @@ test-fast: install
 BENCH ?=  # `make bench BENCH="load lm_head"` runs only those (names: .venv/bin/python benchmarks/run_all.py --list)
 
 # every benchmark at full size, past failures, then one table of goals; exits non-zero if any goal failed
-bench: install
+bench: install install-gemma
 	$(PY) benchmarks/run_all.py $(if $(strip $(BENCH)),--only $(BENCH))
 
 clean:

@@ -44,6 +44,9 @@ BENCHMARKS: list[str] = [
     "dopamine_lm.py",
     "scale.py",
     "snrf.py",
+    "foxp2.py",
+    "foxp2_hindi.py",
+    "hftp.py",
 ]
 
 
