@@ -174,17 +174,26 @@ def test_playground_steers_with_actadd_and_a_recipe(tmp_path) -> None:
                                           **A.GENERATION)[0]  # the model was restored
 
 
+FOXP2_PROMPTS = ("The best way to learn is", "My favourite animal is", "I think that people should",
+                 "Yesterday I went to", "The weather today is", "When I was a child", "Last night I dreamed that",
+                 "The most important thing in life is")
+
+
 @pytest.mark.slow
 def test_playground_runs_foxp2_towards_spanish(monkeypatch) -> None:
-    """The FOXP2 option localises (here on a fixed two-layer window, few verses and SAE steps, for time)
-    and steers; the full setting is what the FOXP2 tests measure."""
-    monkeypatch.setattr(A, "FOXP2_VERSES", 24)
-    monkeypatch.setattr(A, "FOXP2_SAE_STEPS", 20)
+    """The FOXP2 option localises and steers English prompts into Spanish (Lingua). For time it localises a
+    fixed four-layer window (the last four of the full run's 19–26) on 16 verses with 20 SAE steps (~1 min):
+    8 of 8 continuations Spanish at α = 3, and 0 of 8 with a random direction of the same norm on the same
+    neurons (`random_direction_edits`), so the share below is the method's, not any push's. The full
+    setting is what tests/test_foxp2.py measures."""
     from interp.language_id import language_share
 
-    r = A.steer(M, "FOXP2", "The best way to learn is", 16, scale=3, target="es", foxp2_window=(19, 20, 21, 22))
-    assert r.steered != r.unsteered and "window [19, 20, 21, 22]" in r.note
-    assert language_share([r.unsteered], "en", ["en", "es"]) == 1.0
+    monkeypatch.setattr(A, "FOXP2_VERSES", 16)
+    monkeypatch.setattr(A, "FOXP2_SAE_STEPS", 20)
+    runs = [A.steer(M, "FOXP2", p, 16, scale=3, target="es", foxp2_window=(23, 24, 25, 26)) for p in FOXP2_PROMPTS]
+    assert all("window [23, 24, 25, 26]" in r.note for r in runs)
+    assert language_share([r.unsteered for r in runs], "es", ["en", "es"]) == 0.0
+    assert language_share([r.steered for r in runs], "es", ["en", "es"]) >= 0.75, [r.steered for r in runs]
 
 
 @pytest.mark.slow
