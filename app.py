@@ -121,7 +121,7 @@ def build() -> gr.Blocks:
                      [model, verses, lang, lprompt, tokens], [lplain, lsteered, lnote])
 
         with gr.Tab("Steering playground"):
-            method = gr.Radio(list(actions.METHODS), value="ActAdd", label="method")
+            method = gr.Radio(list(actions.METHODS), value="ActAdd", label="method", elem_id="method")
             sprompt = gr.Textbox(value="I think that people should", label="prompt")
             with gr.Row():
                 pos = gr.Textbox(value="I love this. It is wonderful.", label="ActAdd: positive texts", lines=3)
@@ -139,7 +139,7 @@ def build() -> gr.Blocks:
                                            f"tensors.safetensors, …; ≤ {actions.MAX_ATLAS_BYTES // 2**20} MB)",
                                      file_count="multiple", type="filepath", elem_id="axis-atlas")
                 axis = gr.Number(value=0, label="brain axis: axis", precision=0)
-            run = gr.Button("Generate")
+            run = gr.Button("Generate", elem_id="play-run")
             splain, ssteered, snote = _side_by_side("play-")
 
             @_shown
