@@ -192,7 +192,8 @@ def main() -> None:
     try:
         app = build()
     except InterpError as exc:  # the operator's settings (e.g. INTERP_DEMO_MODEL outside INTERP_DEMO_MODELS)
-        sys.exit(f"app.py: {exc}")
+        print(f"app.py: {exc}", file=sys.stderr)
+        sys.exit(2)
     # uploads larger than the largest limit are refused by the server before they are stored
     app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, show_error=True,
                                                   max_file_size=actions.MAX_ATLAS_BYTES)

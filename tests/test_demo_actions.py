@@ -206,3 +206,19 @@ def test_language_hftp_and_milan_tabs() -> None:
     assert png.startswith(b"\x89PNG") and "blocks.6.mlp.hook_post" in table
     text, exemplars = A.describe(M, "3:5")
     assert text.strip() and "PMI" in text and exemplars and all("[[" in e[0] for e in exemplars)
+
+
+@pytest.mark.slow  # a subprocess importing gradio and torch: 5-20 s
+def test_app_refuses_to_start_with_a_default_model_outside_the_allowlist() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "INTERP_DEMO_MODELS": M, "INTERP_DEMO_MODEL": "HuggingFaceTB/SmolLM2-360M",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.run([sys.executable, str(root / "app.py"), "--port", "1"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "INTERP_DEMO_MODEL='HuggingFaceTB/SmolLM2-360M' is not in INTERP_DEMO_MODELS" in proc.stderr
