@@ -35,9 +35,10 @@ MAX_PROMPT_CHARS = 400
 MAX_NEW_TOKENS = 64
 MAX_CLAMP = 200.0  # |clamp value|
 MAX_SCALE = 50.0  # |ActAdd scale|, |axis strength|
-# Uploads. A recipe is a few edits (FOXP2 on smollm2: ~0.1 MB; a rank-8 LoRA on all 30 layers: ~4 MB); a
-# brain-axes atlas holds adapters and per-word vectors (a few MB). The app's server refuses anything larger
-# than MAX_ATLAS_BYTES before it is stored (`launch(max_file_size=…)`).
+# Uploads. A recipe is a few edits (FOXP2 on smollm2, 8 layers of [1536] vectors and low-rank directions:
+# under 1 MB; even a rank-8 low-rank edit on all three MLP matrices of all 30 layers is ~6 MB); a brain-axes
+# atlas holds per-layer adapters and per-word vectors, far below 64 MB for these models. The app's server
+# refuses anything larger than MAX_ATLAS_BYTES before it is stored (`launch(max_file_size=…)`).
 MAX_RECIPE_BYTES = 16 * 2**20
 MAX_ATLAS_BYTES = 64 * 2**20
 MAX_ATLAS_FILES = 8
