@@ -197,7 +197,10 @@ def test_playground_runs_foxp2_towards_spanish(monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_language_hftp_and_milan_tabs() -> None:
+def test_language_hftp_and_milan_tabs(small_captioner, monkeypatch) -> None:
+    from probes.milan_captioner import TrainedDescriber, load_captioner
+
+    monkeypatch.setattr(A, "_describer", lambda name, window: TrainedDescriber(load_captioner(small_captioner)))
     png, rows = A.language_neurons(M, 16)
     assert png.startswith(b"\x89PNG") and {r[0] for r in rows} == set(A.LANGS) and all(r[1] > 0 for r in rows)
     r = A.steer_language(M, 16, "es", "The best way to learn is", 12)
