@@ -40,8 +40,9 @@ TEST_WORKERS ?= 2  # one pytest worker per core, each on one thread (tests/conft
 test: install browser
 	$(PY) -m pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist worksteal
 
+# the loop to run while editing (≤ 2 min): no model training, few subprocesses; `make test` runs everything
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -rs --durations=10 -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 
 BENCH ?=  # `make bench BENCH="load lm_head"` runs only those (names: .venv/bin/python benchmarks/run_all.py --list)
 
