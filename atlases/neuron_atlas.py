@@ -2,21 +2,23 @@
 
 Layout (DESIGN.md, "Atlases"):
 - `atlas.json`: format version, model id and revision, sites, method,
-  parameters, library versions, creation time, and sha256 checksums of
-  every other file;
+  parameters, library versions, creation time, sha256 checksums of
+  every other file (reports and plots included), and `header_sha256`, the
+  sha256 of atlas.json's own bytes (`interp.integrity`: written as zeros,
+  hashed, then filled in), so a change to any byte of any file is refused;
 - `tensors.safetensors`: per-unit tensors, keyed `"{site}/{name}"`;
 - `documents.jsonl` (optional): the corpus documents that exemplars point to;
 - `vocab.json` (optional): each token id's decoded string, for token queries.
 
 Never pickled. Saving writes a temporary folder and renames it into place;
-loading verifies checksums and, when asked, the model id, and says plainly
-what does not match.
+loading verifies every checksum and, when asked, the model id, and says
+plainly what does not match. Atlases of format 1 (before `header_sha256`)
+are refused with a request to rebuild them: their atlas.json is unverifiable.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +29,10 @@ from safetensors.torch import load_file, save_file
 
 from interp.cache import atomic_path
 from interp.errors import AtlasError
+from interp.integrity import PLACEHOLDER, is_sealed, seal, sha256_file
 
 FORMAT = "interp-atlas"
-FORMAT_VERSION = 1
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+FORMAT_VERSION = 2  # 2: atlas.json carries header_sha256, and every file of the folder has a checksum
 
 
 def _versions() -> dict[str, str]:
@@ -109,19 +104,19 @@ class Atlas:
         return folder
 
     def write_into(self, tmp: Path) -> None:
-        """Write the atlas files into an existing (temporary) folder."""
+        """Write the atlas files into an existing (temporary) folder; every file already there
+        (a report, plots) gets a checksum in atlas.json too."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
         save_file(tensors, str(tmp / "tensors.safetensors"), metadata={"format": FORMAT})
-        files = ["tensors.safetensors"]
         if self.documents is not None:
             with (tmp / "documents.jsonl").open("w", encoding="utf-8") as f:
                 for d in self.documents:
                     f.write(json.dumps(d, ensure_ascii=False) + "\n")
-            files.append("documents.jsonl")
         if self.vocab is not None:
             (tmp / "vocab.json").write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
-            files.append("vocab.json")
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != "atlas.json")
         header = {
+            "header_sha256": PLACEHOLDER,  # first: the seal goes over the first run of 64 zeros
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model": {"id": self.model, "revision": self.revision},
@@ -132,48 +127,69 @@ class Atlas:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
                         for k, v in tensors.items()},
-            "checksums": {name: _sha256(tmp / name) for name in files},
+            "checksums": {name: sha256_file(tmp / name) for name in files},
         }
-        (tmp / "atlas.json").write_text(json.dumps(header, indent=1, ensure_ascii=False), encoding="utf-8")
+        (tmp / "atlas.json").write_bytes(seal(json.dumps(header, indent=1, ensure_ascii=False).encode("utf-8")))
 
 
-def load_atlas(folder: str | Path, *, model: str | None = None) -> Atlas:
-    """Read an atlas folder, verifying checksums (and the model id, if given)."""
-    folder = Path(folder)
+def _header(folder: Path) -> dict:
+    """atlas.json of `folder`, after checking that its bytes match its own seal."""
     header_path = folder / "atlas.json"
     if not header_path.is_file():
         raise AtlasError(f"{folder} is not an atlas (no atlas.json)")
+    raw = header_path.read_bytes()
     try:
-        header = json.loads(header_path.read_text(encoding="utf-8"))
+        header = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise AtlasError(f"{header_path}: not valid JSON ({exc})") from None
-    if header.get("format") != FORMAT:
-        raise AtlasError(f"{header_path}: not an interp atlas (format {header.get('format')!r})")
-    if header.get("format_version", 0) > FORMAT_VERSION:
-        raise AtlasError(f"{folder}: atlas format {header['format_version']} is newer than this interp reads ({FORMAT_VERSION})")
-    for name, digest in header.get("checksums", {}).items():
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        format_ = header.get("format") if isinstance(header, dict) else None
+        raise AtlasError(f"{header_path}: not an interp atlas (format {format_!r})")
+    version = header.get("format_version", 0)
+    if "header_sha256" not in header and isinstance(version, int) and version < 2:
+        raise AtlasError(f"{folder}: atlas format {version} predates checksummed headers, so its atlas.json cannot "
+                         f"be verified; rebuild it with this interp (run the command that made it again)")
+    if not is_sealed(raw, header.get("header_sha256")):
+        raise AtlasError(f"{header_path} does not match its own checksum (corrupt or edited)")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise AtlasError(f"{folder}: atlas format {version!r} is newer than this interp reads ({FORMAT_VERSION})")
+    return header
+
+
+def load_atlas(folder: str | Path, *, model: str | None = None) -> Atlas:
+    """Read an atlas folder, verifying every file's checksum (and the model id, if given)."""
+    folder = Path(folder)
+    header = _header(folder)
+    checksums = header.get("checksums")
+    if not isinstance(checksums, dict) or "tensors.safetensors" not in checksums:
+        raise AtlasError(f"{folder}/atlas.json lists no checksums for its files")
+    for name, digest in checksums.items():
         path = folder / name
         if not path.is_file():
             raise AtlasError(f"{folder}: {name} is missing")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise AtlasError(f"{folder}: {name} does not match its checksum (corrupt or edited)")
-    made_for = header["model"]["id"]
-    if model is not None and model != made_for:
-        raise AtlasError(f"{folder} was made for model {made_for!r}, not {model!r}")
-    documents = None
-    if (folder / "documents.jsonl").is_file():
-        documents = [json.loads(line) for line in (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    vocab = None
-    if (folder / "vocab.json").is_file():
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-    return Atlas(
-        model=made_for,
-        revision=header["model"].get("revision"),
-        sites=list(header["sites"]),
-        method=header["method"],
-        params=header.get("params", {}),
-        tensors=load_file(str(folder / "tensors.safetensors")),
-        documents=documents,
-        vocab=vocab,
-        meta={k: header[k] for k in ("library", "created", "checksums", "format_version") if k in header},
-    )
+    try:
+        made_for = header["model"]["id"]
+        if model is not None and model != made_for:
+            raise AtlasError(f"{folder} was made for model {made_for!r}, not {model!r}")
+        documents = None
+        if "documents.jsonl" in checksums:
+            documents = [json.loads(line) for line in (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines()
+                         if line]
+        vocab = None
+        if "vocab.json" in checksums:
+            vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        return Atlas(
+            model=made_for,
+            revision=header["model"].get("revision"),
+            sites=list(header["sites"]),
+            method=header["method"],
+            params=header.get("params", {}),
+            tensors=load_file(str(folder / "tensors.safetensors")),
+            documents=documents,
+            vocab=vocab,
+            meta={k: header[k] for k in ("library", "created", "checksums", "format_version") if k in header},
+        )
+    except (KeyError, TypeError, AttributeError) as exc:  # a sealed but hand-made header
+        raise AtlasError(f"{folder}/atlas.json is malformed ({type(exc).__name__}: {exc})") from None

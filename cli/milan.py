@@ -70,11 +70,20 @@ def _parse_units(spec: str, width: int, seed: int) -> list[int]:
     return units
 
 
+def milan_settings(args):
+    """The MilanSettings that the parsed options name (what a checkpoint records)."""
+    from probes.milan import MilanSettings
+
+    return MilanSettings(k=args.top_k or 15, quantile=args.quantile, lam=args.lam, beam=args.beam,
+                         max_tokens=args.max_tokens, mode=args.pmi_mode, batch_size=args.batch_size,
+                         max_length=min(args.max_length, 128))
+
+
 def analyze_command(args, out: Path) -> int:
     import interp
     from atlases import Atlas
     from interp.corpora import load_corpus
-    from probes.milan import MilanSettings, audit, describe_neurons, exemplars_for, index_exemplars
+    from probes.milan import audit, describe_neurons, exemplars_for, index_exemplars
     from cli.runs import checkpoint_for
     from interp.distributed import world
 
@@ -85,9 +94,7 @@ def analyze_command(args, out: Path) -> int:
         checkpoint.unlink()
     model = load(args)
     sites = model.adapter.expand(args.sites, args.layers)
-    settings = MilanSettings(k=args.top_k or 15, quantile=args.quantile, lam=args.lam, beam=args.beam,
-                             max_tokens=args.max_tokens, mode=args.pmi_mode, batch_size=args.batch_size,
-                             max_length=min(args.max_length, 128))
+    settings = milan_settings(args)
     index = index_exemplars(model, corpus, sites, settings, progress=not args.quiet and world()[0] == 0,
                             checkpoint=checkpoint_for(args, out))
     if world()[0] != 0:

@@ -5,8 +5,11 @@ version, the model it was made for (id, family and shape), every edit's kind,
 site and parameters, and free-form provenance (which writer, which data).
 Tensors are stored under `e{i}.{field}`. Loading refuses a recipe whose
 model shape does not match (or, with `strict=True`, whose model id differs),
-saying what differs. The header also holds a sha256 of the tensors, so a corrupted file is
-refused rather than applied with altered values. Never pickled.
+saying what differs. The header holds `file_sha256`, the sha256 of the whole file's
+bytes (`interp.integrity`: written as zeros, hashed, then filled in), and a sha256 of
+the tensors, so a change to any byte is refused rather than applied with altered
+values or provenance. Recipes of version 1 (tensors checksummed, header not) are refused
+with a request to save them again. Never pickled.
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from .cache import atomic_path
 from .edits import EDIT_TYPES, EditError
 from .errors import InterpError
+from .integrity import PLACEHOLDER, is_sealed, seal
 from .models import Model
 
 FORMAT = "interp-recipe"
-VERSION = 1
+VERSION = 2  # 2: file_sha256 covers every byte (1: only the tensors were checksummed)
 _TENSOR_FIELDS = {"add": ("vector",), "clamp": ("neurons", "values"), "scale": ("neurons", "gains"),
                   "gate": ("thresholds", "gains"), "ablate": ("directions", "units"), "lowrank": ("A", "B", "rows", "cols")}
 _SCALAR_FIELDS = {"add": ("site", "scale", "positions"), "clamp": ("site", "positions"),
@@ -69,12 +73,14 @@ def save_recipe(path: str | Path, edits: Sequence, model: Model, provenance: dic
         entries.append(entry)
     import interp
 
-    header = {"format": FORMAT, "version": VERSION, "model": model_signature(model), "edits": entries,
+    header = {"file_sha256": PLACEHOLDER,  # first in the file: the seal goes over the first run of 64 zeros
+              "format": FORMAT, "version": VERSION, "model": model_signature(model), "edits": entries,
               "sha256": _digest(tensors),
               "provenance": provenance or {}, "library": {"interp": interp.__version__, "torch": torch.__version__}}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"interp_recipe": json.dumps(header)})
+        tmp.write_bytes(seal(tmp.read_bytes()))
     return path
 
 
@@ -83,20 +89,26 @@ def read_recipe(path: str | Path) -> tuple[dict, list]:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
+    raw = path.read_bytes()
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = load_tensors(raw)
+        meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]).get("__metadata__") or {}
     except Exception as exc:  # safetensors raises several types for a bad file
         raise RecipeError(f"{path} is not a safetensors recipe ({type(exc).__name__})") from None
     try:
         header = json.loads(meta["interp_recipe"])
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         raise RecipeError(f"{path} has no interp recipe header") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("version"), int) \
-            or header["version"] > VERSION:
-        raise RecipeError(f"{path}: not an {FORMAT} v{VERSION} header")
-    if "sha256" in header and header["sha256"] != _digest(tensors):
+    if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("version"), int):
+        raise RecipeError(f"{path}: not an {FORMAT} header")
+    if "file_sha256" not in header and header["version"] < 2:
+        raise RecipeError(f"{path} is a version {header['version']} recipe, whose header has no checksum; "
+                          f"save it again with this interp (run the command that wrote it)")
+    if not is_sealed(raw, header.get("file_sha256")):
+        raise RecipeError(f"{path} is corrupted: its bytes do not match the checksum in its header")
+    if header["version"] > VERSION:
+        raise RecipeError(f"{path}: recipe version {header['version']} is newer than this interp reads ({VERSION})")
+    if header.get("sha256") != _digest(tensors):
         raise RecipeError(f"{path} is corrupted: its tensors do not match the checksum in its header")
     if not isinstance(header.get("model"), dict) or not isinstance(header.get("edits"), list):
         raise RecipeError(f"{path}: malformed recipe header (no model or edits)")

@@ -168,12 +168,17 @@ def describe_neurons(model: interp.Model, index: ExemplarIndex, units: dict[str,
         try:
             saved = json.loads(Path(checkpoint).read_text())
             done = saved["descriptions"]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise InterpError(f"{checkpoint}: not a MILAN checkpoint ({e})") from e
-        if saved.get("settings") and saved["settings"] != json.loads(json.dumps(asdict(settings))):
+        # both must be recorded: a checkpoint of unknown settings or describer is not resumed
+        if not saved.get("settings"):
+            raise InterpError(f"{checkpoint} records no MILAN settings, so it cannot be resumed safely; delete it")
+        if saved["settings"] != json.loads(json.dumps(asdict(settings))):
             raise InterpError(f"{checkpoint} was written with other MILAN settings; resume with the same ones "
                               "or delete it")
-        if saved.get("describer") and saved["describer"] != describer_identity(describer):
+        if not saved.get("describer"):
+            raise InterpError(f"{checkpoint} records no describer, so it cannot be resumed safely; delete it")
+        if saved["describer"] != describer_identity(describer):
             raise InterpError(f"{checkpoint} was written by another describer ({saved['describer']}); resume "
                               "with it or delete the checkpoint")
     total = sum(len(v) for v in units.values())

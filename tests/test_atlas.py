@@ -28,7 +28,7 @@ def test_round_trip(tmp_path):
         assert torch.equal(b.tensors[k], v)
     assert b.document(3)["text"] == "héllo wörld"
     header = json.loads((tmp_path / "a" / "atlas.json").read_text())
-    assert set(header["checksums"]) == {"tensors.safetensors", "documents.jsonl"}
+    assert set(header["checksums"]) == {"tensors.safetensors", "documents.jsonl", "report.html"}
     assert header["library"]["torch"] == torch.__version__
     with pytest.raises(AtlasError, match="has frequency, topk_doc"):
         b.get("blocks.0.mlp.hook_post", "mean")

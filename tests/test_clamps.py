@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import interp
-from probes.lm_head import LMHeadOptions, lm_head_map, map_concept_neurons
-from steering.clamps import (NEUTRAL_PROMPTS, clamp_sweep, concept_clamp, next_token_probability, pick_value,
-                             single_token_ids)
+from probes.lm_head import LMHeadOptions, brute_force_top, lm_head_map, map_concept_neurons
+from steering.clamps import (NEUTRAL_PROMPTS, ClampSweep, clamp_sweep, concept_clamp, next_token_probability,
+                             pick_value, single_token_ids)
 
 NOUNS = [" dog", " water", " city", " book", " house"]
 VALUE = 20.0  # hook_post activations of smollm2 are mostly within ±5; 20 is a strong but finite clamp
@@ -50,19 +50,43 @@ def test_concept_neuron_clamp_beats_random_neurons(smollm2, write_map) -> None:
     assert wins >= 3, "\n".join(rows)
 
 
-def test_clamp_sweep_and_pick(smollm2) -> None:
-    """A sweep repeats the single measurements; the picked value is the least that reaches the target gain."""
-    sweep = clamp_sweep(smollm2, " book", 29, 437, [0.0, 10.0, 20.0], prompts=NEUTRAL_PROMPTS[:3])
+def _sweep(values, gains, baseline=0.01) -> ClampSweep:
+    """A hand-made sweep whose mean P(concept) per value is gains × baseline (two prompts)."""
+    probs = torch.tensor(gains)[:, None].repeat(1, 2) * baseline
+    return ClampSweep(" x", 0, 0, list(values), probs, torch.full((2,), baseline))
+
+
+def test_pick_value_on_fixed_sweeps() -> None:
+    """The least-magnitude value reaching the target gain; when none does, the best value."""
+    s = _sweep([0.0, -5.0, 10.0, 20.0, 40.0], [1.0, 2.0, 6.0, 20.0, 50.0])
+    torch.testing.assert_close(s.gain(), torch.tensor([1.0, 2.0, 6.0, 20.0, 50.0]))
+    assert pick_value(s, target_gain=5.0) == 10.0  # -5 is smaller but only doubles P
+    assert pick_value(s, target_gain=20.0) == 20.0  # reached exactly
+    assert pick_value(s, target_gain=25.0) == 40.0
+    assert pick_value(s, target_gain=1e9) == 40.0  # none reaches it: the best
+    s = _sweep([20.0, -5.0, 0.0], [30.0, 7.0, 1.0])
+    assert pick_value(s, target_gain=5.0) == -5.0  # a negative clamp of smaller magnitude wins
+    s = _sweep([0.0, 5.0, 10.0], [1.0, 3.0, 2.0])
+    assert pick_value(s, target_gain=5.0) == 5.0  # none reaches 5: the best gain, not the largest value
+
+
+def test_clamp_sweep_of_a_concept_neuron(smollm2) -> None:
+    """The layer-29 neuron whose write direction decodes to " book" (LM-head decoding, found here):
+    clamped to 0 it barely moves P(" book") (one of 1536 neurons); clamped to 10 and 20 (beyond the
+    ±5 where hook_post activations mostly lie) it multiplies P by at least 5, more for 20."""
     ids = single_token_ids(smollm2.tokenizer, " book")
-    again = next_token_probability(smollm2, NEUTRAL_PROMPTS[:3], ids, [concept_clamp(29, 437, 20.0)])
-    torch.testing.assert_close(sweep.probs[2], again)
-    v = pick_value(sweep, target_gain=5.0)
-    gain = dict(zip(sweep.values, sweep.gain().tolist()))
-    if max(gain.values()) >= 5.0:
-        assert gain[v] >= 5.0 and all(gain[u] < 5.0 for u in sweep.values if abs(u) < abs(v))
-    else:
-        assert gain[v] == max(gain.values())
-    assert pick_value(sweep, target_gain=1e9) == max(gain, key=gain.get)
+    layer, neuron, _ = map_concept_neurons(smollm2, lm_head_map(smollm2, [29], LMHeadOptions(directions=("write",))),
+                                           ids, k=1)[0]
+    top, _ = brute_force_top(smollm2, layer, neuron, k=1)
+    assert top.tolist() == ids  # its write direction's top token is the concept
+    sweep = clamp_sweep(smollm2, " book", layer, neuron, [0.0, 10.0, 20.0], prompts=NEUTRAL_PROMPTS[:3])
+    again = next_token_probability(smollm2, NEUTRAL_PROMPTS[:3], ids, [concept_clamp(layer, neuron, 20.0)])
+    torch.testing.assert_close(sweep.probs[2], again)  # the sweep repeats the single measurement
+    g0, g10, g20 = sweep.gain().tolist()
+    assert 0.5 < g0 < 2.0, sweep.table()
+    assert 5.0 <= g10 < g20, sweep.table()
+    assert pick_value(sweep, target_gain=5.0) == 10.0
+    assert pick_value(sweep, target_gain=1e9) == 20.0
     assert "× baseline" in sweep.table()
 
 

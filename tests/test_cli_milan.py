@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 
 from atlases import load_atlas
-from cli.main import main
+from cli.main import build_parser, main
+from cli.milan import _describer, milan_settings
+from probes.milan_describe import describer_identity
 
 SMALL = ["--probe", "milan", "--corpus", "demo", "--limit", "24", "--layers", "3", "--beam", "4",
          "--max-tokens", "6", "--top-k", "5"]
@@ -30,9 +33,14 @@ def test_analyze_milan_writes_descriptions_report_and_resumes(smollm2, small_cap
     done = {"text": "from the checkpoint", "pmi": 0.0, "lam": 0.2, "mode": "rerank", "argmax": "x",
             "candidates": ["from the checkpoint"], "captioner": [0.0], "prior": [0.0]}
     ckpt = tmp_path / ".m.milan-checkpoint.json"
-    ckpt.write_text(json.dumps({"settings": {}, "descriptions": {site: {"10": done}}}))
-    assert main(["analyze", *SMALL, "--units", "10,20,30", "--resume", "--search", "numbers",
-                 "--describer", str(small_captioner), "--out", str(out), "--quiet"]) == 0
+    argv = ["analyze", *SMALL, "--units", "10,20,30", "--resume", "--search", "numbers",
+            "--describer", str(small_captioner), "--out", str(out), "--quiet"]
+    args = build_parser().parse_args(argv)  # the settings and describer this run will use, as it records them
+    settings = milan_settings(args)
+    describer, _ = _describer(args, smollm2, settings)
+    ckpt.write_text(json.dumps({"settings": asdict(settings), "describer": describer_identity(describer),
+                                "descriptions": {site: {"10": done}}}))
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     atlas = load_atlas(out, model=smollm2.name)
     d = atlas.params["descriptions"][site]

@@ -1,6 +1,7 @@
 """Hostile input, property-based (issue 13): whatever the arguments or file contents, the CLI ends with
 exit code 0 or 2, never a traceback, and never leaves a partial output: after a failure the --out
-folder does not exist; after a success it holds a whole, loadable atlas or recipe.
+folder does not exist; after a success it holds a whole, loadable atlas or recipe. A corrupted
+atlas or recipe (truncated, a byte flipped, bytes appended) is always refused: exit 2, one line.
 
 Hypothesis draws argument lists from each option's valid and hostile values (negative, zero,
 huge, empty, unknown, non-UTF-8 files) and file contents from random bytes, random JSON and
@@ -151,26 +152,32 @@ def good_atlas(tmp_path_factory) -> Path:
     return out
 
 
+def _refused(argv: list[str], capsys) -> str:
+    """Run the CLI; assert it refuses (exit 2) in one line without a traceback; return that line."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (argv, code, err[-2000:])
+    return err.strip()
+
+
 @SETTINGS
-@given(name=st.sampled_from(["atlas.json", "tensors.safetensors", "documents.jsonl"]),
+@given(name=st.sampled_from(["atlas.json", "tensors.safetensors", "documents.jsonl", "report.html"]),
        how=st.sampled_from(["truncate", "flip", "append"]), where=st.floats(0, 1))
 def test_corrupted_atlas_files_are_refused_in_one_line(good_atlas, name, how, where, tmp_path_factory,
                                                        capsys) -> None:
     from atlases import load_atlas
 
+    assert load_atlas(good_atlas).model == "smollm2-135m"  # the intact atlas loads
     base = _fresh(tmp_path_factory)
     folder = base / "atlas"
     shutil.copytree(good_atlas, folder)
     path = folder / name
     path.write_bytes(_corrupt(path.read_bytes(), how, where))
-    try:
+    with pytest.raises(interp.AtlasError) as refusal:
         load_atlas(folder)
-    except interp.InterpError as exc:
-        assert "\n" not in str(exc)
-    # the query command reads it the same way: exit 0 or 2, one line
-    code = main(["atlas", "query", str(folder), "--neuron", "0:1"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err  # a stats atlas has no lm-head queries
+    assert "\n" not in str(refusal.value)
+    # the CLI reads it the same way and refuses with that very line (before any query of the atlas)
+    assert _refused(["atlas", "query", str(folder), "--neuron", "0:1"], capsys) == f"interp: error: {refusal.value}"
 
 
 @pytest.fixture(scope="module")
@@ -186,10 +193,15 @@ def good_recipe(tmp_path_factory) -> Path:
 @SETTINGS
 @given(how=st.sampled_from(["truncate", "flip", "append"]), where=st.floats(0, 1))
 def test_corrupted_recipes_are_refused_in_one_line(good_recipe, how, where, tmp_path_factory, capsys) -> None:
+    from interp.recipes import RecipeError, read_recipe
+
+    argv = ["steer", "--prompt", "The cat", "--max-new-tokens", "2", "--recipe"]
+    read_recipe(good_recipe)  # the intact recipe loads
     path = _fresh(tmp_path_factory) / "r.safetensors"
     path.write_bytes(_corrupt(good_recipe.read_bytes(), how, where))
-    _ends_well(["steer", "--prompt", "The cat", "--max-new-tokens", "2", "--recipe", str(path)],
-               path.parent / "unused", capsys, lambda out: None)
+    with pytest.raises(RecipeError) as refusal:
+        read_recipe(path)
+    assert _refused([*argv, str(path)], capsys) == f"interp: error: {refusal.value}"
 
 
 @SETTINGS
