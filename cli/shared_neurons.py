@@ -1,8 +1,8 @@
 """`interp analyze --probe shared-neurons --model VLM --pair LLM` and `interp steer --method snrf`.
 
-Samples: for the VLM testbed (`interp.vlm_testbed`, recognised by its metrics.json) the
+Samples: for the VLM testbed (`testbeds.vlm`, recognised by its metrics.json) the
 VLM answers `--task` from images and the LLM the same questions with each image replaced by its
-caption (`vlm_testbed.text_twins`); for other model
+caption (`testbeds.vlm.text_twins`); for other model
 pairs, `--prompts FILE` (one prompt per line) goes to both text backbones as text.
 
 analyze writes an atlas: per module and layer the LLM set, the VLM set and the shared set
@@ -54,7 +54,7 @@ def testbed_root(model) -> Path | None:
 
 def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
     """Forward kwargs (batch 1) for the VLM and for the LLM."""
-    from interp import vlm_testbed as tb
+    from testbeds import vlm as tb
     from probes.shared_neurons import text_inputs
 
     if args.prompts:
@@ -117,7 +117,7 @@ def analyze_command(args, out: Path) -> int:
     from atlases import Atlas
     from probes.shared_neurons import overlap, overlap_png, overlap_table, shared_sets
 
-    from interp import vlm_testbed as tb
+    from testbeds import vlm as tb
 
     check(args, steer=False)
     alphas, betas = args._alphas, args._betas

@@ -36,7 +36,7 @@ def test_analyze_and_steer_snrf_on_the_reduced_testbed(tmp_path, capsys) -> None
     import torch
 
     import interp
-    from interp import vlm_testbed as tb
+    from testbeds import vlm as tb
 
     with tb._num_threads(1):
         paths = tb.build_testbed(reduced=True)

@@ -210,10 +210,10 @@ def test_agreement_scores_identical_descriptions_highest() -> None:
 # ------------------------------------------------------------------ image exemplars (the testbed VLM's vision tower)
 @pytest.mark.slow
 def test_vision_exemplars_are_top_images_with_patches_above_the_exact_quantile() -> None:
-    from interp import vlm_testbed as tb
+    from testbeds import vlm as tb
     from probes.milan_images import image_exemplars, masked_png
 
-    with tb._num_threads(1):  # a first build runs on one thread (see vlm_testbed)
+    with tb._num_threads(1):  # a first build runs on one thread (see testbeds.vlm)
         paths = tb.build_testbed(reduced=True)
     vlm = interp.load_model(paths.vlm)
     images = tb.digit_images(range(120))

@@ -51,8 +51,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import atomic_path, build_lock, cache_dir
-from .errors import InterpError
+from interp.cache import atomic_path, build_lock, cache_dir
+from interp.errors import InterpError
 
 BASE_MODEL = "smollm2-135m"
 VERSION = 2  # bump when training changes: cached testbeds of another version are rebuilt
@@ -284,7 +284,7 @@ def _edited(model, edits: Sequence):
     """`interp.edit(model, edits)`, or no context at all for no edits (no hooks to pay for)."""
     if not edits:
         return nullcontext()
-    from .engine import edit
+    from interp.engine import edit
 
     return edit(model, edits)
 
@@ -729,7 +729,7 @@ def build_testbed(reduced: bool = False, seed: int = 0, force: bool = False, thr
 
 
 def _build(paths: TestbedPaths, spec: TestbedSpec) -> TestbedPaths:
-    from .models import load_model
+    from interp.models import load_model
 
     t0 = time.time()
     with _num_threads(spec.threads), atomic_path(paths.root, directory=True) as tmp:
@@ -776,7 +776,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m interp.vlm_testbed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m testbeds.vlm", description=__doc__.splitlines()[0])
     parser.add_argument("--reduced", action="store_true", help="the quick version (2–8 minutes, by CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
