@@ -16,10 +16,10 @@ from __future__ import annotations
 import pytest
 
 from probes.milan import MilanSettings
-from probes.milan_annotations import AnnotationSettings
-from probes.milan_captioner import TrainedDescriber, trained_captioner
-from probes.milan_eval import agreement_table
-from probes.milan_known_roles import (agreement_rows, describe_known, known_exemplars, known_neurons,
+from probes.milan.annotations import AnnotationSettings
+from probes.milan.captioner import TrainedDescriber, trained_captioner
+from probes.milan.eval import agreement_table
+from probes.milan.known_roles import (agreement_rows, describe_known, known_exemplars, known_neurons,
                                       random_partners)
 
 
