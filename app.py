@@ -126,7 +126,7 @@ def build() -> gr.Blocks:
                 scale = gr.Number(value=4, label="strength: ActAdd scale, FOXP2 α (e.g. 1.5), axis strength")
                 target = gr.Dropdown(list(actions.FOXP2_TARGETS), value="es",
                                      label="FOXP2: target language (first run: a few minutes)")
-            recipe = gr.File(label="recipe (.safetensors): interp analyze --probe foxp2, interp steer --method "
+            recipe = gr.File(label="recipe (.safetensors): interp analyze --probe foxp2, interp steer "
                                    "dopamine …", file_types=[".safetensors"], type="filepath")
             with gr.Row():
                 axis_atlas = gr.Textbox(label="brain axis: brain-axes atlas folder")
