@@ -66,7 +66,7 @@ def read_vector(path: Path):
             key = "vector" if "vector" in keys else (keys[0] if len(keys) == 1 else None)
             if key is None:
                 raise error(f"{path}: expected a tensor named 'vector' or a single tensor, found "
-                             + (", ".join(keys[:8]) if keys else "no tensors"))
+                            + (", ".join(keys[:8]) if keys else "no tensors"))
             vec = f.get_tensor(key)
     except InterpError:
         raise

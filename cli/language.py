@@ -60,18 +60,20 @@ def analyze_command(args, out: Path) -> int:
         short = [l for l in langs if len(texts[l]) <= g]
         if short:
             raise error(f"--lang-files: {', '.join(short)} has no more than --grid-verses {g} documents; the grid "
-                         "holds out each file's last documents, so give more or lower --grid-verses")
+                        "holds out each file's last documents, so give more or lower --grid-verses")
         held = {l: texts[l][len(texts[l]) - g:] for l in langs}  # never counted
         texts = {l: texts[l][:len(texts[l]) - g] for l in langs}
     else:
         versions = lang_map(args.versions, "--versions") if args.versions else None
         texts = bible_texts(langs, limit=args.verses, versions=versions)
         corpus = f"parallel Bible, {args.verses} verses per language" + (f", versions {versions}" if versions else "")
+    from cli.analyze import compute_dtype
     from cli.runs import checkpoint_for
     from interp.distributed import world
 
     checkpoint = checkpoint_for(args, out)
-    model = load(args, dtype=args.dtype)
+    dtype = compute_dtype(args)
+    model = load(args, dtype=dtype)
     counts, freq = language_counts(model, texts, batch_size=args.batch_size, max_length=args.max_length,
                                    progress=not args.quiet and world()[0] == 0, checkpoint=checkpoint)
     if world()[0] != 0:
@@ -92,7 +94,7 @@ def analyze_command(args, out: Path) -> int:
         tensors[f"{site}/n_langs"] = result.n_langs[layer].contiguous()
         tensors[f"{site}/agnostic"] = result.agnostic[layer].contiguous()
         tensors[f"{site}/active_mean"] = means[:, layer].contiguous()
-    params = {"method": result.method, "langs": langs, "corpus": corpus, "tau": result.tau, "lam": result.lam,
+    params = {"method": result.method, "langs": langs, "corpus": corpus, "dtype": dtype, "dtype_requested": args.dtype, "tau": result.tau, "lam": result.lam,
               "rho": RHO, "tokens_per_language": counts.tokens.tolist(), "per_language": result.per_language(),
               "count_by_languages": result.count_by_languages(), "agnostic": int(result.agnostic.sum()),
               "distribution": dist, "phases": ph,

@@ -28,8 +28,8 @@ Models (`build_testbed`), both saved as HF folders that `interp.load_model` read
 So each model's text backbone differs from smollm2's in its chosen layers only, there by a
 matrix of rank ≤ `lora_rank` per linear map; everything else is bit-for-bit smollm2.
 
-Training runs under bf16 autocast where the CPU has AVX-512, in fp32 elsewhere (`TestbedSpec.autocast`;
-fp32 master weights, saved fp32), on `threads` CPU threads
+Training runs under bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX), in fp32
+elsewhere (`TestbedSpec.autocast`; fp32 master weights, saved fp32), on `threads` CPU threads
 (1 by default: with another process on a 2-core machine, 2 threads spin and run slower);
 evaluation runs in fp32. Results are deterministic for a given seed, thread count and CPU kind.
 """
@@ -53,6 +53,7 @@ from torch import nn
 
 from interp.cache import atomic_path, build_lock, cache_dir
 from interp.errors import InterpError
+from interp.models import native_bf16
 
 BASE_MODEL = "smollm2-135m"
 VERSION = 2  # bump when training changes: cached testbeds of another version are rebuilt
@@ -433,10 +434,10 @@ class TestbedSpec:
 
 
 def _training_dtype() -> str:
-    """bfloat16 autocast where the CPU has AVX-512 (fast bfloat16 kernels); float32 elsewhere: on an
-    AVX2-only CPU bfloat16 matmuls are emulated, ~9× slower than float32 (measured), and the reduced
-    testbed's first build took over 20 minutes instead of about 2."""
-    return "bfloat16" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "float32"
+    """bfloat16 autocast where the CPU runs bfloat16 natively (`interp.native_bf16`: AVX512-BF16 or
+    AMX); float32 elsewhere: on an AVX2-only CPU bfloat16 matmuls are emulated, ~9× slower than
+    float32 (measured), and the reduced testbed's first build took over 20 minutes instead of about 2."""
+    return "bfloat16" if native_bf16("cpu") else "float32"
 
 
 @contextmanager
