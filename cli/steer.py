@@ -129,7 +129,7 @@ def add_parser(sub) -> None:
             for option in action.option_strings:
                 if option not in st._option_string_actions:
                     owners.setdefault(option, []).append(f"interp steer {name}")
-        for option in set(st._option_string_actions) - set(m._option_string_actions):
+        for option in sorted(set(st._option_string_actions) - set(m._option_string_actions)):
             m.add_argument(option, action=_Elsewhere, where=f"goes before the method's name: interp steer "
                                                             f"{option} ... {name} ...")
     for option, where in owners.items():

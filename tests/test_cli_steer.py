@@ -162,6 +162,18 @@ def test_the_old_method_option_names_the_subcommand(method, capsys):
     assert err.count("\n") == 1 and f"interp steer {method}" in err, err
 
 
+def test_options_before_the_method_name_stand_and_generic_edits_after_it_are_refused(capsys):
+    from cli.main import build_parser
+
+    args = build_parser().parse_args(["steer", "--prompt", "p", "--recipe", "r.safetensors", "--max-new-tokens", "5",
+                                      "foxp2", "--target", "es", "--compare"])
+    assert (args.method, args.prompt, args.recipe, args.max_new_tokens, args.target, args.compare) == \
+        ("foxp2", ["p"], "r.safetensors", 5, "es", True)
+    assert main(["steer", "foxp2", "--target", "es", "--prompt", "p", "--clamp", "blocks.1.mlp.hook_post:1=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--clamp goes before the method's name" in err, err
+
+
 BAD = [
     (["--clamp", "blocks.5.mlp.hook_post=4"], "SITE:NEURON=VALUE"),
     (["--clamp", "blocks.5.mlp.hook_post:abc=4"], "not a whole number"),
