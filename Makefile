@@ -43,12 +43,11 @@ test: install browser
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-bench: install
-	$(PY) benchmarks/capture.py
-	$(PY) benchmarks/load.py
-	$(PY) benchmarks/steering.py
-	$(PY) benchmarks/lm_head.py
-	$(PY) benchmarks/language_neurons.py
+BENCH ?=  # `make bench BENCH="load lm_head"` runs only those (names: .venv/bin/python benchmarks/run_all.py --list)
+
+# every benchmark at full size, past failures, then one table of goals; exits non-zero if any goal failed
+bench: install install-gemma
+	$(PY) benchmarks/run_all.py $(if $(strip $(BENCH)),--only $(BENCH))
 
 clean:
 	rm -rf $(VENV) demo-atlas .pytest_cache tests/screenshots

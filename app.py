@@ -4,9 +4,11 @@
 
 Tabs: the neuron atlas (token → neurons, neuron → tokens, clamp and generate), language
 neurons, the steering playground, HFTP spectra and MILAN descriptions. The work is done by
-`demo.actions`; this file lays it out. Bad input shows a message (`gr.Error`), never a traceback.
-INTERP_DEMO_MODEL picks the model (default smollm2-135m; on a Space with network any hub id),
-INTERP_DEMO_LAYERS the atlas's layers.
+`demo.actions`; this file lays it out. Bad input shows a one-line message (`gr.Error`); an internal
+error shows one line with a reference and its traceback goes to the server's log (`demo.errors`).
+INTERP_DEMO_MODELS lists the models the model box accepts (default: the offline names; nothing
+else, no paths), INTERP_DEMO_MODEL the one shown first, INTERP_DEMO_LAYERS the atlas's layers.
+Recipes and atlases come only as uploads, within `demo.actions`' size limits.
 """
 
 from __future__ import annotations
@@ -14,25 +16,28 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import logging
 import os
+import sys
 
 import gradio as gr
 
 from demo import actions
+from demo.errors import user_message
 from interp.errors import InterpError
 
 
 def _shown(fn):
-    """Run a handler; turn our errors into a message in the page instead of a traceback."""
+    """Run a handler; any error becomes one line in the page (bugs: logged with their traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except InterpError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except (ValueError, TypeError, RuntimeError) as exc:  # anything else stays one readable line
-            raise gr.Error(f"{type(exc).__name__}: {exc}", print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise gr.Error(user_message(exc, getattr(fn, "__name__", "handler")), print_exception=False) from None
 
     return wrapper
 
@@ -64,8 +69,8 @@ def build() -> gr.Blocks:
         gr.Markdown("# interp: read and steer the neurons of language models\n"
                     "Greedy continuations, repetition penalty 1.3. Each tab's first run computes what it needs "
                     "(the atlas, the language neurons, the exemplars) and keeps it.")
-        model = gr.Textbox(value=actions.default_model(), label="model (offline name, folder or hub id)",
-                           elem_id="model")
+        model = gr.Textbox(value=actions.default_model(), elem_id="model",
+                           label=f"model (one of: {', '.join(actions.allowed_models())})")
         tokens = gr.Slider(1, actions.MAX_NEW_TOKENS, value=24, step=1, label="new tokens", elem_id="tokens")
 
         with gr.Tab("Neuron atlas"):
@@ -116,7 +121,7 @@ def build() -> gr.Blocks:
                      [model, verses, lang, lprompt, tokens], [lplain, lsteered, lnote])
 
         with gr.Tab("Steering playground"):
-            method = gr.Radio(list(actions.METHODS), value="ActAdd", label="method")
+            method = gr.Radio(list(actions.METHODS), value="ActAdd", label="method", elem_id="method")
             sprompt = gr.Textbox(value="I think that people should", label="prompt")
             with gr.Row():
                 pos = gr.Textbox(value="I love this. It is wonderful.", label="ActAdd: positive texts", lines=3)
@@ -126,12 +131,15 @@ def build() -> gr.Blocks:
                 scale = gr.Number(value=4, label="strength: ActAdd scale, FOXP2 α (e.g. 1.5), axis strength")
                 target = gr.Dropdown(list(actions.FOXP2_TARGETS), value="es",
                                      label="FOXP2: target language (first run: a few minutes)")
-            recipe = gr.File(label="recipe (.safetensors): interp analyze --probe foxp2, interp steer "
-                                   "dopamine …", file_types=[".safetensors"], type="filepath")
+            recipe = gr.File(label=f"recipe upload (.safetensors, ≤ {actions.MAX_RECIPE_BYTES // 2**20} MB): "
+                                   "interp analyze --probe foxp2, interp steer dopamine …",
+                             file_types=[".safetensors"], type="filepath", elem_id="recipe")
             with gr.Row():
-                axis_atlas = gr.Textbox(label="brain axis: brain-axes atlas folder")
+                axis_atlas = gr.File(label=f"brain axis: upload the files of a brain-axes atlas folder (atlas.json, "
+                                           f"tensors.safetensors, …; ≤ {actions.MAX_ATLAS_BYTES // 2**20} MB)",
+                                     file_count="multiple", type="filepath", elem_id="axis-atlas")
                 axis = gr.Number(value=0, label="brain axis: axis", precision=0)
-            run = gr.Button("Generate")
+            run = gr.Button("Generate", elem_id="play-run")
             splain, ssteered, snote = _side_by_side("play-")
 
             @_shown
@@ -180,7 +188,15 @@ def main() -> None:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to serve on (a Space sets GRADIO_SERVER_NAME=0.0.0.0)")
     args = p.parse_args()
-    build().queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, show_error=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = build()
+    except InterpError as exc:  # the operator's settings (e.g. INTERP_DEMO_MODEL outside INTERP_DEMO_MODELS)
+        print(f"app.py: {exc}", file=sys.stderr)
+        sys.exit(2)
+    # uploads larger than the largest limit are refused by the server before they are stored
+    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, show_error=True,
+                                                  max_file_size=actions.MAX_ATLAS_BYTES)
 
 
 if __name__ == "__main__":

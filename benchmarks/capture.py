@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 
 import interp  # noqa: E402
 import interp.corpora  # noqa: E402
+from benchmarks.goals import Goals  # noqa: E402
 from benchmarks.results import RESULTS, write_section  # noqa: E402
 from interp.cache import cache_dir  # noqa: E402
 from shared import Contention  # noqa: E402  (benchmarks/peers/shared.py: also used by the peer scripts)
@@ -307,8 +308,6 @@ def main(argv=None) -> int:
         print(f"f    skipped: {nn['skipped']}")
     if args.no_peers:
         print("e, f skipped: --no-peers")
-    for name, (value, goal) in goals.items():
-        print(f"goal {name}: {value:.2f} {'PASS' if value >= goal else 'FAIL'}")
     for name, value in info.items():
         print(f"info {name}: {value:.2f}")
     print(f"counts bf16 vs fp32: L1 {agree['l1_rel_diff']:.4%}, net {agree['total_rel_diff']:.4%} "
@@ -322,7 +321,21 @@ def main(argv=None) -> int:
     if not args.no_write:
         write_section(SECTION, render(rows, goals, info, agree, nn, args, warmup, reps, contention))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
-    return 0
+    return check_goals(goals, agree).finish()
+
+
+def check_goals(goals: dict, agree: dict) -> Goals:
+    """Every goal and check above as an explicit pass/fail: the speed ratios, the bf16 counts, the peers' tensors."""
+    out = Goals("capture")
+    for name, (value, goal) in goals.items():
+        out.at_least(name, value, goal)
+    out.at_most(f"bf16 vs fp32 frequency counts, L1 difference ≤ {COUNT_TOLERANCE:.1%}", agree["l1_rel_diff"],
+                COUNT_TOLERANCE, fmt=".4f")
+    for key, what in (("tl_matches_interp_fp32", "TransformerLens"), ("nnsight_matches_interp_fp32", "nnsight")):
+        if key in agree:
+            out.check(f"{what} saw the same activations as interp (fired counts per layer)",
+                      "yes" if agree[key] else "no", "yes", agree[key])
+    return out
 
 
 def render(rows, goals, info, agree, nn, args, warmup, reps, contention) -> str:

@@ -1,9 +1,14 @@
 """The Dopamine paper's digits experiment (issue 11): frozen base vs gates vs LoRA on the rotated mode, 5 seeds.
 
-    .venv/bin/python benchmarks/dopamine_digits.py [--seeds 5] [--hidden 32] [--no-write]
+    .venv/bin/python benchmarks/dopamine_digits.py [--seeds 10] [--hidden 32] [--no-write]
 
 Accuracy on held-out digits rotated by 45°, trainable parameters, and the share of strongly
 active hidden units (above the base's mean positive activation); written to RESULTS.md.
+
+Goals (issue 26's decision on issue 11, judged pooled over the seeds, not seed by seed): the hard
+gates fix more held-out rotated digits than they break (exact McNemar over all seeds, p < 0.05)
+and their mean gain over the frozen base is positive; hardened gates within 2 points of the smooth
+ones on every seed; at most a few hundred gate parameters per layer.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.goals import Goals  # noqa: E402
 from benchmarks.results import publish  # noqa: E402
 from steering.dopamine import GateSettings  # noqa: E402
 from steering.dopamine_digits import run  # noqa: E402
 
 TITLE = "## Dopamine digits (issue 11)"
+ALPHA = 0.05  # pooled McNemar
+HARD_VS_SMOOTH = 0.02  # hardened gates within 2 points of the smooth ones
+PARAMS_PER_LAYER = 500  # "at most a few hundred trainable parameters per layer" (256 at the default width)
 
 
 def mcnemar(fixed: int, broken: int) -> float:
@@ -30,9 +39,9 @@ def mcnemar(fixed: int, broken: int) -> float:
     return binomtest(fixed, fixed + broken, 0.5).pvalue if fixed + broken else 1.0
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
@@ -76,7 +85,17 @@ def main() -> None:
         "the exact test that they are a fair coin's flips, per seed and over all seeds.",
     ])
     publish(TITLE, text, write=not args.no_write)
+    goals = Goals("dopamine_digits")
+    goals.check(f"hard gates fix more rotated digits than they break, {len(results)} seeds pooled",
+                f"{fixed} / {broken}", "fixed > broken", fixed > broken)
+    goals.below("pooled exact McNemar p (fixed vs broken)", mcnemar(fixed, broken), ALPHA, fmt=".3g")
+    goals.above("mean gain of the hard gates over the frozen base (points)",
+                100 * (mean["gates hard"] - mean["frozen (rotated)"]), 0.0)
+    gap = max(abs(r.accuracy["gates hard"] - r.accuracy["gates smooth"]) for r in results)
+    goals.at_most("hardened vs smooth gates, worst seed (points)", 100 * gap, 100 * HARD_VS_SMOOTH, fmt=".1f")
+    goals.at_most("gate parameters per layer", par["gates"] // 2, PARAMS_PER_LAYER, fmt="d")
+    return goals.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,6 +7,7 @@ the same code-switched Bible examples (English first half, target second half) f
 steps and batch; ActAdd adds the target-minus-English contrast of 32 parallel verses at the
 middle layer's residual stream. Scored on the held-out neutral English prompts
 (`steering.language_eval`): target share, perplexity under the unsteered model. Written to RESULTS.md.
+Goal (issue 11): the hard gates raise the target-language share by at least 0.5 over the unsteered model.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TITLE = "## Dopamine on smollm2-135m (issue 11)"
+GOAL_SHIFT = 0.5  # issue 11: the gates move the mode metric (target-language share) beyond the frozen model
 
 
-def main() -> None:
+def main() -> int:
     import interp
+    from benchmarks.goals import Goals
     from benchmarks.results import publish
     from interp.corpora import bible_parallel
     from steering.actadd import actadd
@@ -68,7 +71,11 @@ def main() -> None:
         f"Neurons whose hard threshold is above zero (they only pass positive activations above τ): {closed}.",
     ])
     publish(TITLE, text, write=not args.no_write)
+    goals = Goals("dopamine_lm")
+    gated = next(r for r in table.rows if r.name == variants[0][0])
+    goals.at_least(f"{args.target} share: hard gates − unsteered model", gated.share - table.unsteered.share, GOAL_SHIFT)
+    return goals.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

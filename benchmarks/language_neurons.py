@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import interp  # noqa: E402
 from benchmarks.capture import machine, versions  # noqa: E402
+from benchmarks.goals import Goals  # noqa: E402
 from benchmarks.results import publish  # noqa: E402
 from interp.corpora import Document  # noqa: E402
 from probes.language_counts import bible_texts, equal_budget, language_counts  # noqa: E402
@@ -128,6 +129,7 @@ def main(argv=None) -> int:
     ratio = med["engine"] / med["counts"]
     mem = {v: memory(v) for v in (args.verses, 4 * args.verses)}
     grow = {v: (m["peak"] - m["base"]) / 2**20 for v, m in mem.items()}
+    flat = grow[4 * args.verses] <= grow[args.verses] * 1.25 + 16  # 4× the corpus: at most 25 % + 16 MiB more
     state_mb = len(LANGS) * len(sites) * model.adapter.d_mlp * (8 + 8) / 2**20
     labels = {"plain": "plain HF forward over the same batches (logits included)",
               "engine": "interp.capture, 30 × mlp.hook_pre, a reducer that keeps nothing (early stop)",
@@ -152,14 +154,18 @@ def main(argv=None) -> int:
                               for v in mem)
         + f". The reducer's state is fixed at {state_mb:.1f} MiB (4 languages × 30 layers × 1536 neurons × "
         f"(int64 count + float64 active sum)); what a run adds beyond it is one batch's activations — "
-        f"{'it does not grow' if grow[4 * args.verses] <= grow[args.verses] * 1.25 + 16 else '**it grows**'} with "
+        f"{'it does not grow' if flat else '**it grows**'} with "
         "the corpus.",
         "",
         f"Environment: torch {versions()['torch']}, transformers {versions()['transformers']}.",
     ]
     text = "\n".join(lines)
     publish(SECTION, text, write=not args.no_write)
-    return 0
+    goals = Goals("language_neurons")
+    goals.at_least("counting throughput: engine / counts time", ratio, GOAL, fmt=".3f")
+    goals.at_most("memory a counting run adds at 4× the corpus, MiB (does not grow: ≤ 1× + 25 % + 16)", grow[4 * args.verses],
+                  grow[args.verses] * 1.25 + 16, fmt=".0f")
+    return goals.finish()
 
 
 if __name__ == "__main__":

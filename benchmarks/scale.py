@@ -9,7 +9,8 @@ through `interp.runs.stream` as
   (3) N processes (gloo), 1 thread each        data-parallel: each rank captures whole batches,
                                                then the reducers merge on rank 0 (timed apart)
 
-and reports tokens/s, the merge time and the data-parallel efficiency (3) / (N × (1)). Each
+and reports tokens/s, the merge time and the data-parallel efficiency (3) / (N × (1)), the goal:
+at least 0.8 (the exit status says whether it is met). Each
 configuration runs in fresh processes, timed from a barrier after the model loads to the end
 of the merge. The projection sizes a Llama-3.1-8B atlas over 100 M tokens on G GPUs from
 2 × parameters FLOPs per token (forward only), a GPU's dense bf16 peak, an assumed model FLOPs
@@ -38,6 +39,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 TITLE = "## Data-parallel scale (issue 13)"
+GOAL_EFFICIENCY = 0.8  # N one-thread processes give at least 80 % of N × one process (measured 0.98; runs vary 0.79-1.00)
 
 
 def _corpus(verses: int) -> list[str]:
@@ -114,7 +116,7 @@ def project(tokens_per_s_cpu: float, efficiency: float, *, gpus: int, gpu_tflops
             "tokens_per_s": total, "hours": tokens / total / 3600, "gpus": gpus}
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--verses", type=int, default=48, help="verses per language (4 languages)")
@@ -141,7 +143,8 @@ def main() -> None:
              "| configuration | tokens | tokens/s | capture s | merge s |", "|---|---|---|---|---|"]
     for name, r in rows:
         lines.append(f"| {name} | {r['tokens']} | {r['tokens_per_s']:.0f} | {r['capture_s']:.2f} | {r['merge_s']:.2f} |")
-    lines += ["", f"Data-parallel efficiency (3) / ({args.processes} × (1)): **{eff:.2f}**. "
+    lines += ["", f"Data-parallel efficiency (3) / ({args.processes} × (1)): **{eff:.2f}** (goal ≥ {GOAL_EFFICIENCY:g}: "
+              f"{'pass' if eff >= GOAL_EFFICIENCY else 'FAIL'}). "
               f"(3) / (2): {many['tokens_per_s'] / one_all['tokens_per_s']:.2f} — on one CPU host, processes and "
               "threads share the same cores; the gain that matters is across GPUs and hosts, where every rank has "
               "its own device and only the merge (timed above) is shared.", "",
@@ -156,7 +159,13 @@ def main() -> None:
     from benchmarks.results import publish
 
     publish(TITLE, text, write=not args.no_write)
+    from benchmarks.goals import Goals
+
+    goals = Goals("scale")
+    goals.at_least(f"data-parallel efficiency, {args.processes} gloo processes / ({args.processes} × one process)",
+                   eff, GOAL_EFFICIENCY)
+    return goals.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

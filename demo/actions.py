@@ -7,12 +7,21 @@ a person can act on; `app.py` shows it and keeps serving. Models, LM-head atlase
 neuron results and MILAN exemplar indexes are computed once per model and kept in memory.
 Limits keep a public Space responsive: prompts ≤ 400 characters, ≤ 64 new tokens, bounded
 strengths.
+
+A public Space is used by strangers, so the demo reads nothing the server did not choose:
+- models: only names on the allowlist, INTERP_DEMO_MODELS (comma-separated; default: the
+  offline names, `interp.offline_names()`); a path or any other hub id is refused;
+- atlases and recipes: only uploads (the app's file boxes), at most MAX_RECIPE_BYTES and
+  MAX_ATLAS_BYTES, read by the public loaders (`interp.recipes.read_recipe` + `check_fits`,
+  `atlases.load_atlas`), which check checksums and the model before anything is applied.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +35,14 @@ MAX_PROMPT_CHARS = 400
 MAX_NEW_TOKENS = 64
 MAX_CLAMP = 200.0  # |clamp value|
 MAX_SCALE = 50.0  # |ActAdd scale|, |axis strength|
+# Uploads. A recipe is a few edits (FOXP2 on smollm2, 8 layers of [1536] vectors and low-rank directions:
+# under 1 MB; even a rank-8 low-rank edit on all three MLP matrices of all 30 layers is ~6 MB); a brain-axes
+# atlas holds per-layer adapters and per-word vectors, far below 64 MB for these models. The app's server
+# refuses anything larger than MAX_ATLAS_BYTES before it is stored (`launch(max_file_size=…)`).
+MAX_RECIPE_BYTES = 16 * 2**20
+MAX_ATLAS_BYTES = 64 * 2**20
+MAX_ATLAS_FILES = 8
+MODELS_ENV = "INTERP_DEMO_MODELS"
 GENERATION = {"repetition_penalty": 1.3}
 _LOCK = threading.RLock()  # one computation at a time: the model is shared
 
@@ -34,8 +51,33 @@ class DemoError(InterpError):
     """Bad input in the demo: shown to the user as a message."""
 
 
+def allowed_models() -> list[str]:
+    """The model names the demo serves: INTERP_DEMO_MODELS (comma-separated), else the offline names."""
+    names = [n.strip() for n in os.environ.get(MODELS_ENV, "").split(",") if n.strip()]
+    return names or interp.offline_names()
+
+
 def default_model() -> str:
-    return os.environ.get("INTERP_DEMO_MODEL", interp.DEFAULT_MODEL)
+    """INTERP_DEMO_MODEL if set (it must be allowed), else interp's default if allowed, else the first allowed."""
+    allowed = allowed_models()
+    chosen = os.environ.get("INTERP_DEMO_MODEL", "").strip()
+    if chosen and chosen not in allowed:
+        raise DemoError(f"INTERP_DEMO_MODEL={chosen!r} is not in {MODELS_ENV} ({', '.join(allowed)}).")
+    return chosen or (interp.DEFAULT_MODEL if interp.DEFAULT_MODEL in allowed else allowed[0])
+
+
+def check_model(name: str | None) -> str:
+    """The allowlisted model name typed in the model box (empty: the default); a path or any other
+    name, hub ids included, is a DemoError."""
+    name = (name or "").strip()
+    if not name:
+        return default_model()
+    allowed = allowed_models()
+    if name not in allowed:
+        shown = repr(name if len(name) <= 60 else name[:59] + "…")
+        raise DemoError(f"Model {shown} is not offered here (no paths or other hub ids); choose one of: "
+                        f"{', '.join(allowed)}.")
+    return name
 
 
 def demo_layers(model: interp.Model) -> list[int]:
@@ -44,9 +86,13 @@ def demo_layers(model: interp.Model) -> list[int]:
     return model.adapter.parse_layers(spec) if spec else list(range(model.adapter.n_layers))
 
 
+def model_for(name: str | None) -> interp.Model:
+    """The allowlisted model `name` (see `check_model`), loaded once."""
+    return _load(check_model(name))
+
+
 @lru_cache(maxsize=2)
-def model_for(name: str) -> interp.Model:
-    name = (name or "").strip() or default_model()
+def _load(name: str) -> interp.Model:
     return interp.load_model(name, dtype="float32")
 
 
@@ -89,6 +135,69 @@ def parse_neuron(text: str | None, model: interp.Model) -> tuple[int, int]:
         raise DemoError(f"{l}:{n} is outside this model: layers 0..{model.adapter.n_layers - 1}, "
                         f"neurons 0..{model.adapter.d_mlp - 1}.")
     return l, n
+
+
+# ---------------------------------------------------------------------------- uploads
+
+
+def _size(path: Path) -> int:
+    if not path.is_file():
+        raise DemoError(f"The upload {path.name} is missing; upload it again.")
+    return path.stat().st_size
+
+
+def _refused(exc: InterpError, folder: Path, shown: str) -> DemoError:
+    """A loader's error as a DemoError, naming the upload instead of the server's temporary path."""
+    return DemoError(str(exc).replace(str(folder), shown))
+
+
+def uploaded_recipe(upload: str | None, model: interp.Model) -> tuple[dict, list]:
+    """(header, edits) of an uploaded recipe, after the size limit, the loader's checks (format,
+    checksum) and a check that it fits `model`."""
+    from interp.recipes import check_fits, read_recipe
+
+    if not upload or not isinstance(upload, (str, os.PathLike)):
+        raise DemoError("Upload a recipe (.safetensors) written by interp: a FOXP2, Dopamine or other recipe.")
+    path = Path(upload)
+    if _size(path) > MAX_RECIPE_BYTES:
+        raise DemoError(f"The recipe {path.name} is larger than {MAX_RECIPE_BYTES // 2**20} MB; the demo takes "
+                        f"smaller ones.")
+    try:
+        header, edits = read_recipe(path)  # read once: the edits and the writer's provenance
+        check_fits(header, model, path.name)
+    except InterpError as exc:
+        raise _refused(exc, path, path.name) from None
+    return header, edits
+
+
+def uploaded_atlas(uploads, model_name: str):
+    """The atlas made of uploaded files (atlas.json, tensors.safetensors, …), after the size limit and
+    `atlases.load_atlas`'s checks (checksums, made for `model_name`). The files are copied into a
+    private temporary folder, named by their file names, and removed after loading."""
+    from atlases import load_atlas
+
+    if not uploads or isinstance(uploads, (str, os.PathLike)):
+        raise DemoError("Upload the files of a brain-axes atlas folder (atlas.json, tensors.safetensors, …; "
+                        "interp analyze --probe brain-axes).")
+    paths = [Path(u) for u in uploads]
+    if len(paths) > MAX_ATLAS_FILES:
+        raise DemoError(f"An atlas is at most {MAX_ATLAS_FILES} files; {len(paths)} were uploaded.")
+    names = [p.name for p in paths]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DemoError(f"{', '.join(twice)} uploaded twice: upload the files of one atlas.")
+    if sum(_size(p) for p in paths) > MAX_ATLAS_BYTES:
+        raise DemoError(f"The atlas's files are larger than {MAX_ATLAS_BYTES // 2**20} MB together; the demo "
+                        f"takes smaller ones.")
+    with tempfile.TemporaryDirectory(prefix="interp-demo-atlas-") as tmp:
+        folder = Path(tmp) / "atlas"
+        folder.mkdir()
+        for p in paths:
+            shutil.copyfile(p, folder / p.name)
+        try:
+            return load_atlas(folder, model=model_name)
+        except InterpError as exc:
+            raise _refused(exc, folder, "the uploaded atlas") from None
 
 
 # ---------------------------------------------------------------------------- generation
@@ -243,10 +352,11 @@ def _foxp2_window(name: str, target: str, verses: int, sae_steps: int, window: t
 
 
 def steer(name: str, method: str, prompt: str, tokens, positive: str = "", negative: str = "", layer=None,
-          scale=None, recipe: str | None = None, axis_atlas: str = "", axis=None, target: str = "es",
-          foxp2_window: tuple[int, ...] | None = None) -> SideBySide:
+          scale=None, recipe: str | None = None, axis_atlas: Sequence[str] | None = None, axis=None,
+          target: str = "es", foxp2_window: tuple[int, ...] | None = None) -> SideBySide:
     """The playground: one steering method's continuation beside the unsteered one. `scale` is ActAdd's
-    scale, FOXP2's α or the brain axis's strength; `foxp2_window` fixes FOXP2's layers (None: its spectra
+    scale, FOXP2's α or the brain axis's strength; `recipe` is an uploaded recipe file and `axis_atlas`
+    the uploaded files of a brain-axes atlas; `foxp2_window` fixes FOXP2's layers (None: its spectra
     choose them)."""
     prompt, tokens = check_prompt(prompt), check_tokens(tokens)
     model = model_for(name)
@@ -274,24 +384,20 @@ def steer(name: str, method: str, prompt: str, tokens, positive: str = "", negat
         return compare(model, prompt, edits, tokens, f"FOXP2 English → {target}, α = {alpha:g}, window "
                        f"{[w.layer for w in window]}, {sum(len(w.target_neurons) for w in window)} target neurons")
     if method.startswith("Recipe"):
-        from interp.recipes import check_fits, read_recipe
-
-        if not recipe:
-            raise DemoError("Upload a recipe (.safetensors) written by interp: a FOXP2, Dopamine or other recipe.")
-        header, edits = read_recipe(recipe)  # read once: the edits and the writer's provenance
-        check_fits(header, model, Path(recipe).name)
+        header, edits = uploaded_recipe(recipe, model)
         writer = header.get("provenance", {}).get("writer", "unknown writer")
         return compare(model, prompt, edits, tokens, f"recipe from {writer}: {len(edits)} edit(s)")
     if method == "Brain axis":
-        from atlases import load_atlas
         from steering.axes import atlas_axis_edits
 
-        if not axis_atlas or not (Path(axis_atlas) / "atlas.json").is_file():
-            raise DemoError("Give the folder of a brain-axes atlas (interp analyze --probe brain-axes).")
+        atlas = uploaded_atlas(axis_atlas, model.name)
         strength = check_number(scale, "Strength", MAX_SCALE)
         axis = int(check_number(axis, "Axis", 1000))
         with _LOCK:
-            edits, note = atlas_axis_edits(model, load_atlas(axis_atlas), axis, strength, [prompt])
+            try:
+                edits, note = atlas_axis_edits(model, atlas, axis, strength, [prompt])
+            except InterpError as exc:
+                raise DemoError(str(exc)) from None
         return compare(model, prompt, edits, tokens, note)
     raise DemoError(f"Choose a method: {', '.join(METHODS)}.")
 

@@ -122,7 +122,7 @@ class FusedSite:
         heads = x.dim() == 4
         y = x.flatten(2) if heads else x
         if y.is_cuda and self.kernel_ready and kernels.available():
-            y = self._on_gpu(y)
+            y = self.apply_kernel(y)
             return y.view_as(x) if heads else y
         for kind, rule, p in self.stages:
             p = _on(p, y)
@@ -141,8 +141,12 @@ class FusedSite:
             y = _where(state.mask(rule, y.shape[1], y.device), new, y)
         return y.view_as(x) if heads else y
 
-    def _on_gpu(self, y: torch.Tensor) -> torch.Tensor:
-        """Projections in torch, then one Triton kernel for scale → gate → clamp → add."""
+    def apply_kernel(self, y: torch.Tensor) -> torch.Tensor:
+        """Projections in torch, then one Triton kernel for scale → gate → clamp → add; y: [batch, seq, width].
+
+        What `__call__` does on CUDA when `kernel_ready` and `kernels.available()`; every position is
+        edited (kernel_ready sites have rule "all" only). Callable on CPU tensors under TRITON_INTERPRET=1.
+        """
         tail: dict = {}
         for kind, _, p in self.stages:
             p = tuple(q.to(y.device) if isinstance(q, torch.Tensor) else q for q in p) if isinstance(p, tuple) \

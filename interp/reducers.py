@@ -107,7 +107,7 @@ class Reducer:
 
     def load_tensors(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.groups = list(meta["groups"])
-        self.state = {}
+        self.state = {site: {} for site in meta.get("sites", [])}  # the saved site order (files sort their keys)
         for key, value in tensors.items():
             site, name = key.rsplit("/", 1)
             self.state.setdefault(site, {})[name] = value

@@ -1,8 +1,11 @@
-"""Shared fixtures: the real default model, loaded once per session."""
+"""Shared fixtures: the real default model, loaded once per worker, and expensive results computed once
+per test run (across pytest-xdist workers) and shared through files."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 
@@ -16,6 +19,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, worker_id) -> Path:
+    """A folder shared by every worker of this test run (xdist's basetemp parent), for results that one
+    worker computes and the others read (`once`)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "shared-results"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def once(run_dir: Path, name: str, build: Callable[[Path], None], load: Callable[[Path], T]) -> T:
+    """`build(folder)` once per test run, whichever worker asks first (the others wait on a lock), then
+    `load(folder)` in every worker. Files only (safetensors, JSON): nothing is pickled."""
+    from interp.cache import atomic_path, build_lock
+
+    folder = run_dir / name
+    with build_lock(folder):
+        if not folder.exists():
+            with atomic_path(folder, directory=True) as tmp:
+                build(tmp)
+    return load(folder)
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +61,35 @@ def bible_en_fr():
     return par["en"] + par["fr"]
 
 
-@pytest.fixture(scope="session")
-def smollm2_language_counts(smollm2):
-    """(counts, frequencies) of smollm2-135m on 150 verses in en, es, fr, de: shared by the tests that
-    identify its language neurons (one ~45 s pass per worker instead of one per test)."""
-    from probes.language_counts import bible_texts, language_counts
+LANGS4 = ["en", "es", "fr", "de"]
 
-    return language_counts(smollm2, bible_texts(["en", "es", "fr", "de"], limit=150))
+
+@pytest.fixture(scope="session")
+def smollm2_language_counts(smollm2, run_dir):
+    """(counts, frequencies) of smollm2-135m on 150 verses in en, es, fr, de: one ~45 s pass per test run,
+    shared by the tests that identify its language neurons (the reducer travels as safetensors)."""
+    import interp
+    from probes.language_counts import bible_texts, language_counts
+    from probes.language_neurons import counts_from_reducer
+
+    def build(folder: Path) -> None:
+        language_counts(smollm2, bible_texts(LANGS4, limit=150))[1].save(folder / "freq.safetensors")
+
+    def load(folder: Path):
+        freq = interp.ActivationFrequency.load(folder / "freq.safetensors")
+        return counts_from_reducer(freq, LANGS4, freq.sites), freq
+
+    return once(run_dir, "smollm2-language-counts", build, load)
+
+
+@pytest.fixture(scope="session")
+def small_captioner(smollm2) -> Path:
+    """A test-size learned MILAN captioner's file, for `--describer FILE` (the default captioner is trained on
+    1,120 synthetic neurons for 1,500 steps, ~4 min; this one on about a fifth of them for 300 steps). In the
+    interp cache, built once whichever worker asks first; `benchmarks/milan_known_roles.py` judges the
+    default one."""
+    from probes.milan.annotations import AnnotationSettings
+    from probes.milan.captioner import CaptionerSettings, captioner_file
+
+    return captioner_file(smollm2.tokenizer, AnnotationSettings(per_category=4, verses=400),
+                          CaptionerSettings(steps=300))

@@ -2,7 +2,9 @@
 
 Searches the atlas for a token, takes the best neuron, clamps it, checks that the unsteered and
 steered texts both appear and differ, and saves a screenshot; then bad inputs (empty prompt,
-unknown token, huge strength) give a readable message and the app keeps serving.
+unknown token, huge strength) give a readable message and the app keeps serving; and a path or a
+hub id typed into the model box is refused (only INTERP_DEMO_MODELS' names are served); recipes
+and atlases are uploads, checked by the loaders before use.
 """
 
 from __future__ import annotations
@@ -128,3 +130,43 @@ def test_bad_inputs_give_messages_and_the_app_keeps_serving(page) -> None:
     page.click("#clamp")
     page.wait_for_function("() => document.querySelector('#steered textarea').value.length > 0", timeout=120_000)
     assert "Traceback" not in page.content()
+
+
+def test_model_box_refuses_paths_and_hub_ids_and_the_app_keeps_serving(page) -> None:
+    _fill(page, "neuron", "29:5")
+    _fill(page, "prompt", "My favourite animal is")
+    page.locator("#clamp-value input").fill("20")
+    for name in ("/etc/passwd", "../../root/.cache", "HuggingFaceTB/SmolLM2-360M"):
+        _fill(page, "model", name)
+        page.click("#clamp")
+        message = _error(page, name)
+        assert "not offered here" in message and "smollm2-135m" in message and "Traceback" not in message
+    _fill(page, "model", "smollm2-135m")  # an allowed name: the same action works
+    page.evaluate("() => { document.querySelector('#steered textarea').value = '' }")
+    page.click("#clamp")
+    page.wait_for_function("() => document.querySelector('#steered textarea').value.length > 0", timeout=120_000)
+    assert _text(page, "steered").strip() and "Traceback" not in page.content()
+
+
+def test_recipes_and_atlases_are_uploads_checked_before_use(page, tmp_path) -> None:
+    """The playground takes a recipe and an atlas's files as uploads, and the loaders' checks reach the page."""
+    import torch
+
+    from atlases.neuron_atlas import Atlas
+
+    page.get_by_role("tab", name="Steering playground").click()
+    page.get_by_role("radio", name="Recipe file (FOXP2, Dopamine, …)").check()
+    (tmp_path / "junk.safetensors").write_bytes(b"not a recipe")
+    page.locator("#recipe input[type=file]").set_input_files(str(tmp_path / "junk.safetensors"))
+    page.click("#play-run")
+    message = _error(page, "junk.safetensors")
+    assert "junk.safetensors is not a safetensors recipe" in message and "/tmp" not in message  # no server path
+    # an atlas's files, uploaded together, arrive under their names and pass the checksums and the model check
+    Atlas(model="smollm2-135m", sites=["blocks.3.mlp.hook_post"], method="lm-head",
+          tensors={"blocks.3.mlp.hook_post/x": torch.arange(6.0)}).save(tmp_path / "atlas")
+    files = sorted(str(p) for p in (tmp_path / "atlas").iterdir())
+    page.get_by_role("radio", name="Brain axis").check()
+    page.locator("#axis-atlas input[type=file]").set_input_files(files)
+    page.click("#play-run")
+    assert "'lm-head' atlas, not a brain-axes atlas" in _error(page, "not a brain-axes atlas")
+    page.get_by_role("tab", name="Neuron atlas").click()

@@ -274,3 +274,13 @@ def test_pool_words_is_each_words_token_mean():
     ids = torch.tensor([-1, 0, 0, 1, -1, 2])  # a BOS-like token, a two-token word, then two one-token words
     torch.testing.assert_close(pool_words(acts, ids, 4),
                                torch.tensor([[3.0, 4.0], [6.0, 7.0], [10.0, 11.0], [0.0, 0.0]]))
+
+
+def test_a_loaded_reducer_keeps_its_site_order(tmp_path) -> None:
+    """Files sort their tensor names (blocks.10 before blocks.2); per-layer stacks need the capture order."""
+    freq = interp.ActivationFrequency()
+    sites = [f"blocks.{l}.mlp.hook_pre" for l in (2, 10, 1)]
+    for s in sites:
+        freq.bind(s, 3, ["en"])
+    freq.save(tmp_path / "f.safetensors")
+    assert interp.ActivationFrequency.load(tmp_path / "f.safetensors").sites == sites

@@ -22,7 +22,8 @@ def test_bad_milan_options_exit_2_with_one_line(bad, tmp_path, capsys) -> None:
     assert not (tmp_path / "m").exists()
 
 
-def test_analyze_milan_writes_descriptions_report_and_resumes(smollm2, tmp_path, capsys) -> None:
+@pytest.mark.slow
+def test_analyze_milan_writes_descriptions_report_and_resumes(smollm2, small_captioner, tmp_path, capsys) -> None:
     out = tmp_path / "m"
     site = "blocks.3.mlp.hook_post"
     # a checkpoint as an interrupted run leaves it: one neuron already described
@@ -31,7 +32,7 @@ def test_analyze_milan_writes_descriptions_report_and_resumes(smollm2, tmp_path,
     ckpt = tmp_path / ".m.milan-checkpoint.json"
     ckpt.write_text(json.dumps({"settings": {}, "descriptions": {site: {"10": done}}}))
     assert main(["analyze", *SMALL, "--units", "10,20,30", "--resume", "--search", "numbers",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--describer", str(small_captioner), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     atlas = load_atlas(out, model=smollm2.name)
     d = atlas.params["descriptions"][site]

@@ -107,11 +107,11 @@ def test_language_neurons_under_torchrun_equal_one_process(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_milan_under_accelerate_launch_equals_one_process(tmp_path) -> None:
+def test_milan_under_accelerate_launch_equals_one_process(small_captioner, tmp_path) -> None:
     from atlases import load_atlas
 
     args = ["analyze", "--probe", "milan", "--corpus", "demo", "--limit", "24", "--layers", "3", "--units", "5,9",
-            "--beam", "4", "--max-tokens", "6", "--top-k", "5", "--quiet"]
+            "--beam", "4", "--max-tokens", "6", "--top-k", "5", "--describer", str(small_captioner), "--quiet"]
     a = load_atlas(_launched(tmp_path, "one", args, None))
     b = load_atlas(_launched(tmp_path, "two", args, "accelerate"))
     site = "blocks.3.mlp.hook_post"

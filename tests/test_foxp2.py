@@ -1,8 +1,8 @@
 """Neural FOXP2 end to end (issue 6): localise, choose the window, steer, and the evaluation table.
 
-The slow tests run the whole method on smollm2-135m (Spanish, French) and on gemma3-270m
-(Hindi, where installed) and print the table: strength, target share, perplexity, with the
-ablations (positive only, negative only, random direction of the same norm, ActAdd).
+The slow test runs the whole method on smollm2-135m towards Spanish at test size and prints the table
+(strength, target share, perplexity, the negative-only and random-direction controls). The full-size
+runs, Spanish and French with every ablation and ActAdd, are `benchmarks/foxp2.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import interp
 from probes.foxp2 import Foxp2Analysis, Foxp2Settings, LayerFindings, analyze
 from probes.language_directions import spectrum
-from steering.foxp2 import (Foxp2Layer, calibrate_strength, foxp2_edits, foxp2_table, random_direction_edits,
+from steering.foxp2 import (Foxp2Layer, calibrate_strength, foxp2_edits, random_direction_edits,
                             window_from_analysis)
 from steering.language_eval import distinct2
 from steering.neutral_prompts import CALIBRATION, NEUTRAL
@@ -63,73 +63,49 @@ def test_calibration_prompts_are_apart_from_the_test_prompts() -> None:
     assert all(len(NEUTRAL[l]) == len(NEUTRAL["en"]) for l in NEUTRAL)
 
 
-# ---------------------------------------------------------------- slow: the method on real models
-def _run(model, target: str, ablations: bool = True):
-    from probes.language_counts import bible_texts
-
-    texts = bible_texts(["en", target], limit=96)
-    # 100 SAE steps at 3× the default rate: the same explained variance as 300 steps, at a third of the time
-    analysis = analyze(model, texts, Foxp2Settings(target=target, sae_steps=100, sae_lr=3e-3))
-    window = window_from_analysis(analysis)
-    calibration = CALIBRATION  # English prompts kept apart from the test prompts
-    cands = ("en", "es", "fr", "de", target)
-    alpha, sweep = calibrate_strength(model, window, target, calibration, candidates=cands)
-    table = foxp2_table(model, window, target, texts, alpha=alpha, candidates=cands, ablations=ablations,
-                        actadd_scales=(1.0, 2.0))  # ActAdd at 0.5 switches nothing (6 %): two rows suffice
-    print(f"\n{model.name} → {target}: window {analysis.window}, calibrated α = {alpha:g} (sweep {sweep})")
-    print(analysis.table())
-    print(table.text())
-    return analysis, window, alpha, table
-
-
-def _check(analysis, alpha, table, ablations: bool = True) -> None:
-    for f in analysis.layers.values():  # the SAE's reconstruction quality is reported and real
-        assert 0.5 < f.explained_variance < 1.0 and f.target_neurons and f.english_neurons
-    row = next(r for r in table.rows if r.name == "FOXP2" and r.strength == alpha)
-    assert table.unsteered.share <= 0.1
-    assert row.share >= 0.8, table.text()
-    # fluency: against the model's own continuations in the target language, scored the same way
-    assert table.matched_ratio(row) < 1.5, table.text()
-    assert row.distinct2 >= 0.7, table.text()  # not a degenerate loop
-    if not ablations:
-        return
-    names = {r.name for r in table.rows}
-    assert {"positive shift only", "negative shift only", "random direction, same norm"} <= names
-    assert any(n.startswith("ActAdd") for n in names)
-    neg = next(r for r in table.rows if r.name == "negative shift only")
-    assert neg.share < row.share  # the compensating shift alone does not switch language
+# ---------------------------------------------------------------- slow: the method on smollm2, at test size
+# The full-size runs (96 verses, SAEs at 4× expansion for 100 steps, the whole calibration sweep, Spanish and
+# French, every ablation and ActAdd) are `benchmarks/foxp2.py`; Hindi on gemma3-270m, a negative result, is
+# `benchmarks/foxp2_hindi.py`. Here: half the verses, SAEs at 2× for 60 steps, calibration on 8 prompts.
+TEST_SIZE = dict(verses=48, sae_steps=60, sae_expansion=2, calibration=8, strengths=(1.0, 1.5, 2.0))
 
 
 @pytest.mark.slow
 def test_foxp2_makes_smollm2_answer_in_spanish_and_the_recipe_round_trips(smollm2, tmp_path) -> None:
+    """The automatic window, localisation, calibrated α and the held-out table: FOXP2 switches ≥ 80 % of the 16
+    held-out continuations to Spanish at under 1.5 × the matched perplexity, while its negative shift alone and
+    a random direction of the same norm on the same neurons switch far fewer; the recipe round-trips.
+    Measured at this size: window 19–26, α 1.5, share 1.00, 1.03 × matched; negative only 0.00, random 0.12."""
     from interp.recipes import load_recipe, save_recipe
+    from probes.language_counts import bible_texts
+    from steering.language_eval import evaluate
 
-    analysis, window, alpha, table = _run(smollm2, "es")
-    _check(analysis, alpha, table)
+    s = TEST_SIZE
+    texts = bible_texts(["en", "es"], limit=s["verses"])
+    analysis = analyze(smollm2, texts, Foxp2Settings(target="es", sae_steps=s["sae_steps"], sae_lr=3e-3,
+                                                     sae_expansion=s["sae_expansion"]))
+    window = window_from_analysis(analysis)
+    cands = ("en", "es", "fr", "de")
+    alpha, sweep = calibrate_strength(smollm2, window, "es", CALIBRATION[:s["calibration"]], candidates=cands,
+                                      strengths=s["strengths"])
+    variants = [("FOXP2", alpha, foxp2_edits(window, alpha=alpha)),
+                ("negative shift only", alpha, foxp2_edits(window, alpha=alpha, positive=False)),
+                ("random direction, same norm", alpha, random_direction_edits(window, alpha=alpha))]
+    table = evaluate(smollm2, variants, "es", NEUTRAL["en"], NEUTRAL["es"], candidates=cands)
+    print(f"\nwindow {analysis.window}, calibrated α = {alpha:g} (sweep {sweep})\n{analysis.table()}\n{table.text()}")
+    assert analysis.window == list(range(analysis.window[0], analysis.window[0] + 8))  # a quarter of 30 layers
+    for f in analysis.layers.values():  # the SAE's reconstruction quality is reported and real
+        assert 0.5 < f.explained_variance < 1.0 and f.target_neurons and f.english_neurons
+    row, neg, rand = table.rows
+    assert sweep[-1][0] == alpha and sweep[-1][1] >= 0.9  # the least α whose calibration share reaches 0.9
+    assert table.unsteered.share <= 0.1
+    assert row.share >= 0.8, table.text()
+    assert table.matched_ratio(row) < 1.5, table.text()  # fluency: against the model's own Spanish, scored alike
+    assert row.distinct2 >= 0.7, table.text()  # not a degenerate loop
+    assert neg.share <= row.share - 0.5 and rand.share <= row.share - 0.5, table.text()  # the target direction works
     edits = foxp2_edits(window, alpha=alpha)
     path = save_recipe(tmp_path / "es.safetensors", edits, smollm2, {"writer": "steering.foxp2", "alpha": alpha})
     loaded = load_recipe(path, smollm2)
     prompts = ["The best way to learn is", "My favourite food is"]
     assert interp.generate(smollm2, prompts, loaded, max_new_tokens=12) == \
         interp.generate(smollm2, prompts, edits, max_new_tokens=12)
-
-
-@pytest.mark.slow
-def test_foxp2_makes_smollm2_answer_in_french(smollm2) -> None:
-    """The same method for French; the ablation rows are shown once, for Spanish (they cost ~2 min)."""
-    analysis, _, alpha, table = _run(smollm2, "fr", ablations=False)
-    _check(analysis, alpha, table, ablations=False)
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not reached yet (issue 6 stays open): gemma3-270m's auto window 12-15 does not "
-                   "switch to Hindi (12 % at α = 3); tracing 16 features × 8 neurons, window 8-14 reaches 94-100 % "
-                   "Hindi at α 2-4, but at 8-11× the matched perplexity (Devanagari fragments and punctuation)")
-def test_foxp2_makes_gemma3_answer_in_hindi() -> None:
-    from interp.models import OFFLINE_MODELS, _package_dir
-
-    if _package_dir(OFFLINE_MODELS["gemma3-270m"].package.replace("-", "_")) is None:
-        pytest.skip("gemma3-270m is not installed (make install-gemma)")
-    model = interp.load_model("gemma3-270m")
-    analysis, _, alpha, table = _run(model, "hi")
-    _check(analysis, alpha, table)

@@ -161,8 +161,15 @@ def train_captioner(neurons: Sequence[AnnotatedNeuron], settings: CaptionerSetti
 def trained_captioner(tokenizer, annotations: AnnotationSettings = AnnotationSettings(),
                       settings: CaptionerSettings = CaptionerSettings(), *, progress: bool = False) -> Captioner:
     """The captioner trained on synthetic neurons tokenized by `tokenizer`, from the interp cache
-    (`captioners/<key>.safetensors`; trained and saved on first use, ~4 min on one CPU core,
-    ~1 min when another captioner's cached exemplar codes serve).
+    (`captioner_file`: trained and saved on first use, ~4 min on one CPU core with the default
+    settings, ~1 min when another captioner's cached exemplar codes serve)."""
+    return load_captioner(captioner_file(tokenizer, annotations, settings, progress=progress))
+
+
+def captioner_file(tokenizer, annotations: AnnotationSettings = AnnotationSettings(),
+                   settings: CaptionerSettings = CaptionerSettings(), *, progress: bool = False) -> Path:
+    """The cached captioner's file (`captioners/<key>.safetensors`, what `--describer FILE` takes),
+    trained and saved first if missing.
     The key hashes the settings and the tokenizer's vocabulary. Training runs on one thread,
     whatever the machine's count, so that every machine (with the same torch build) trains the
     same captioner: sums split over other thread counts round differently, and 1500 Adam steps
@@ -179,7 +186,7 @@ def trained_captioner(tokenizer, annotations: AnnotationSettings = AnnotationSet
                     neurons = synthetic_neurons(tokenizer, annotations)
                     codes = _cached_codes([n.exemplars for n in neurons], progress=progress)
                     save_captioner(train_captioner(neurons, settings, codes=codes), path)
-    return load_captioner(path)
+    return path
 
 
 def _cached_codes(neurons: Sequence[Sequence[str]], *, progress: bool = False) -> torch.Tensor:
