@@ -132,7 +132,7 @@ def build() -> gr.Blocks:
                 target = gr.Dropdown(list(actions.FOXP2_TARGETS), value="es",
                                      label="FOXP2: target language (first run: a few minutes)")
             recipe = gr.File(label=f"recipe upload (.safetensors, ≤ {actions.MAX_RECIPE_BYTES // 2**20} MB): "
-                                   "interp analyze --probe foxp2, interp steer --method dopamine …",
+                                   "interp analyze --probe foxp2, interp steer dopamine …",
                              file_types=[".safetensors"], type="filepath", elem_id="recipe")
             with gr.Row():
                 axis_atlas = gr.File(label=f"brain axis: upload the files of a brain-axes atlas folder (atlas.json, "

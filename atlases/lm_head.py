@@ -6,23 +6,34 @@ Layout inside an atlas (method "lm-head"): per layer, under the site
 the pseudo-site `model`, the concept index `{direction}.index_neurons` /
 `.index_probs` [vocab, index_k] (flat neuron = position of its layer in
 `layers` · d_mlp + n). The vocabulary's decoded strings are kept with the atlas
-(`vocab.json`), so queries need no tokenizer.
+(`vocab.json`), so queries need no tokenizer. Building such an atlas from a map:
+`atlases.lm_head_store`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from interp.errors import AtlasError
 
-if TYPE_CHECKING:
-    from .neuron_atlas import Atlas
-
 METHOD = "lm-head"
 MODEL_SITE = "model"
+
+
+class AtlasLike(Protocol):
+    """What the queries read of an `atlases.Atlas` (a protocol, so that this module imports no
+    neuron_atlas: the Atlas's own `tokens_for` / `neurons_for` call the functions here)."""
+
+    method: str
+    sites: list[str]
+    params: dict
+    tensors: dict[str, torch.Tensor]
+    vocab: list[str] | None
+
+    def get(self, site: str, name: str) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -51,38 +62,10 @@ def site_of(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
-def atlas_tensors(lm_map) -> dict[str, torch.Tensor]:
-    """An `probes.lm_head.LMHeadMap` (duck-typed) as atlas tensors keyed `"{site}/{direction}.{name}"`."""
-    out = {}
-    for key, t in lm_map.tensors.items():
-        direction, name = key.split(".", 1)
-        if name.startswith("index_"):
-            out[f"{MODEL_SITE}/{key}"] = t
-            continue
-        for i, layer in enumerate(lm_map.layers):
-            out[f"{site_of(layer)}/{key}"] = t[i].contiguous()
-    return out
-
-
-def lm_head_atlas(lm_map, *, model: str, revision: str | None, vocab: list[str]) -> "Atlas":
-    """The atlas of an LM-head map (with the decoded vocabulary, for queries)."""
-    from .neuron_atlas import Atlas
-
-    if len(vocab) < lm_map.vocab:
-        raise AtlasError(f"vocabulary has {len(vocab)} strings but the map decodes {lm_map.vocab} tokens")
-    return Atlas(model=model, revision=revision, sites=[site_of(l) for l in lm_map.layers], method=METHOD,
-                 tensors=atlas_tensors(lm_map), params=lm_map.params(), vocab=list(vocab[: lm_map.vocab]))
-
-
-def decoded_vocab(tokenizer, size: int) -> list[str]:
-    """Each token id decoded on its own (" dog", not "Ġdog"), ids 0 … size − 1."""
-    return [tokenizer.decode([i]) for i in range(size)]
-
-
 # ---------------------------------------------------------------- queries
 
 
-def _check(atlas: "Atlas", direction: str) -> None:
+def _check(atlas: AtlasLike, direction: str) -> None:
     if atlas.method != METHOD:
         raise AtlasError(f"this atlas was made by {atlas.method!r}; token queries need an lm-head atlas "
                          "(`interp analyze --probe lm-head`)")
@@ -93,7 +76,7 @@ def _check(atlas: "Atlas", direction: str) -> None:
         raise AtlasError("this atlas has no vocab.json; cannot look tokens up")
 
 
-def token_ids(atlas: "Atlas", token: str) -> list[int]:
+def token_ids(atlas: AtlasLike, token: str) -> list[int]:
     """Ids whose decoded string is exactly `token`; a clear error (with near misses) if none."""
     ids = [i for i, s in enumerate(atlas.vocab) if s == token]
     if ids:
@@ -104,7 +87,7 @@ def token_ids(atlas: "Atlas", token: str) -> list[int]:
     raise AtlasError(f"{token!r} is not a single token of this model's vocabulary{hint}")
 
 
-def tokens_for(atlas: "Atlas", layer: int, neuron: int, *, direction: str = "write", k: int | None = None) -> list[TokenHit]:
+def tokens_for(atlas: AtlasLike, layer: int, neuron: int, *, direction: str = "write", k: int | None = None) -> list[TokenHit]:
     """The neuron's top tokens, most probable first."""
     _check(atlas, direction)
     site = site_of(layer)
@@ -119,7 +102,7 @@ def tokens_for(atlas: "Atlas", layer: int, neuron: int, *, direction: str = "wri
             for i, p, g in zip(ids[neuron, :n], probs[:n], logits[:n])]
 
 
-def neurons_for(atlas: "Atlas", token: str, *, k: int = 20, direction: str = "write") -> list[NeuronHit]:
+def neurons_for(atlas: AtlasLike, token: str, *, k: int = 20, direction: str = "write") -> list[NeuronHit]:
     """The `k` neurons (over all layers) that give `token` the highest probability.
 
     Exact from the concept index when the atlas has one (up to its index_k);
@@ -149,7 +132,7 @@ def neurons_for(atlas: "Atlas", token: str, *, k: int = 20, direction: str = "wr
     return [NeuronHit(l, n, p, _rank(atlas, l, n, ids, direction)) for (l, n), p in best]
 
 
-def _rank(atlas: "Atlas", layer: int, neuron: int, ids: list[int], direction: str) -> int:
+def _rank(atlas: AtlasLike, layer: int, neuron: int, ids: list[int], direction: str) -> int:
     row = atlas.get(site_of(layer), f"{direction}.top_ids")[neuron].tolist()
     ranks = [row.index(i) for i in ids if i in row]
     return min(ranks) if ranks else -1
@@ -172,7 +155,7 @@ class Agreement:
         return 100.0 * self.share
 
 
-def compare(a: "Atlas", b: "Atlas", *, direction: str = "up") -> Agreement:
+def compare(a: AtlasLike, b: AtlasLike, *, direction: str = "up") -> Agreement:
     """The share of neurons whose top-1 token agrees (the paper's 75.4 % between Llama 3.1 8B base / instruct)."""
     _check(a, direction)
     _check(b, direction)

@@ -31,6 +31,8 @@ from interp.cache import atomic_path
 from interp.errors import AtlasError
 from interp.integrity import PLACEHOLDER, is_sealed, seal, sha256_file
 
+from . import lm_head
+
 FORMAT = "interp-atlas"
 FORMAT_VERSION = 2  # 2: atlas.json carries header_sha256, and every file of the folder has a checksum
 
@@ -72,15 +74,11 @@ class Atlas:
 
     def tokens_for(self, layer: int, neuron: int, *, direction: str = "write", k: int | None = None) -> list:
         """A neuron's top tokens (lm-head atlases): [TokenHit(token, token_id, prob, logit)]."""
-        from .lm_head import tokens_for
-
-        return tokens_for(self, layer, neuron, direction=direction, k=k)
+        return lm_head.tokens_for(self, layer, neuron, direction=direction, k=k)
 
     def neurons_for(self, token: str, *, k: int = 20, direction: str = "write") -> list:
         """The k neurons giving `token` the highest probability (lm-head atlases): [NeuronHit]."""
-        from .lm_head import neurons_for
-
-        return neurons_for(self, token, k=k, direction=direction)
+        return lm_head.neurons_for(self, token, k=k, direction=direction)
 
     def save(self, folder: str | Path, extra_files: dict[str, str] | None = None,
              binary_files: dict[str, bytes] | None = None) -> Path:

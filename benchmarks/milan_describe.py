@@ -36,9 +36,9 @@ from benchmarks.goals import Goals  # noqa: E402
 from benchmarks.results import publish  # noqa: E402
 from interp.corpora import demo_corpus  # noqa: E402
 from probes.milan import MilanSettings, exemplars_for, index_exemplars  # noqa: E402
-from probes.milan_annotations import AnnotationSettings  # noqa: E402
-from probes.milan_captioner import TrainedDescriber, trained_captioner  # noqa: E402
-from probes.milan_describe import LMDescriber, pmi_choice  # noqa: E402
+from probes.milan.annotations import AnnotationSettings  # noqa: E402
+from probes.milan.captioner import TrainedDescriber, trained_captioner  # noqa: E402
+from probes.milan.describe import LMDescriber, pmi_choice  # noqa: E402
 
 TITLE = "## MILAN describer speed (issue 10)"
 BEAM, MAX_TOKENS, LAM = 20, 15, 0.2

@@ -1,9 +1,9 @@
 """MILAN on neurons with known roles (issue 10's acceptance): does the PMI description agree with the
 known role more often than the plain captioner argmax, and than descriptions of random neurons?
 
-The neurons and their references are `probes.milan_known_roles` (language-specific and LM-head
+The neurons and their references are `probes.milan.known_roles` (language-specific and LM-head
 concept neurons of smollm2-135m). Describers: the learned captioner (`--describer trained`, the
-default: `probes.milan_captioner`, trained on synthetic annotated neurons; `--generic` sets how
+default: `probes.milan.captioner`, trained on synthetic annotated neurons; `--generic` sets how
 often its synthetic annotators are vague) or the prompted LM (`--describer lm`). Prints the
 agreement table (MiniLM cosine, share with cosine ≥ 0.5, BLEU, ROUGE-L) and, for the learned
 captioner, writes it to RESULTS.md together with the vagueness sweep.
@@ -25,11 +25,11 @@ import interp  # noqa: E402
 from benchmarks.goals import Goals  # noqa: E402
 from benchmarks.results import publish  # noqa: E402
 from probes.milan import MilanSettings  # noqa: E402
-from probes.milan_annotations import AnnotationSettings  # noqa: E402
-from probes.milan_captioner import CaptionerSettings, TrainedDescriber, trained_captioner  # noqa: E402
-from probes.milan_describe import LMDescriber  # noqa: E402
-from probes.milan_eval import agreement_table  # noqa: E402
-from probes.milan_known_roles import (NAMES, NOUNS, agreement_rows, describe_known, known_exemplars,  # noqa: E402
+from probes.milan.annotations import AnnotationSettings  # noqa: E402
+from probes.milan.captioner import CaptionerSettings, TrainedDescriber, trained_captioner  # noqa: E402
+from probes.milan.describe import LMDescriber  # noqa: E402
+from probes.milan.eval import agreement_table  # noqa: E402
+from probes.milan.known_roles import (NAMES, NOUNS, agreement_rows, describe_known, known_exemplars,  # noqa: E402
                                       known_neurons, random_partners)
 
 TITLE = "## MILAN on neurons with known roles (issue 10)"

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = ap.parse_args(argv)
     from atlases.neuron_atlas import load_atlas
-    from interp.vlm_testbed import build_testbed
+    from testbeds.vlm import build_testbed
 
     t0 = time.time()
     paths = build_testbed(reduced=args.reduced, seed=args.seed, threads=args.threads)

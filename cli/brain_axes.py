@@ -1,4 +1,4 @@
-"""`interp analyze --probe brain-axes --meg DIR --words words.tsv` and `interp steer --method brain-axis`.
+"""`interp analyze --probe brain-axes --meg DIR --words words.tsv` and `interp steer brain-axis`.
 
 analyze: the MEG atlas (PLV states → word atlas → ICA axes, `atlases.brain`) from every raw
 recording under --meg (FIF files or a BIDS dataset), then the model's adapters from
@@ -24,7 +24,10 @@ from cli.loading import load
 
 def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     if steer:
+        group.add_argument("--atlas", metavar="DIR", help="a brain-axes atlas (interp analyze --probe brain-axes)")
         group.add_argument("--axis", type=count, metavar="K", help="brain-axis: the axis to steer along (see table.txt)")
+        group.add_argument("--strength", default="1", metavar="S",
+                           help="brain-axis: how far to steer, in units of --norm-fraction (default 1)")
         group.add_argument("--layer", type=count, metavar="L",
                            help="brain-axis: the adapter layer to steer at (default: its best held-out R² for --axis)")
         group.add_argument("--norm-fraction", type=finite, default=0.25, metavar="F",
@@ -108,9 +111,9 @@ def analyze_command(args, out: Path) -> int:
 
 def check_steer(args) -> None:
     if args.axis is None:
-        raise InterpError("--method brain-axis needs --axis K and --atlas DIR (from interp analyze --probe brain-axes)")
+        raise InterpError("interp steer brain-axis needs --axis K and --atlas DIR (from interp analyze --probe brain-axes)")
     if not args.atlas:
-        raise InterpError("--method brain-axis needs --atlas DIR (from interp analyze --probe brain-axes)")
+        raise InterpError("interp steer brain-axis needs --atlas DIR (from interp analyze --probe brain-axes)")
     try:
         args._strength = 1.0 if args.strength == "auto" else float(args.strength)
     except ValueError:
@@ -120,7 +123,7 @@ def check_steer(args) -> None:
 
 
 def steer_edits(args, model, prompts, notes: list[str]) -> list:
-    """--method brain-axis: the Add edit along the axis's adapter direction (`steering.axes.atlas_axis_edits`)."""
+    """interp steer brain-axis: the Add edit along the axis's adapter direction (`steering.axes.atlas_axis_edits`)."""
     from atlases import load_atlas
     from steering.axes import atlas_axis_edits
 

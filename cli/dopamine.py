@@ -1,4 +1,4 @@
-"""`interp steer --method dopamine --train MODE.jsonl --out RECIPE`: train Dopamine gates for a mode.
+"""`interp steer dopamine --train MODE.jsonl --out RECIPE`: train Dopamine gates for a mode.
 
 Trains a threshold and a gain per MLP neuron (`steering.dopamine_lm`) on the mode's examples,
 hardens them, and writes them as a recipe of `Gate` edits; `interp steer --recipe RECIPE`
@@ -34,7 +34,7 @@ def check(args) -> None:
     from steering.dopamine_lm import read_mode
 
     if not args.train or not args.out:
-        raise InterpError("--method dopamine needs --train MODE.jsonl (or switch:LANG) and --out RECIPE")
+        raise InterpError("interp steer dopamine needs --train MODE.jsonl (or switch:LANG) and --out RECIPE")
     if args.gate_steps < 1 or not (math.isfinite(args.gate_lr) and args.gate_lr > 0):
         raise InterpError("--gate-steps must be at least 1 and --gate-lr a positive number")
     out = Path(args.out)

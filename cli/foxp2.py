@@ -1,4 +1,4 @@
-"""`interp analyze --probe foxp2` and `interp steer --method foxp2`: Neural FOXP2 from the command line.
+"""`interp analyze --probe foxp2` and `interp steer foxp2`: Neural FOXP2 from the command line.
 
 analyze writes an atlas folder: atlas.json (settings, spectra numbers, window, localisation),
 tensors.safetensors (per window layer: target directions, d̄, N_T, N_EN), spectra.png,
@@ -29,7 +29,8 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
                        help="α, the positive shift; auto (default): the smallest of 0.5 … 3 that makes ≥ 90%% of "
                             "continuations of calibration prompts (kept apart from the test prompts) the target")
     group.add_argument("--beta", type=finite, default=None,
-                       help="β: foxp2's negative shift on English neurons (default 1); snrf's strength (default 0.5)")
+                       help="β: the negative shift on English neurons (default 1)" if steer else
+                       "β: foxp2's negative shift on English neurons (default 1); snrf's strength (default 0.5)")
     group.add_argument("--sae-steps", type=positive, default=300, help="SAE training steps per layer (default 300)")
     group.add_argument("--seed", type=count, default=0, help="seed of SAE training and bootstrap (default 0)")
     group.add_argument("--lift", default="difference", choices=["difference", "log_ratio"],
@@ -166,7 +167,7 @@ def analyze_command(args, out: Path) -> int:
 
 
 def steer_edits(args, model, notes: list[str]) -> list:
-    """--method foxp2: analyse (minutes on a CPU), optionally save the recipe, return the edits."""
+    """interp steer foxp2: analyse (minutes on a CPU), optionally save the recipe, return the edits."""
     from interp.recipes import save_recipe
 
     print(f"# FOXP2: localising English → {args.target} in {model.name} (SAEs on the window layers; "

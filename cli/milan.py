@@ -136,9 +136,9 @@ def analyze_command(args, out: Path) -> int:
 
 def _describer(args, model, settings):
     """(the Describer that --describer names, its name for the atlas)."""
-    from probes.milan_annotations import AnnotationSettings
-    from probes.milan_captioner import TrainedDescriber, load_captioner, trained_captioner
-    from probes.milan_describe import LMDescriber
+    from probes.milan.annotations import AnnotationSettings
+    from probes.milan.captioner import TrainedDescriber, load_captioner, trained_captioner
+    from probes.milan.describe import LMDescriber
 
     spec = args.describer
     if spec == "trained":

@@ -1,8 +1,8 @@
-"""`interp analyze --probe shared-neurons --model VLM --pair LLM` and `interp steer --method snrf`.
+"""`interp analyze --probe shared-neurons --model VLM --pair LLM` and `interp steer snrf`.
 
-Samples: for the VLM testbed (`interp.vlm_testbed`, recognised by its metrics.json) the
+Samples: for the VLM testbed (`testbeds.vlm`, recognised by its metrics.json) the
 VLM answers `--task` from images and the LLM the same questions with each image replaced by its
-caption (`vlm_testbed.text_twins`); for other model
+caption (`testbeds.vlm.text_twins`); for other model
 pairs, `--prompts FILE` (one prompt per line) goes to both text backbones as text.
 
 analyze writes an atlas: per module and layer the LLM set, the VLM set and the shared set
@@ -10,7 +10,7 @@ analyze writes an atlas: per module and layer the LLM set, the VLM set and the s
 with `--amplify A,B,…` the amplification table (shared vs random units) and with `--snrf-beta
 B,…` the SNRF table per β (base VLM, SNRF, full delta, random units; recognition, sums, products),
 both on the testbed's held-out questions.
-steer --method snrf adds β · rank-r(W_LLM − W_VLM) on the shared units as runtime LowRank
+steer snrf adds β · rank-r(W_LLM − W_VLM) on the shared units as runtime LowRank
 edits (`--save-merged DIR` writes the merged model folder instead of keeping it runtime).
 """
 
@@ -31,6 +31,7 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
         group.add_argument("--donor", metavar="LLM", help="snrf: the LLM whose skill is fused into --model (a VLM)")
         group.add_argument("--rank", type=positive, default=4, help="snrf: rank of the truncated SVD of W_LLM − W_VLM")
         group.add_argument("--save-merged", metavar="DIR", help="snrf: write the merged VLM to a new model folder")
+        group.add_argument("--beta", type=finite, default=None, help="snrf: β, the strength (default 0.5)")
     else:
         group.add_argument("--pair", metavar="LLM", help="shared-neurons: the LLM to compare --model (a VLM) with")
         group.add_argument("--amplify", metavar="A,B,...", help="shared-neurons: amplification factors to test")
@@ -54,7 +55,7 @@ def testbed_root(model) -> Path | None:
 
 def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
     """Forward kwargs (batch 1) for the VLM and for the LLM."""
-    from interp import vlm_testbed as tb
+    from testbeds import vlm as tb
     from probes.shared_neurons import text_inputs
 
     if args.prompts:
@@ -87,7 +88,7 @@ def check(args, steer: bool) -> None:
         raise InterpError("--samples must be at least 1 and --ratio in (0, 1]")
     if steer:
         if not args.donor:
-            raise InterpError("--method snrf needs --donor LLM (the model whose skill is fused in)")
+            raise InterpError("interp steer snrf needs --donor LLM (the model whose skill is fused in)")
         args.beta = 0.5 if args.beta is None else args.beta
         if args.rank < 1 or not math.isfinite(args.beta):
             raise InterpError("--rank must be at least 1 and --beta a finite number")
@@ -117,7 +118,7 @@ def analyze_command(args, out: Path) -> int:
     from atlases import Atlas
     from probes.shared_neurons import overlap, overlap_png, overlap_table, shared_sets
 
-    from interp import vlm_testbed as tb
+    from testbeds import vlm as tb
 
     check(args, steer=False)
     alphas, betas = args._alphas, args._betas
@@ -167,7 +168,7 @@ def analyze_command(args, out: Path) -> int:
 
 
 def steer_edits(args, model, notes: list[str]) -> list:
-    """--method snrf: shared neurons of --model and --donor, then the SNRF edits (or the merged folder)."""
+    """interp steer snrf: shared neurons of --model and --donor, then the SNRF edits (or the merged folder)."""
     import interp
     from probes.shared_neurons import shared_sets
     from steering.snrf import SnrfSettings, save_merged, snrf_edits

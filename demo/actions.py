@@ -445,8 +445,8 @@ def _milan_index(name: str, layer: int):
 def _describer(name: str, window: int):
     """MILAN's learned captioner for this model's tokenizer, trained on exemplars of the same `window` as the
     described neurons' (trained once, ~2 min, then read from the cache)."""
-    from probes.milan_annotations import AnnotationSettings
-    from probes.milan_captioner import TrainedDescriber, trained_captioner
+    from probes.milan.annotations import AnnotationSettings
+    from probes.milan.captioner import TrainedDescriber, trained_captioner
 
     return TrainedDescriber(trained_captioner(model_for(name).tokenizer, AnnotationSettings(window=window),
                                               progress=True))

@@ -10,7 +10,7 @@ from .batching import Batch, tokenize
 from .capture import capture, groups_of, run_with_cache
 from .errors import (AtlasError, CorpusError, InterpError, ModelNotFoundError, SiteError,
                      UnsupportedArchitectureError)
-from .models import DEFAULT_MODEL, OFFLINE_MODELS, Model, load_model, offline_names
+from .models import DEFAULT_MODEL, OFFLINE_MODELS, Model, auto_dtype, load_model, native_bf16, offline_names
 from .reducers import ActivationFrequency, FullTensors, Moments, Reducer, TopK, UpperQuantile, WordPooled
 
 __version__ = "0.1.0"
@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "LAYER_SITES", "supported_families", "Batch", "tokenize", "capture", "groups_of", "run_with_cache",
     "AtlasError", "CorpusError", "InterpError", "ModelNotFoundError", "SiteError",
-    "UnsupportedArchitectureError", "DEFAULT_MODEL", "OFFLINE_MODELS", "Model", "load_model",
-    "offline_names", "ActivationFrequency", "FullTensors", "Moments", "Reducer", "TopK", "UpperQuantile", "WordPooled",
+    "UnsupportedArchitectureError", "DEFAULT_MODEL", "OFFLINE_MODELS", "Model", "auto_dtype", "load_model",
+    "native_bf16", "offline_names", "ActivationFrequency", "FullTensors", "Moments", "Reducer", "TopK", "UpperQuantile", "WordPooled",
     "__version__",
 ]
 

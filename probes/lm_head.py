@@ -25,6 +25,7 @@ neurons, not a neuron's own top-k).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -145,7 +146,11 @@ def row_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             fn = torch.compile(_row_stats, dynamic=None)
             fn(torch.zeros(2, BLOCK, device=logits.device))  # compile now, so a failure falls back here
             _compiled_row_stats = fn
-        except Exception:  # no C++ compiler / Triton: the eager version computes the same numbers
+        except Exception as exc:  # no C++ compiler / Triton: the eager version computes the same numbers
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]  # compiler errors run to many lines
+            warnings.warn(f"LM-head decoding: torch.compile failed here ({type(exc).__name__}: {reason}); "
+                          "falling back to eager torch for the block statistics (same numbers, slower)",
+                          RuntimeWarning, stacklevel=2)
             _compiled_row_stats = _row_stats
     return _compiled_row_stats(logits)
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import interp
 from atlases import load_atlas
 from cli.main import main
 
@@ -54,7 +55,9 @@ def test_analyze_writes_atlas_and_report(tmp_path, capsys):
     doc = atlas.get("blocks.1.mlp.hook_post", "topk_doc")[0, 0]
     assert atlas.document(int(doc))["text"]
     header = json.loads((out_dir / "atlas.json").read_text())
-    assert header["params"]["corpus"] == "demo" and header["params"]["dtype"] == "bfloat16"
+    auto = str(interp.auto_dtype("cpu")).removeprefix("torch.")  # --dtype auto: bf16 only where it is native
+    assert header["params"]["corpus"] == "demo" and header["params"]["dtype"] == auto
+    assert header["params"]["dtype_requested"] == "auto" and out.startswith(f"# dtype {auto} (auto:")
 
 
 BAD = [

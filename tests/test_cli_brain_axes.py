@@ -1,4 +1,4 @@
-"""`interp analyze --probe brain-axes` and `interp steer --method brain-axis` end to end; bad input exits 2."""
+"""`interp analyze --probe brain-axes` and `interp steer brain-axis` end to end; bad input exits 2."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_analyze_and_steer_along_a_brain_axis(smollm2, meg, tmp_path, capsys) ->
     assert info["model"] == smollm2.name and list(info["layers"]) == ["15"]
     assert (out / "axes.png").read_bytes().startswith(b"\x89PNG") and "axes.png" in (out / "report.html").read_text()
     k = int(np.argmax(np.abs(np.array(atlas.validation["frequency"])) * atlas.recovered))
-    assert main(["steer", "--method", "brain-axis", "--atlas", str(out), "--axis", str(k), "--strength", "2",
+    assert main(["steer", "brain-axis", "--atlas", str(out), "--axis", str(k), "--strength", "2",
                  "--prompt", "Once upon a time, a girl", "--compare", "--max-new-tokens", "20"]) == 0
     printed = capsys.readouterr().out
     assert f"brain axis {k} at layer 15" in printed and "steered" in printed
@@ -56,9 +56,9 @@ def test_analyze_and_steer_along_a_brain_axis(smollm2, meg, tmp_path, capsys) ->
 @pytest.mark.parametrize("extra, message", [
     (["analyze", "--probe", "brain-axes"], "needs --meg DIR and --words"),
     (["analyze", "--probe", "brain-axes", "--meg", "nowhere", "--words", "w.tsv"], "--meg nowhere does not exist"),
-    (["steer", "--prompt", "x", "--axis", "1"], "go with --method brain-axis"),
-    (["steer", "--prompt", "x", "--method", "brain-axis", "--atlas", "a"], "needs --axis"),
-    (["steer", "--prompt", "x", "--method", "brain-axis", "--axis", "0", "--atlas", "a", "--strength", "big"],
+    (["steer", "--prompt", "x", "--axis", "1"], "--axis goes with interp steer brain-axis"),
+    (["steer", "brain-axis", "--prompt", "x", "--atlas", "a"], "needs --axis"),
+    (["steer", "brain-axis", "--prompt", "x", "--axis", "0", "--atlas", "a", "--strength", "big"],
      "must be a number"),
 ])
 def test_bad_brain_axes_input_is_one_line_and_exit_2(extra, message, tmp_path, capsys, monkeypatch) -> None:

@@ -1,4 +1,4 @@
-"""`interp analyze --probe foxp2` and `interp steer --method foxp2`: files written, recipe usable; bad input exits 2."""
+"""`interp analyze --probe foxp2` and `interp steer foxp2`: files written, recipe usable; bad input exits 2."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_analyze_foxp2_writes_atlas_spectra_and_a_recipe_that_steer_uses(smollm2
 @pytest.mark.slow
 def test_steer_method_foxp2_localises_then_generates_and_saves_the_recipe(smollm2, tmp_path, capsys) -> None:
     rec = tmp_path / "es.safetensors"
-    assert main(["steer", "--method", "foxp2", "--target", "es", *SMALL, "--strength", "1.5", "--save-recipe", str(rec),
+    assert main(["steer", "foxp2", "--target", "es", *SMALL, "--strength", "1.5", "--save-recipe", str(rec),
                  "--prompt", "The best way to learn is", "--max-new-tokens", "6", "--compare"]) == 0
     out = capsys.readouterr().out
     assert "foxp2 → es: window [20, 21]" in out and "unsteered" in out
@@ -47,11 +47,11 @@ def test_steer_method_foxp2_localises_then_generates_and_saves_the_recipe(smollm
     (["analyze", "--probe", "foxp2", "--out", "X"], "needs --target"),
     (["analyze", "--probe", "foxp2", "--target", "en", "--out", "X"], "other than English"),
     (["analyze", "--probe", "foxp2", "--target", "xx", "--out", "X"], "parallel Bible has"),
-    (["steer", "--prompt", "hi", "--method", "foxp2"], "needs --target"),
-    (["steer", "--prompt", "hi", "--target", "es"], "go with --method foxp2"),
+    (["steer", "foxp2", "--prompt", "hi"], "needs --target"),
+    (["steer", "--prompt", "hi", "--target", "es"], "--target goes with interp steer foxp2"),
     (["analyze", "--probe", "foxp2", "--target", "es", "--sae", "20", "--out", "X"], "use LAYER=DIR"),
     (["analyze", "--probe", "foxp2", "--target", "es", "--sae", "20=nowhere", "--out", "X"], "no cfg.json"),
-    (["steer", "--prompt", "hi", "--method", "foxp2", "--target", "es", "--strength", "lots"], "number or auto"),
+    (["steer", "foxp2", "--prompt", "hi", "--target", "es", "--strength", "lots"], "number or auto"),
     (["steer", "--prompt", "hi", "--clamp", "blocks.1.mlp.hook_post:1=2", "--repetition-penalty", "0"],
      "repetition-penalty"),
 ])

@@ -1,4 +1,4 @@
-"""`interp analyze --probe shared-neurons` / `interp steer --method snrf`: bad input exits 2 with one line."""
+"""`interp analyze --probe shared-neurons` / `interp steer snrf`: bad input exits 2 with one line."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from cli.main import main
     (["analyze", "--probe", "shared-neurons", "--pair", "x", "--ratio", "1.5", "--out", "o"], "--ratio in (0, 1]"),
     (["analyze", "--probe", "shared-neurons", "--pair", "x", "--snrf-beta", "0.5,big", "--out", "o"],
      "--snrf-beta takes comma-separated numbers"),
-    (["steer", "--prompt", "x", "--method", "snrf"], "needs --donor LLM"),
-    (["steer", "--prompt", "x", "--method", "snrf", "--donor", "y", "--rank", "0"], "argument --rank: must be a positive integer"),
-    (["steer", "--prompt", "x", "--donor", "y"], "go with --method snrf"),
+    (["steer", "snrf", "--prompt", "x"], "needs --donor LLM"),
+    (["steer", "snrf", "--prompt", "x", "--donor", "y", "--rank", "0"], "argument --rank: must be a positive integer"),
+    (["steer", "--prompt", "x", "--donor", "y"], "--donor goes with interp steer snrf"),
 ])
 def test_bad_shared_neuron_input_is_one_line_and_exit_2(args, message, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -36,7 +36,7 @@ def test_analyze_and_steer_snrf_on_the_reduced_testbed(tmp_path, capsys) -> None
     import torch
 
     import interp
-    from interp import vlm_testbed as tb
+    from testbeds import vlm as tb
 
     with tb._num_threads(1):
         paths = tb.build_testbed(reduced=True)
@@ -52,7 +52,7 @@ def test_analyze_and_steer_snrf_on_the_reduced_testbed(tmp_path, capsys) -> None
     assert (out / "overlap.png").read_bytes()[:4] == b"\x89PNG"
 
     merged = tmp_path / "merged"
-    assert main(["steer", "--method", "snrf", "--model", str(paths.vlm), "--donor", str(paths.llm), "--samples", "6",
+    assert main(["steer", "snrf", "--model", str(paths.vlm), "--donor", str(paths.llm), "--samples", "6",
                  "--rank", "4", "--beta", "0.5", "--save-merged", str(merged), "--max-new-tokens", "3",
                  "--prompt", "Question: What is the product of 3 and 4?\nAnswer:"]) == 0
     assert "SNRF from" in capsys.readouterr().out

@@ -116,7 +116,7 @@ def test_dopamine_trains_a_recipe_that_steer_applies(smollm2, capsys, tmp_path):
     mode.write_text('{"prompt": "The weather today is", "completion": " muy bonito."}\n'
                     '{"prompt": "I like", "completion": " la comida de mi madre."}\n')
     recipe = tmp_path / "gates.safetensors"
-    code = main(["steer", "--method", "dopamine", "--train", str(mode), "--out", str(recipe), "--gate-layers", "3,4",
+    code = main(["steer", "dopamine", "--train", str(mode), "--out", str(recipe), "--gate-layers", "3,4",
                  "--gate-steps", "2"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -134,6 +134,44 @@ def test_steer_help():
     assert proc.returncode == 0 and "usage: interp steer" in proc.stdout
     for opt in ("--clamp", "--add", "--contrast", "--recipe", "--compare", "--positions", "--max-new-tokens"):
         assert opt in proc.stdout
+
+
+SHARED = ("--prompt", "--model", "--compare", "--max-new-tokens", "--repetition-penalty")
+OWN = {"foxp2": ("--target", "--window", "--save-recipe", "--strength", "--beta"),
+       "brain-axis": ("--atlas", "--axis", "--layer", "--strength", "--norm-fraction"),
+       "snrf": ("--donor", "--rank", "--save-merged", "--beta"),
+       "dopamine": ("--train", "--out", "--gate-layers", "--gate-steps")}
+GENERIC = ("--clamp", "--add", "--contrast", "--recipe", "--concept")
+
+
+@pytest.mark.parametrize("method", sorted(OWN))
+def test_each_method_help_shows_its_own_options_and_the_shared_ones(method, capsys):
+    assert main(["steer", method, "--help"]) == 0
+    out = capsys.readouterr().out
+    options = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", out))
+    foreign = {o for m, opts in OWN.items() if m != method for o in opts} - set(OWN[method])
+    assert f"usage: interp steer {method}" in out
+    assert set(OWN[method]) | set(SHARED) <= options, out
+    assert not (foreign | set(GENERIC)) & options, out
+
+
+@pytest.mark.parametrize("method", sorted(OWN))
+def test_the_old_method_option_names_the_subcommand(method, capsys):
+    assert main(["steer", "--prompt", "x", "--method", method]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"interp steer {method}" in err, err
+
+
+def test_options_before_the_method_name_stand_and_generic_edits_after_it_are_refused(capsys):
+    from cli.main import build_parser
+
+    args = build_parser().parse_args(["steer", "--prompt", "p", "--recipe", "r.safetensors", "--max-new-tokens", "5",
+                                      "foxp2", "--target", "es", "--compare"])
+    assert (args.method, args.prompt, args.recipe, args.max_new_tokens, args.target, args.compare) == \
+        ("foxp2", ["p"], "r.safetensors", 5, "es", True)
+    assert main(["steer", "foxp2", "--target", "es", "--prompt", "p", "--clamp", "blocks.1.mlp.hook_post:1=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--clamp goes before the method's name" in err, err
 
 
 BAD = [
@@ -155,11 +193,11 @@ BAD = [
     (["--recipe", "{missing}"], "does not exist"),
     (["--recipe", "{garbage}"], "not a safetensors recipe"),
     ([], "no edits given"),
-    (["--method", "dopamine", "--out", "{vec}"], "needs --train"),
-    (["--train", "{pos}"], "go with --method dopamine"),
-    (["--method", "dopamine", "--train", "{empty}", "--out", "x.safetensors"], "no examples"),
-    (["--method", "dopamine", "--train", "{pos}", "--out", "x.safetensors"], "not a JSON object"),
-    (["--method", "dopamine", "--train", "switch:xx", "--out", "x.safetensors"], "parallel Bible"),
+    (["dopamine", "--out", "{vec}"], "needs --train"),
+    (["--train", "{pos}"], "--train goes with interp steer dopamine"),
+    (["dopamine", "--train", "{empty}", "--out", "x.safetensors"], "no examples"),
+    (["dopamine", "--train", "{pos}", "--out", "x.safetensors"], "not a JSON object"),
+    (["dopamine", "--train", "switch:xx", "--out", "x.safetensors"], "parallel Bible"),
     (["--clamp", "blocks.5.mlp.hook_post:3=1", "--positions", "later"], "invalid choice"),
 ]
 

@@ -198,7 +198,7 @@ def test_playground_runs_foxp2_towards_spanish(monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_language_hftp_and_milan_tabs(small_captioner, monkeypatch) -> None:
-    from probes.milan_captioner import TrainedDescriber, load_captioner
+    from probes.milan.captioner import TrainedDescriber, load_captioner
 
     monkeypatch.setattr(A, "_describer", lambda name, window: TrainedDescriber(load_captioner(small_captioner)))
     png, rows = A.language_neurons(M, 16)

@@ -180,3 +180,24 @@ def test_compare_against_a_lightly_finetuned_copy(smollm2) -> None:
         before = brute_probs(smollm2.hf, hf_direction(smollm2.hf, layer, n, "up"), True, False).argmax()
         after = brute_probs(tuned_hf, hf_direction(tuned_hf, layer, n, "up"), True, False).argmax()
         assert (vocab[int(before)], vocab[int(after)]) == (tok_a, tok_b) and tok_a != tok_b
+
+
+def test_compile_fallback_warns_once_and_computes_the_same(monkeypatch) -> None:
+    """When torch.compile cannot run here, row_stats says once that it fell back to eager."""
+    import warnings
+
+    from probes import lm_head as lm
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(lm, "_compiled_row_stats", None)
+    monkeypatch.setattr(torch, "compile", broken)
+    logits = torch.randn(3, 2 * lm.BLOCK)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = lm.row_stats(logits), lm.row_stats(logits)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "eager" in messages[0] and "no compiler here" in messages[0], messages
+    want = lm._row_stats(logits)
+    assert all(torch.equal(a, b) and torch.equal(b, c) for a, b, c in zip(first, second, want))

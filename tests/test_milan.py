@@ -12,7 +12,7 @@ import interp
 from interp.batching import Batch
 from interp.corpora import Document
 from probes.milan import Exemplar, MilanSettings, describe_neurons, exemplars_for, index_exemplars
-from probes.milan_describe import LMDescriber, PromptTemplate, pmi_choice
+from probes.milan.describe import LMDescriber, PromptTemplate, pmi_choice
 
 
 # ------------------------------------------------------------------ the streaming quantile
@@ -194,7 +194,7 @@ def test_search_ranks_neurons_by_description_and_deletion_zeroes_exactly_the_hit
 
 
 def test_agreement_scores_identical_descriptions_highest() -> None:
-    from probes.milan_eval import agreement_table, bleu, rouge_l
+    from probes.milan.eval import agreement_table, bleu, rouge_l
 
     assert bleu("spanish words", "spanish words") == pytest.approx(1.0) and rouge_l("a b", "a b") == 1.0
     assert rouge_l("dogs", "numbers") == 0.0
@@ -210,10 +210,10 @@ def test_agreement_scores_identical_descriptions_highest() -> None:
 # ------------------------------------------------------------------ image exemplars (the testbed VLM's vision tower)
 @pytest.mark.slow
 def test_vision_exemplars_are_top_images_with_patches_above_the_exact_quantile() -> None:
-    from interp import vlm_testbed as tb
-    from probes.milan_images import image_exemplars, masked_png
+    from testbeds import vlm as tb
+    from probes.milan.images import image_exemplars, masked_png
 
-    with tb._num_threads(1):  # a first build runs on one thread (see vlm_testbed)
+    with tb._num_threads(1):  # a first build runs on one thread (see testbeds.vlm)
         paths = tb.build_testbed(reduced=True)
     vlm = interp.load_model(paths.vlm)
     images = tb.digit_images(range(120))

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import interp
-from probes.milan_annotations import GENERIC, LEXICONS, AnnotationSettings, synthetic_neurons
-from probes.milan_captioner import (CaptionerSettings, TrainedDescriber, load_captioner, save_captioner,
+from probes.milan.annotations import GENERIC, LEXICONS, AnnotationSettings, synthetic_neurons
+from probes.milan.captioner import (CaptionerSettings, TrainedDescriber, load_captioner, save_captioner,
                                     train_captioner)
-from probes.milan_describe import pmi_choice
+from probes.milan.describe import pmi_choice
 
 SMALL = AnnotationSettings(per_category=6, languages=("en", "es", "fr", "de"), verses=400)
 
@@ -58,7 +58,7 @@ def test_vague_annotators_change_only_the_annotations(smollm2, neurons) -> None:
 
 
 def test_exemplar_codes_are_cached_and_a_corrupt_entry_is_rebuilt(neurons, tmp_path, monkeypatch) -> None:
-    from probes.milan_captioner import _cached_codes, encode_many
+    from probes.milan.captioner import _cached_codes, encode_many
 
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
     exemplars = [n.exemplars for n in neurons[:3]]
@@ -85,7 +85,7 @@ def test_captioner_describes_held_out_neurons_of_its_categories(smollm2, describ
 
 
 def _class_descriptions(name: str) -> tuple[str, ...]:
-    from probes.milan_annotations import CLASSES
+    from probes.milan.annotations import CLASSES
 
     return CLASSES[name][0] if name in CLASSES else ()
 

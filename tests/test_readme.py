@@ -21,7 +21,7 @@ def test_every_cli_choice_is_in_the_readme() -> None:
     for probe in PROBES:
         assert f"--probe {probe}" in README, probe
     for method in STEER_METHODS:
-        assert f"--method {method}" in README, method
+        assert f"interp steer {method}" in README, method
 
 
 def test_every_notebook_is_linked_and_every_link_exists() -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import interp
-from interp import vlm_testbed as tb
+from testbeds import vlm as tb
 from probes.shared_neurons import neuron_sets, overlap, overlap_table, shared_sets
 from steering.snrf import SnrfSettings, random_like, save_merged, snrf_edits
 from steering.snrf_eval import amplification_table, snrf_table
@@ -28,7 +28,7 @@ N_EVAL = 100  # held-out questions per task
 
 @pytest.fixture(scope="module")
 def testbed():
-    with tb._num_threads(1):  # a first build runs on one thread (see vlm_testbed)
+    with tb._num_threads(1):  # a first build runs on one thread (see testbeds.vlm)
         paths = tb.build_testbed(reduced=True)
     vlm, llm = interp.load_model(paths.vlm), interp.load_model(paths.llm)
     images = tb.task_examples("product", "train", n=N_SAMPLES)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import interp
-from interp import vlm_testbed as tb
+from testbeds import vlm as tb
 from tiny_models import llama
 
 

@@ -22,11 +22,11 @@ import torch
 import interp
 from interp.corpora import Document, demo_corpus
 
-from .language_counts import bible_texts, language_counts
-from .language_neurons import identify
-from .lm_head import LMHeadOptions, lm_head_map, map_concept_neurons
-from .milan import MilanSettings, exemplars_for, index_exemplars
-from .milan_describe import Describer, pmi_choice
+from ..language_counts import bible_texts, language_counts
+from ..language_neurons import identify
+from ..lm_head import LMHeadOptions, lm_head_map, map_concept_neurons
+from .describe import Describer, pmi_choice
+from .probe import MilanSettings, exemplars_for, index_exemplars
 
 LANGS = ("en", "es", "fr", "de")
 NAMES = {"es": "Spanish", "fr": "French", "de": "German"}

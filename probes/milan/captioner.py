@@ -2,10 +2,10 @@
 
 MILAN (Hernandez et al. 2022) does not prompt a language model: it trains a captioner on
 annotated neurons (an image encoder and an LSTM decoder) and a language model of the annotations
-for the prior. This is that design for text neurons, trained on `probes.milan_annotations`:
+for the prior. This is that design for text neurons, trained on `probes.milan.annotations`:
 
 - encoder: every exemplar (a marked text window) → two sentence embeddings from the packaged
-  all-MiniLM-L6-v2 (`probes.milan_eval.embed`): of its marked tokens and of the whole window;
+  all-MiniLM-L6-v2 (`probes.milan.eval.embed`): of its marked tokens and of the whole window;
   their mean over the exemplars is the neuron's code [768];
 - decoder: a GRU over description words, started from the code. With a learned *null* code
   instead (used for a random `prior_share` of the training neurons) the same decoder is the
@@ -32,7 +32,7 @@ from torch import nn
 
 from interp.errors import InterpError
 
-from .milan_annotations import AnnotatedNeuron, AnnotationSettings, synthetic_neurons
+from .annotations import AnnotatedNeuron, AnnotationSettings, synthetic_neurons
 
 MARK = re.compile(r"\[\[(.*?)\]\]")
 END, START = "<end>", "<start>"
@@ -63,7 +63,7 @@ def encode_many(neurons: Sequence[Sequence[str]], *, progress: bool = False, chu
     """[n, 768]: `encode` of many neurons' exemplar lists, embedded in large batches."""
     from tqdm.auto import tqdm
 
-    from .milan_eval import embed
+    from .eval import embed
 
     if any(not exs for exs in neurons):
         raise InterpError("the captioner needs at least one exemplar per neuron")

@@ -28,8 +28,8 @@ Models (`build_testbed`), both saved as HF folders that `interp.load_model` read
 So each model's text backbone differs from smollm2's in its chosen layers only, there by a
 matrix of rank ≤ `lora_rank` per linear map; everything else is bit-for-bit smollm2.
 
-Training runs under bf16 autocast where the CPU has AVX-512, in fp32 elsewhere (`TestbedSpec.autocast`;
-fp32 master weights, saved fp32), on `threads` CPU threads
+Training runs under bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX), in fp32
+elsewhere (`TestbedSpec.autocast`; fp32 master weights, saved fp32), on `threads` CPU threads
 (1 by default: with another process on a 2-core machine, 2 threads spin and run slower);
 evaluation runs in fp32. Results are deterministic for a given seed, thread count and CPU kind.
 """
@@ -51,8 +51,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import atomic_path, build_lock, cache_dir
-from .errors import InterpError
+from interp.cache import atomic_path, build_lock, cache_dir
+from interp.errors import InterpError
+from interp.models import native_bf16
 
 BASE_MODEL = "smollm2-135m"
 VERSION = 2  # bump when training changes: cached testbeds of another version are rebuilt
@@ -284,7 +285,7 @@ def _edited(model, edits: Sequence):
     """`interp.edit(model, edits)`, or no context at all for no edits (no hooks to pay for)."""
     if not edits:
         return nullcontext()
-    from .engine import edit
+    from interp.engine import edit
 
     return edit(model, edits)
 
@@ -433,10 +434,10 @@ class TestbedSpec:
 
 
 def _training_dtype() -> str:
-    """bfloat16 autocast where the CPU has AVX-512 (fast bfloat16 kernels); float32 elsewhere: on an
-    AVX2-only CPU bfloat16 matmuls are emulated, ~9× slower than float32 (measured), and the reduced
-    testbed's first build took over 20 minutes instead of about 2."""
-    return "bfloat16" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "float32"
+    """bfloat16 autocast where the CPU runs bfloat16 natively (`interp.native_bf16`: AVX512-BF16 or
+    AMX); float32 elsewhere: on an AVX2-only CPU bfloat16 matmuls are emulated, ~9× slower than
+    float32 (measured), and the reduced testbed's first build took over 20 minutes instead of about 2."""
+    return "bfloat16" if native_bf16("cpu") else "float32"
 
 
 @contextmanager
@@ -729,7 +730,7 @@ def build_testbed(reduced: bool = False, seed: int = 0, force: bool = False, thr
 
 
 def _build(paths: TestbedPaths, spec: TestbedSpec) -> TestbedPaths:
-    from .models import load_model
+    from interp.models import load_model
 
     t0 = time.time()
     with _num_threads(spec.threads), atomic_path(paths.root, directory=True) as tmp:
@@ -776,7 +777,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m interp.vlm_testbed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m testbeds.vlm", description=__doc__.splitlines()[0])
     parser.add_argument("--reduced", action="store_true", help="the quick version (2–8 minutes, by CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")

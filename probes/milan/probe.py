@@ -7,11 +7,11 @@ For each neuron of the chosen sites:
 - each exemplar as a window of tokens around the maximum, the tokens above the threshold
   marked ("the [[perro]] grande").
 
-`describe_neurons` runs the describer (`probes.milan_describe`) over many neurons with a progress
+`describe_neurons` runs the describer (`probes.milan.describe`) over many neurons with a progress
 bar, writing each finished site to a JSON checkpoint so that a killed run resumes where it
 stopped. `search` ranks described neurons by a query's embedding similarity (auditing: "which
 neurons respond to person names?"); `steering.milan.delete_edits` turns the hits into edits.
-Image exemplars (the vision tower of a VLM) are in `probes.milan_images`.
+Image exemplars (the vision tower of a VLM) are in `probes.milan.images`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from interp.corpora import Document
 from interp.errors import InterpError
 from interp.runs import stream
 
-from .milan_describe import Description, Describer, describer_identity, pmi_choice
+from .describe import Description, Describer, describer_identity, pmi_choice
 
 
 @dataclass
@@ -226,7 +226,7 @@ def search(descriptions: dict[str, dict[int, Description | str]], query: str, *,
     if not flat:
         raise InterpError("no described neurons to search")
     if similarity is None:
-        from .milan_eval import embedding_similarity as similarity
+        from .eval import embedding_similarity as similarity
     sims = similarity([query] * len(flat), [t for _, _, t in flat])
     order = sims.argsort(descending=True)[:top].tolist()
     return [Hit(flat[i][0], flat[i][1], flat[i][2], float(sims[i])) for i in order]

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from interp.corpora import BIBLE_VERSIONS, bible_verses
 from interp.errors import InterpError
 
-from .milan import Exemplar
+from .probe import Exemplar
 
 GENERIC = ("words", "text", "various words", "common words", "parts of words")
 NEW_TESTAMENT = list(range(40, 67))

@@ -1,0 +1,69 @@
+"""`interp atlas query|compare`: which neurons mean a token, what a neuron means, and how two models'
+lm-head atlases agree."""
+
+from __future__ import annotations
+
+import re
+
+from cli.argtypes import count, positive
+from cli.base import Parser, error
+
+
+def add_parser(sub) -> None:
+    at = sub.add_parser("atlas", help="query or compare atlases", description="Query or compare atlas folders.")
+    atsub = at.add_subparsers(dest="atlas_command", required=True, parser_class=Parser)
+    q = atsub.add_parser("query", help="neurons for a token, or tokens for a neuron (lm-head atlases)",
+                         description="Which neurons mean a token (--token ' dog'), or what a neuron means "
+                                     "(--neuron 12:345).")
+    q.add_argument("folder", help="an lm-head atlas folder (interp analyze --probe lm-head)")
+    q.add_argument("--token", help="a single token, with its leading space if it has one, e.g. ' dog'")
+    q.add_argument("--neuron", metavar="LAYER:NEURON", help="e.g. 12:345")
+    q.add_argument("--direction", default="write", help="write, up or gate (default write)")
+    q.add_argument("--k", type=positive, default=20, help="how many neurons / tokens to list (default 20)")
+    c = atsub.add_parser("compare", help="share of neurons keeping their top token between two lm-head atlases",
+                         description="The share of neurons whose top token agrees between two models' "
+                                     "lm-head atlases (same vocabulary).")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("--direction", default="up", help="write, up or gate (default up, as in the paper)")
+    c.add_argument("--show", type=count, default=20, help="moved neurons to list (default 20)")
+
+
+def parse_neuron(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*L?(\d+)\s*:\s*(\d+)\s*", text)
+    if m is None:
+        raise error(f"bad --neuron {text!r}: use LAYER:NEURON, e.g. 12:345")
+    return int(m[1]), int(m[2])
+
+
+def command(args) -> int:
+    from atlases import compare, load_atlas
+
+    if args.atlas_command == "compare":
+        a, b = load_atlas(args.a), load_atlas(args.b)
+        agreement = compare(a, b, direction=args.direction)
+        print(f"# {a.model} vs {b.model}, direction {args.direction}: {agreement.percent:.1f}% of neurons keep "
+              f"their top token ({len(agreement.moved)} moved)")
+        for layer, share in agreement.per_layer.items():
+            print(f"layer {layer}\t{100 * share:.1f}%")
+        for layer, n, ta, tb in agreement.moved[: args.show]:
+            print(f"moved L{layer}:{n}\t{ta!r} -> {tb!r}")
+        return 0
+    atlas = load_atlas(args.folder)
+    if (args.token is None) == (args.neuron is None):
+        raise error("give exactly one of --token TEXT or --neuron LAYER:NEURON")
+    if args.token is not None:
+        hits = atlas.neurons_for(args.token, k=args.k, direction=args.direction)
+        print(f"# neurons of {atlas.model} that mean {args.token!r} ({args.direction} direction), best first")
+        print("layer\tneuron\tp(token)\trank\ttop tokens")
+        for h in hits:
+            top = " ".join(repr(t.token) for t in atlas.tokens_for(h.layer, h.neuron, direction=args.direction, k=5))
+            print(f"{h.layer}\t{h.neuron}\t{h.prob:.4g}\t{h.rank}\t{top}")
+        return 0
+    layer, neuron = parse_neuron(args.neuron)
+    print(f"# {atlas.model} L{layer}:{neuron} ({args.direction} direction)")
+    print("token\tp\tlogit")
+    for t in atlas.tokens_for(layer, neuron, direction=args.direction, k=args.k):
+        print(f"{t.token!r}\t{t.prob:.4g}\t{t.logit:.3f}")
+    return 0
+
