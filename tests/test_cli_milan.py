@@ -10,7 +10,7 @@ import pytest
 from atlases import load_atlas
 from cli.main import build_parser, main
 from cli.milan import _describer, milan_settings
-from probes.milan_describe import describer_identity
+from probes.milan.describe import describer_identity
 
 SMALL = ["--probe", "milan", "--corpus", "demo", "--limit", "24", "--layers", "3", "--beam", "4",
          "--max-tokens", "6", "--top-k", "5"]

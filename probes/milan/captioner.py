@@ -12,7 +12,7 @@ for the prior. This is that design for text neurons, trained on `probes.milan.an
   prior p(d), a language model of the annotations alone — one network, as the captioner LM and
   its exemplar-free prompt are for `LMDescriber`.
 
-`TrainedDescriber` implements `milan_describe.Describer` (beam-search candidates, exact whole-
+`TrainedDescriber` implements `probes.milan.describe.Describer` (beam-search candidates, exact whole-
 description scores, both PMI modes), so `pmi_choice` uses it exactly as it uses an LM. Trained
 weights save as safetensors with the vocabulary and settings in its JSON metadata.
 """
