@@ -23,6 +23,7 @@ def _best(atlas, lexicon_name):
     return float(r.max()) if r.size else 0.0
 
 
+@pytest.mark.slow
 def test_ica_recovers_both_planted_axes_from_simulated_meg(story) -> None:
     words, effects = story
     raw, w, _ = simulate_meg(words, effects, seed=0)
@@ -34,6 +35,7 @@ def test_ica_recovers_both_planted_axes_from_simulated_meg(story) -> None:
     assert min(atlas.stability["function"]) < 0.5 < max(atlas.stability["function"])
 
 
+@pytest.mark.slow
 def test_noise_only_meg_recovers_nothing_above_the_permutation_threshold(story) -> None:
     words, _ = story
     raw, w, _ = simulate_meg(words, {}, seed=5)
@@ -46,6 +48,7 @@ def test_noise_only_meg_recovers_nothing_above_the_permutation_threshold(story) 
     assert max(np.abs(paper.validation["frequency"])) > 0.6 and not paper.recovered.any()
 
 
+@pytest.mark.slow
 def test_fif_and_words_tsv_round_trip_through_the_builder_and_the_atlas(tmp_path, story) -> None:
     words, effects = story
     raw, w, _ = simulate_meg(words[:900], {k: v[:900] for k, v in effects.items()}, seed=3)

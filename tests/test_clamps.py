@@ -70,6 +70,7 @@ def test_pick_value_on_fixed_sweeps() -> None:
     assert pick_value(s, target_gain=5.0) == 5.0  # none reaches 5: the best gain, not the largest value
 
 
+@pytest.mark.slow
 def test_clamp_sweep_of_a_concept_neuron(smollm2) -> None:
     """The layer-29 neuron whose write direction decodes to " book" (LM-head decoding, found here):
     clamped to 0 it barely moves P(" book") (one of 1536 neurons); clamped to 10 and 20 (beyond the

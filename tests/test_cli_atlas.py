@@ -81,6 +81,7 @@ def test_report_search_in_a_real_browser(lm_atlas, smollm2):
     assert [(int(l), int(n)) for l, n in rows][: len(in_lists)] == in_lists
 
 
+@pytest.mark.slow
 def test_steer_concept_clamps_the_dog_neuron(lm_atlas, smollm2, capsys):
     out = _run(["steer", "--prompt", "My favourite animal is the", "--concept", " dog", "--atlas", str(lm_atlas),
                 "--max-new-tokens", "12", "--compare"], capsys)

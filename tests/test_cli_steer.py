@@ -203,8 +203,7 @@ BAD = [
 
 
 # these run as real subprocesses (exit status, stderr, no traceback); the rest in-process through main()
-SUBPROCESS = {"SITE:NEURON=VALUE", "unknown site", "neuron out of range", "not a readable safetensors",
-              "no edits given", "invalid choice", "not a JSON object"}
+SUBPROCESS = {"not a readable safetensors", "invalid choice"}
 
 
 def _files(tmp_path) -> dict[str, str]:

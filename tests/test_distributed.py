@@ -120,6 +120,7 @@ def test_milan_under_accelerate_launch_equals_one_process(small_captioner, tmp_p
     assert a.params["descriptions"] == b.params["descriptions"]
 
 
+@pytest.mark.slow
 def test_bad_input_under_a_launcher_is_one_line_and_exit_2(tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("WORLD_SIZE", None)

@@ -73,6 +73,7 @@ def test_kernel_matches_torch_path(shape, dtype, hard):
     torch.testing.assert_close(got.cpu(), expect, **tol)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(INTERPRETED, reason="this is the child run")
 def test_kernel_under_triton_interpreter():
     """Every case above passes through Triton's interpreter on CPU tensors (what `make test` runs without a GPU)."""

@@ -45,6 +45,7 @@ def test_window_is_the_strong_stable_low_to_mid_run() -> None:
     assert choose_window(energy, stability, width=50) == list(range(6))  # clipped to the allowed depth
 
 
+@pytest.mark.slow
 def test_smollm2_english_spanish_shift_is_low_rank(smollm2) -> None:
     """On parallel verses the en→es shift at a middle layer is dominated by its mean direction."""
     from probes.language_counts import bible_texts

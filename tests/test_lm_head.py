@@ -36,6 +36,7 @@ def brute_probs(hf_llama, w: torch.Tensor, final_norm: bool, unit: bool) -> torc
     return torch.softmax(hf_llama.lm_head.weight.detach().float() @ w, dim=-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("final_norm,unit", OPTION_GRID)
 def test_smollm2_top10_equals_brute_force(smollm2, final_norm: bool, unit: bool) -> None:
     layer = 3 if unit else 28
@@ -58,6 +59,7 @@ def test_unit_norm_keeps_each_neurons_ranking(smollm2) -> None:
     assert not torch.allclose(a.get("write", "top_probs"), b.get("write", "top_probs"))
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_the_map(smollm2) -> None:
     big = lm_head_map(smollm2, [12], LMHeadOptions(directions=("write",), chunk=1536, index_k=8))
     small = lm_head_map(smollm2, [12], LMHeadOptions(directions=("write",), chunk=100, index_k=8))
@@ -88,6 +90,7 @@ def test_tiny_families_equal_brute_force(family: str) -> None:
             assert m.get(d, "top_ids")[layer, n].tolist() == ids.tolist(), (family, d, layer, n)
 
 
+@pytest.mark.slow
 def test_concept_index_ranks_all_neurons_by_probability(smollm2) -> None:
     """neurons_for(token) = the neurons with the highest softmax p(token), by brute force over the mapped layers."""
     layers = [20, 26]
@@ -145,6 +148,7 @@ def test_compare_self_is_100_percent(smollm2) -> None:
     assert agreement.percent == 100.0 and agreement.moved == []
 
 
+@pytest.mark.slow
 def test_compare_against_a_lightly_finetuned_copy(smollm2) -> None:
     """Fine-tune two layers' MLPs a little: some neurons' top tokens move, most stay, and the moved ones are listed."""
     import copy

@@ -99,6 +99,7 @@ def describer(smollm2) -> LMDescriber:
     return LMDescriber(smollm2)
 
 
+@pytest.mark.slow
 def test_description_scores_equal_a_plain_teacher_forced_pass(smollm2, describer) -> None:
     """The shared-prefix scoring (one prompt pass, a cache copied per candidate) is exact."""
     cands = ["Spanish words", "numbers", "the article"]
@@ -127,6 +128,7 @@ def test_lambda_zero_is_exactly_the_plain_captioner_argmax(describer) -> None:
     assert pmi.candidates == plain.candidates  # rerank: the same beam, another choice rule
 
 
+@pytest.mark.slow
 def test_per_step_pmi_beam_search_maximises_the_same_objective(describer) -> None:
     """Per-step subtraction sums to log p(d|E) − λ log p(d) (chain rule), so the beam's best is the PMI argmax."""
     d = pmi_choice(describer, EXEMPLARS, lam=0.5, beam=8, max_tokens=8, mode="per_step")

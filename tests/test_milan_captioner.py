@@ -71,6 +71,7 @@ def test_exemplar_codes_are_cached_and_a_corrupt_entry_is_rebuilt(neurons, tmp_p
     assert torch.equal(_cached_codes(exemplars), codes)
 
 
+@pytest.mark.slow
 def test_captioner_describes_held_out_neurons_of_its_categories(smollm2, describer) -> None:
     """New synthetic neurons (another seed: other exemplars) get a description of their own category."""
     held = synthetic_neurons(smollm2.tokenizer, AnnotationSettings(**{**vars(SMALL), "per_category": 1, "seed": 7}))
@@ -90,6 +91,7 @@ def _class_descriptions(name: str) -> tuple[str, ...]:
     return CLASSES[name][0] if name in CLASSES else ()
 
 
+@pytest.mark.slow
 def test_lambda_zero_is_the_captioner_argmax_and_per_step_maximises_pmi(neurons, describer) -> None:
     ex = neurons[0].exemplars
     plain = pmi_choice(describer, ex, lam=0.0, beam=8, max_tokens=6)
@@ -101,6 +103,7 @@ def test_lambda_zero_is_the_captioner_argmax_and_per_step_maximises_pmi(neurons,
     assert not torch.allclose(describer.logprobs(ex, plain.candidates), describer.logprobs(None, plain.candidates))
 
 
+@pytest.mark.slow
 def test_captioner_file_round_trips_and_bad_files_are_refused(neurons, describer, tmp_path) -> None:
     path = save_captioner(describer.model, tmp_path / "cap.safetensors")
     again = TrainedDescriber(load_captioner(path))

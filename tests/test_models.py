@@ -113,6 +113,7 @@ def test_gemma3_loads_when_installed():
     assert float(loss) < 4.0
 
 
+@pytest.mark.slow
 def test_two_processes_asking_for_one_cache_entry_build_it_once(tmp_path, monkeypatch):
     """The build lock: a second process waits for the first and then finds the entry built."""
     import multiprocessing as mp
