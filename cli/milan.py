@@ -84,6 +84,7 @@ def analyze_command(args, out: Path) -> int:
     from atlases import Atlas
     from interp.corpora import load_corpus
     from probes.milan import audit, describe_neurons, exemplars_for, index_exemplars
+    from probes.milan.probe import read_checkpoint
     from cli.runs import checkpoint_for
     from interp.distributed import world
 
@@ -92,9 +93,10 @@ def analyze_command(args, out: Path) -> int:
     checkpoint = out.parent / f".{out.name}.milan-checkpoint.json"
     if checkpoint.exists() and not args.resume:
         checkpoint.unlink()
+    settings = milan_settings(args)
+    read_checkpoint(checkpoint, settings)  # a resume with other settings is refused before any model work
     model = load(args)
     sites = model.adapter.expand(args.sites, args.layers)
-    settings = milan_settings(args)
     index = index_exemplars(model, corpus, sites, settings, progress=not args.quiet and world()[0] == 0,
                             checkpoint=checkpoint_for(args, out))
     if world()[0] != 0:

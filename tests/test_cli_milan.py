@@ -56,7 +56,15 @@ def test_analyze_milan_writes_descriptions_report_and_resumes(smollm2, small_cap
     assert f"{site}:" in printed  # the --search hits
 
 
-def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path, capsys) -> None:
+def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path, capsys, monkeypatch) -> None:
+    """Refused before any model work: no model loaded, no exemplar pass, no captioner trained (that took
+    ~3 min on a cold cache before the refusal)."""
+    import cli.milan
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the model was loaded before the checkpoint was refused")
+
+    monkeypatch.setattr(cli.milan, "load", reached)
     ckpt = tmp_path / ".m.milan-checkpoint.json"
     ckpt.write_text(json.dumps({"settings": {"k": 99}, "descriptions": {}}))
     assert main(["analyze", *SMALL, "--units", "10", "--resume", "--out", str(tmp_path / "m"), "--quiet"]) == 2

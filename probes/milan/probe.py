@@ -158,24 +158,35 @@ def exemplars_for(model: interp.Model, index: ExemplarIndex, site: str, units: S
 
 
 # ------------------------------------------------------------------------------ describing many
+def read_checkpoint(checkpoint: str | Path, settings: MilanSettings) -> dict | None:
+    """A describing checkpoint's content ({"settings", "describer", "descriptions"}), None when there is
+    none; refused (InterpError) when it is not one or records no or other settings. Cheap, so a resume
+    can be refused before the exemplar pass and before a describer is built or trained."""
+    if not Path(checkpoint).exists():
+        return None
+    try:
+        saved = json.loads(Path(checkpoint).read_text())
+        saved["descriptions"].items()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InterpError(f"{checkpoint}: not a MILAN checkpoint ({e})") from e
+    # both must be recorded: a checkpoint of unknown settings or describer is not resumed
+    if not saved.get("settings"):
+        raise InterpError(f"{checkpoint} records no MILAN settings, so it cannot be resumed safely; delete it")
+    if saved["settings"] != json.loads(json.dumps(asdict(settings))):
+        raise InterpError(f"{checkpoint} was written with other MILAN settings; resume with the same ones "
+                          "or delete it")
+    return saved
+
+
 def describe_neurons(model: interp.Model, index: ExemplarIndex, units: dict[str, Sequence[int]],
                      describer: Describer, settings: MilanSettings = MilanSettings(), *,
                      checkpoint: str | Path | None = None, progress: bool = True) -> dict[str, dict[int, Description]]:
     """Describe `units` {site: [unit, …]}; with `checkpoint` (a JSON file), every finished chunk of
     neurons is saved atomically and neurons already in it are not described again (resume)."""
     done: dict[str, dict[str, dict]] = {}
-    if checkpoint is not None and Path(checkpoint).exists():
-        try:
-            saved = json.loads(Path(checkpoint).read_text())
-            done = saved["descriptions"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InterpError(f"{checkpoint}: not a MILAN checkpoint ({e})") from e
-        # both must be recorded: a checkpoint of unknown settings or describer is not resumed
-        if not saved.get("settings"):
-            raise InterpError(f"{checkpoint} records no MILAN settings, so it cannot be resumed safely; delete it")
-        if saved["settings"] != json.loads(json.dumps(asdict(settings))):
-            raise InterpError(f"{checkpoint} was written with other MILAN settings; resume with the same ones "
-                              "or delete it")
+    saved = read_checkpoint(checkpoint, settings) if checkpoint is not None else None
+    if saved is not None:
+        done = saved["descriptions"]
         if not saved.get("describer"):
             raise InterpError(f"{checkpoint} records no describer, so it cannot be resumed safely; delete it")
         if saved["describer"] != describer_identity(describer):
