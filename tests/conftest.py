@@ -88,8 +88,6 @@ def small_captioner(smollm2) -> Path:
     1,120 synthetic neurons for 1,500 steps, ~4 min; this one on about a fifth of them for 300 steps). In the
     interp cache, built once whichever worker asks first; `benchmarks/milan_known_roles.py` judges the
     default one."""
-    from probes.milan.annotations import AnnotationSettings
-    from probes.milan.captioner import CaptionerSettings, captioner_file
+    from probes.milan.captioner import TEST_SIZE, captioner_file
 
-    return captioner_file(smollm2.tokenizer, AnnotationSettings(per_category=4, verses=400),
-                          CaptionerSettings(steps=300))
+    return captioner_file(smollm2.tokenizer, *TEST_SIZE)

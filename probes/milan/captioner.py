@@ -158,6 +158,12 @@ def train_captioner(neurons: Sequence[AnnotatedNeuron], settings: CaptionerSetti
     return model.eval()
 
 
+# A test-size captioner (a fifth of the synthetic neurons, 300 steps; ~1 min to train instead of ~4):
+# `trained_captioner(tok, *TEST_SIZE)`, for tests and notebooks at their small size. The default is the one
+# `benchmarks/milan_known_roles.py` judges.
+TEST_SIZE = (AnnotationSettings(per_category=4, verses=400), CaptionerSettings(steps=300))
+
+
 def trained_captioner(tokenizer, annotations: AnnotationSettings = AnnotationSettings(),
                       settings: CaptionerSettings = CaptionerSettings(), *, progress: bool = False) -> Captioner:
     """The captioner trained on synthetic neurons tokenized by `tokenizer`, from the interp cache
