@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import torch
 
 import interp
 from atlases import load_atlas
+from cli_checks import run_cli
 from cli.main import main
 
 
@@ -86,12 +86,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, needle, tmp_pa
     out_dir = tmp_path / "out"
     if argv[0] == "analyze":
         argv += ["--out", str(out_dir)]
-    if needle in SUBPROCESS:  # the installed entry point itself, end to end
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "cli.main", *argv], capture_output=True, text=True, env=env)
-        code, err = proc.returncode, proc.stderr
-    else:  # in-process: the same main(), without a new interpreter's start-up per case
-        code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv, capsys, real=needle in SUBPROCESS)
     assert code == 2, err
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1, err

@@ -7,15 +7,14 @@ must equal what the Python API answers.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from atlases import load_atlas
+from cli_checks import run_cli
 from cli.main import main
 from probes.lm_head import LMHeadOptions, lm_head_map, map_concept_neurons
 
@@ -113,13 +112,7 @@ def test_bad_input_exits_2_with_one_line(argv, needle, lm_atlas, tmp_path, capsy
     argv = [str(lm_atlas) if a == "{atlas}" else str(tmp_path / "nope") if a == "{missing}" else a for a in argv]
     if argv[0] == "analyze":
         argv += ["--out", str(tmp_path / "out")]
-    if needle in SUBPROCESS:  # the installed entry point itself, end to end
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "cli.main", *argv], capture_output=True, text=True, env=env)
-        code, err = proc.returncode, proc.stderr
-    else:  # in-process: the same main(), without a new interpreter's start-up per case
-        code = main(argv)
-        err = capsys.readouterr().err
+    code, _, err = run_cli(argv, capsys, real=needle in SUBPROCESS)
     assert code == 2, err
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1 and needle.lower() in lines[0].lower(), err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import interp
+from cli_checks import run_cli
 from cli.main import main
 from steering import actadd
 
@@ -223,16 +223,7 @@ def test_bad_input_exits_2_with_one_line(argv, needle, tmp_path, capsys):
     files = _files(tmp_path)
     argv = ["steer", "--prompt", "Hi", "--max-new-tokens", "2",
             *[re.sub(r"\{(\w+)\}", lambda m: files[m[1]], a) for a in argv]]
-    if needle in SUBPROCESS:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "cli.main", *argv], capture_output=True, text=True, env=env)
-        code, out, err = proc.returncode, proc.stdout, proc.stderr
-    else:
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse
-            code = exc.code
-        out, err = capsys.readouterr()
+    code, out, err = run_cli(argv, capsys, real=needle in SUBPROCESS)
     assert code == 2, err
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1, err
