@@ -45,10 +45,11 @@ test-fast: install
 	$(PY) -m pytest -q -rs --durations=10 -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 
 BENCH ?=  # `make bench BENCH="load lm_head"` runs only those (names: .venv/bin/python benchmarks/run_all.py --list)
+BENCH_JOBS ?= 1  # `make bench BENCH_JOBS=2`: the long acceptance runs two at a time, after the speed ratios
 
 # every benchmark at full size, past failures, then one table of goals; exits non-zero if any goal failed
 bench: install install-gemma
-	$(PY) benchmarks/run_all.py $(if $(strip $(BENCH)),--only $(BENCH))
+	$(PY) benchmarks/run_all.py --jobs $(strip $(BENCH_JOBS)) $(if $(strip $(BENCH)),--only $(BENCH))
 
 clean:
 	rm -rf $(VENV) demo-atlas .pytest_cache tests/screenshots

@@ -8,7 +8,17 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def write_section(title: str, text: str) -> None:
-    """Replace (or append) the section whose heading line is `title` (text starts with it)."""
+    """Replace (or append) the section whose heading line is `title` (text starts with it). Benchmarks that
+    run side by side (`run_all.py --jobs`) take turns: the read-modify-write holds a lock."""
+    from interp.cache import build_lock
+
+    with build_lock(RESULTS):
+        _replace_section(title, text)
+
+
+def _replace_section(title: str, text: str) -> None:
+    from interp.cache import write_text_atomic
+
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     lines = old.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == title), None)
@@ -18,9 +28,7 @@ def write_section(title: str, text: str) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         tail = [""] + lines[end:] if end < len(lines) else []
         new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + tail) + "\n"
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, new)
 
 
 def publish(title: str, text: str, *, write: bool = True) -> None:

@@ -3,11 +3,15 @@
     .venv/bin/python benchmarks/run_all.py                     # all of BENCHMARKS (`make bench`)
     .venv/bin/python benchmarks/run_all.py --only load lm_head # a few, by name
     .venv/bin/python benchmarks/run_all.py --list
+    .venv/bin/python benchmarks/run_all.py --jobs 2            # the long acceptance runs two at a time
+    .venv/bin/python benchmarks/run_all.py --run-dir benchmarks/runs/X --resume   # finish an interrupted run
 
 Each script runs in its own process with INTERP_BENCH_RUN set to the run folder (default
 benchmarks/runs/<UTC time>/); it records its goals there through `benchmarks.goals.Goals`.
 Its output goes to the terminal and to <run folder>/<name>.log; the table also to
-summary.md and summary.json. Exit status 1 when any goal failed, a script failed or crashed,
+summary.md and summary.json. The speed benchmarks (SPEED) always run first and alone;
+with --jobs N the acceptance runs (ACCEPTANCE, single-threaded training and generation) then
+run N at a time, each on cores / N threads, their output only in their logs. Exit status 1 when any goal failed, a script failed or crashed,
 or a script recorded no goal; else 0.
 """
 
@@ -31,23 +35,28 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.goals import NAME_ENV, RUN_ENV, read_record  # noqa: E402
 
 # One line per benchmark: a script in benchmarks/ and its arguments. Its name (for --only and the
-# table) is the script's file name without .py.
-BENCHMARKS: list[str] = [
+# table) is the script's file name without .py. The speed ratios run first and one at a time (they want a
+# quiet machine); the long acceptance runs may then run side by side (`--jobs`).
+SPEED: list[str] = [
     "capture.py",
     "load.py",
     "steering.py",
     "lm_head.py",
     "language_neurons.py",
     "milan_describe.py",
+    "scale.py",
+]
+ACCEPTANCE: list[str] = [
+    "language_ablation.py",
     "milan_known_roles.py",
     "dopamine_digits.py",
     "dopamine_lm.py",
-    "scale.py",
     "snrf.py",
     "foxp2.py",
     "foxp2_hindi.py",
     "hftp.py",
 ]
+BENCHMARKS: list[str] = SPEED + ACCEPTANCE
 
 
 @dataclass(frozen=True)
@@ -63,20 +72,25 @@ def entry_name(entry: str) -> str:
     return Path(shlex.split(entry)[0]).stem
 
 
-def run_one(entry: str, run: Path, *, folder: Path = HERE, timeout: float | None = None) -> list[Row]:
-    """Run one benchmark entry; its rows for the table (goals, or one row saying why there are none)."""
+def run_one(entry: str, run: Path, *, folder: Path = HERE, timeout: float | None = None, stream: bool = True,
+            threads: int | None = None) -> list[Row]:
+    """Run one benchmark entry; its rows for the table (goals, or one row saying why there are none).
+    `stream`: echo its output here as well as into its log; `threads`: the child's OMP/MKL thread count."""
     name = entry_name(entry)
     script, *args = shlex.split(entry)
     record, log = run / f"{name}.json", run / f"{name}.log"
     record.unlink(missing_ok=True)
     env = {**os.environ, RUN_ENV: str(run), NAME_ENV: name}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen([sys.executable, str(folder / script), *args], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         try:
             for line in proc.stdout:
-                sys.stdout.write(line)
+                if stream:
+                    sys.stdout.write(line)
                 out.write(line)
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -98,13 +112,45 @@ def run_one(entry: str, run: Path, *, folder: Path = HERE, timeout: float | None
     return rows
 
 
-def run_all(entries: list[str], run: Path, *, folder: Path = HERE, timeout: float | None = None) -> list[Row]:
+def recorded_rows(entry: str, run: Path) -> list[Row] | None:
+    """The rows of a benchmark that already finished in `run` (its goal record is there), else None."""
+    name = entry_name(entry)
+    record = run / f"{name}.json"
+    if not record.is_file():
+        return None
+    goals, _ = read_record(record)
+    return [Row(name, g.name, g.measured, g.target, g.ok) for g in goals] or None
+
+
+def run_all(entries: list[str], run: Path, *, folder: Path = HERE, timeout: float | None = None, jobs: int = 1,
+            resume: bool = False, parallel: set[str] | None = None) -> list[Row]:
+    """Run `entries` in order and return their rows in that order. With `jobs` > 1, the entries named in
+    `parallel` (default: ACCEPTANCE's) run up to `jobs` at a time once the others have run alone, each on
+    cores // jobs threads, their output only in their logs. `resume`: a benchmark whose record is already in
+    `run` is not run again; its recorded goals go into the table."""
     run.mkdir(parents=True, exist_ok=True)
-    rows: list[Row] = []
-    for i, entry in enumerate(entries, 1):
-        print(f"=== [{i}/{len(entries)}] benchmarks/{entry}", flush=True)
-        rows += run_one(entry, run, folder=folder, timeout=timeout)
-    return rows
+    parallel = {entry_name(e) for e in ACCEPTANCE} if parallel is None else parallel
+    done = {e: recorded_rows(e, run) for e in entries} if resume else {}
+    todo = [e for e in entries if done.get(e) is None]
+    alone = [e for e in todo if jobs <= 1 or entry_name(e) not in parallel]
+    side_by_side = [e for e in todo if e not in alone]
+    rows: dict[str, list[Row]] = {e: r for e, r in done.items() if r is not None}
+    for e in rows:
+        print(f"=== benchmarks/{e}: recorded in {run.name}, not run again (--resume)", flush=True)
+    for i, entry in enumerate(alone, 1):
+        print(f"=== [{i}/{len(todo)}] benchmarks/{entry}", flush=True)
+        rows[entry] = run_one(entry, run, folder=folder, timeout=timeout)
+    if side_by_side:
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        print(f"=== {len(side_by_side)} benchmarks, {jobs} at a time on {threads} thread(s) each: "
+              f"{', '.join(entry_name(e) for e in side_by_side)} (output in {run}/<name>.log)", flush=True)
+        with ThreadPoolExecutor(jobs) as pool:
+            futures = {e: pool.submit(run_one, e, run, folder=folder, timeout=timeout, stream=False,
+                                      threads=threads) for e in side_by_side}
+            rows.update({e: f.result() for e, f in futures.items()})
+    return [r for e in entries for r in rows[e]]
 
 
 def table(rows: list[Row]) -> str:
@@ -131,6 +177,10 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", type=Path, help="where records, logs and the summary go "
                     "(default benchmarks/runs/<UTC time>)")
     ap.add_argument("--timeout", type=float, help="seconds per benchmark (default: none)")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="run the long acceptance benchmarks N at a time, after the speed ones (default 1)")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --run-dir of an earlier run: skip the benchmarks recorded there, run the rest")
     ap.add_argument("--list", action="store_true", help="print the benchmarks and exit")
     args = ap.parse_args(argv)
     names = [entry_name(e) for e in BENCHMARKS]
@@ -143,7 +193,13 @@ def main(argv=None) -> int:
         return 2
     entries = [e for e, n in zip(BENCHMARKS, names) if not args.only or n in args.only]
     run = args.run_dir or HERE / "runs" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    rows = run_all(entries, run, folder=HERE, timeout=args.timeout)
+    if args.jobs < 1:
+        print("run_all: error: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    if args.resume and not args.run_dir:
+        print("run_all: error: --resume needs --run-dir (the run to continue)", file=sys.stderr)
+        return 2
+    rows = run_all(entries, run, folder=HERE, timeout=args.timeout, jobs=args.jobs, resume=args.resume)
     text = table(rows)
     (run / "summary.md").write_text(markdown(rows), encoding="utf-8")
     (run / "summary.json").write_text(json.dumps([asdict(r) for r in rows], indent=1, ensure_ascii=False),

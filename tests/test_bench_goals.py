@@ -80,6 +80,29 @@ def test_runner_main_exit_status(tmp_path, monkeypatch):
     assert run_all.main(["--only", "nope"]) == 2
 
 
+def test_side_by_side_keeps_the_order_and_resume_skips_what_is_recorded(tmp_path, monkeypatch, capsys):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    body = "import os; print('omp=' + str(os.environ.get('OMP_NUM_THREADS'))); g = Goals({n!r}); " \
+           "g.at_least('x', {v}, 1.0); sys.exit(g.finish())"
+    entries = [_script(bench, n, body.format(n=n, v=v)) for n, v in (("speed", 2), ("a", 3), ("b", 0), ("c", 4))]
+    run = tmp_path / "run"
+    rows = run_all.run_all(entries, run, folder=bench, jobs=2, parallel={"a", "b", "c"})
+    assert [(r.benchmark, r.ok) for r in rows] == [("speed", True), ("a", True), ("b", False), ("c", True)]
+    out = capsys.readouterr().out
+    assert "2 at a time" in out and out.count("omp=") == 1  # the side-by-side ones write only to their logs
+    threads = max(1, (__import__("os").cpu_count() or 1) // 2)
+    assert f"omp={threads}" in (run / "a.log").read_text()
+    (run / "b.json").unlink()  # as if the run had stopped during b
+    (run / "c.log").write_text("kept")
+    again = run_all.run_all(entries, run, folder=bench, resume=True)
+    assert [(r.benchmark, r.ok) for r in again] == [(r.benchmark, r.ok) for r in rows]
+    assert (run / "c.log").read_text() == "kept" and (run / "b.json").is_file()  # c not rerun, b rerun
+    monkeypatch.setattr(run_all, "HERE", bench)
+    monkeypatch.setattr(run_all, "BENCHMARKS", entries)
+    assert run_all.main(["--resume"]) == 2 and run_all.main(["--jobs", "0"]) == 2
+
+
 def test_every_listed_benchmark_exists_and_records_goals():
     for entry in run_all.BENCHMARKS:
         script = ROOT / "benchmarks" / entry.split()[0]
@@ -113,3 +136,14 @@ def test_snrf_goals_read_the_atlas_tables(monkeypatch):
         del missing["tables"][table]
         got = snrf_goals(missing).goals
         assert [g.measured for g in got if not g.ok] == ["not measured"]
+
+
+def test_results_sections_are_replaced_in_place_and_others_kept(tmp_path, monkeypatch):
+    from benchmarks import results
+
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "RESULTS.md")
+    results.write_section("## A", "## A\nfirst")
+    results.write_section("## B", "## B\nsecond")
+    results.write_section("## A", "## A\nagain")
+    assert results.RESULTS.read_text() == "# Benchmark results\n\n## A\nagain\n\n## B\nsecond\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".RESULTS.md.lock"] == ["RESULTS.md"]  # no temp left
