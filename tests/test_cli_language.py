@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from atlases import load_atlas
 from cli.main import main
+from cli_checks import run_cli
 from probes.language_counts import bible_texts, language_counts
 from probes.language_neurons import identify
 
@@ -53,16 +50,18 @@ BAD = [
 ]
 
 
+SUBPROCESS = {"parallel Bible"}  # one case through the real entry point; the rest in-process (same main())
+
+
 @pytest.mark.parametrize("argv,needle", BAD, ids=[b[1] for b in BAD])
-def test_bad_input_exits_2(argv, needle, tmp_path) -> None:
+def test_bad_input_exits_2(argv, needle, tmp_path, capsys) -> None:
     short = tmp_path / "short.txt"
     short.write_text("one\n\ntwo\n\nthree\n")  # 3 documents: none left to count after holding out 3
     argv = [a.replace("{short}", str(short)) for a in argv]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "analyze", "--probe", "language-neurons", *argv,
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and needle.lower() in lines[0].lower(), proc.stderr
+    code, _, err = run_cli(["analyze", "--probe", "language-neurons", *argv, "--out", str(tmp_path / "out")], capsys,
+                           real=needle in SUBPROCESS)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and needle.lower() in lines[0].lower(), err
     assert not (tmp_path / "out").exists()
 
 
