@@ -46,15 +46,15 @@ SPEED: list[str] = [
     "milan_describe.py",
     "scale.py",
 ]
-ACCEPTANCE: list[str] = [
-    "language_ablation.py",
-    "milan_known_roles.py",
-    "dopamine_digits.py",
-    "dopamine_lm.py",
+ACCEPTANCE: list[str] = [  # longest first, so that runs side by side end together
     "snrf.py",
     "foxp2.py",
     "foxp2_hindi.py",
+    "milan_known_roles.py",
+    "language_ablation.py",
+    "dopamine_lm.py",
     "hftp.py",
+    "dopamine_digits.py",
 ]
 BENCHMARKS: list[str] = SPEED + ACCEPTANCE
 
