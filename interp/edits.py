@@ -12,12 +12,19 @@ attn.hook_z) at the positions its rule selects:
 At one site the kinds apply in a fixed order — Ablate, Scale, Gate, Clamp,
 Add — and, within a kind, in list order. `LowRank` adds a low-rank weight
 delta to a Linear module's output at run time (no weight is written).
+
+Every edit has one JSON form (`edit_to_json`, `edit_from_json`, checked
+against `EDIT_SCHEMA`): the kind, its scalar fields, and its tensors as
+(nested) lists of numbers. Recipes store the same form, with the tensors moved
+into the safetensors body. `with_strength(edit, s)` scales an edit's effect
+(Add's scale, a clamp's pull toward its values, …) for steering per request.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Union
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 
@@ -43,6 +50,16 @@ def _idx(x) -> torch.Tensor:
     return t
 
 
+def _finite(x, name: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise EditError(f"{name} must be a number, not {x!r}") from None
+    if not math.isfinite(v):
+        raise EditError(f"{name} must be finite, not {v}")
+    return v
+
+
 def _check_positions(p: str) -> None:
     if p not in POSITIONS:
         raise EditError(f"positions must be one of {', '.join(POSITIONS)}, not {p!r}")
@@ -60,17 +77,22 @@ class Add:
 
     def __post_init__(self):
         object.__setattr__(self, "vector", _vec(self.vector, "Add.vector"))
+        object.__setattr__(self, "scale", _finite(self.scale, "Add.scale"))
         _check_positions(self.positions)
 
 
 @dataclass(frozen=True, eq=False)
 class Clamp:
-    """h[..., neurons] ← values  (a scalar or one value per neuron)."""
+    """h[..., neurons] ← values  (a scalar or one value per neuron).
+
+    strength s pulls part way: h ← h + s · (values − h) on those neurons (1: the clamp itself).
+    """
 
     site: str
     neurons: torch.Tensor
     values: torch.Tensor | float = 0.0
     positions: Positions = "all"
+    strength: float = 1.0
     kind: ClassVar[str] = "clamp"
 
     def __post_init__(self):
@@ -82,6 +104,7 @@ class Clamp:
             raise EditError(f"Clamp: {n.numel()} neurons but {v.numel()} values")
         object.__setattr__(self, "neurons", n)
         object.__setattr__(self, "values", v)
+        object.__setattr__(self, "strength", _finite(self.strength, "Clamp.strength"))
         _check_positions(self.positions)
 
 
@@ -111,7 +134,7 @@ class Scale:
 class Gate:
     """Per-unit gate (Dopamine): h ← g · σ((h − τ)/T) · h, or g · 1[h > τ] · h when hard.
 
-    thresholds, gains: [width].
+    thresholds, gains: [width]. strength s mixes: h ← h + s · (gated − h) (1: the gate itself).
     """
 
     site: str
@@ -120,6 +143,7 @@ class Gate:
     temperature: float = 1.0
     hard: bool = False
     positions: Positions = "all"
+    strength: float = 1.0
     kind: ClassVar[str] = "gate"
 
     def __post_init__(self):
@@ -130,6 +154,7 @@ class Gate:
             raise EditError("Gate: temperature must be > 0")
         object.__setattr__(self, "thresholds", t)
         object.__setattr__(self, "gains", g)
+        object.__setattr__(self, "strength", _finite(self.strength, "Gate.strength"))
         _check_positions(self.positions)
 
 
@@ -160,7 +185,7 @@ class Ablate:
             raise EditError("Ablate: directions are linearly dependent (or zero)")
         object.__setattr__(self, "directions", d)
         object.__setattr__(self, "basis", q.float())
-        object.__setattr__(self, "strength", float(self.strength))
+        object.__setattr__(self, "strength", _finite(self.strength, "Ablate.strength"))
         if self.units is not None:
             units = _idx(self.units)
             if units.numel() == 0:
@@ -229,3 +254,115 @@ class LowRank:
 Edit = Union[Add, Clamp, Scale, Gate, Ablate, LowRank]
 ACTIVATION_KINDS: tuple[str, ...] = ("ablate", "scale", "gate", "clamp", "add")  # order at a site
 EDIT_TYPES: dict[str, type] = {t.kind: t for t in (Add, Clamp, Scale, Gate, Ablate, LowRank)}
+
+
+# ---------------------------------------------------------------- strength
+def with_strength(e: Edit, s: float) -> Edit:
+    """The edit with its effect scaled by s, as its kind defines strength.
+
+    Add: scale · s; Scale: gains 1 + s · (g − 1); Clamp, Gate, Ablate: strength · s
+    (a clamp pulls its neurons part way toward its values); LowRank: A · s. s = 1 returns e.
+    """
+    s = _finite(s, "strength")
+    if s == 1.0:
+        return e
+    if e.kind == "add":
+        return replace(e, scale=e.scale * s)
+    if e.kind == "scale":
+        return replace(e, gains=1.0 + s * (e.gains - 1.0))
+    if e.kind in ("clamp", "gate", "ablate"):
+        return replace(e, strength=e.strength * s)
+    if e.kind == "lowrank":
+        return replace(e, A=e.A * s)
+    raise EditError(f"no strength for an edit of kind {e.kind!r}")
+
+
+# ---------------------------------------------------------------- the JSON form
+TENSOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "add": ("vector",), "clamp": ("neurons", "values"), "scale": ("neurons", "gains"),
+    "gate": ("thresholds", "gains"), "ablate": ("directions", "units"), "lowrank": ("A", "B", "rows", "cols")}
+SCALAR_FIELDS: dict[str, tuple[str, ...]] = {
+    "add": ("site", "scale", "positions"), "clamp": ("site", "positions", "strength"),
+    "scale": ("site", "positions"), "gate": ("site", "temperature", "hard", "positions", "strength"),
+    "ablate": ("site", "positions", "strength"), "lowrank": ("module", "positions")}
+_INTEGER_FIELDS = {"neurons", "units", "rows", "cols"}
+
+_num = {"type": "number"}
+_vector = {"type": "array", "items": _num, "minItems": 1}
+_matrix = {"type": "array", "items": _vector, "minItems": 1}
+_indices = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+_positions = {"enum": list(POSITIONS)}
+
+
+def _kind_schema(kind: str, required: list[str], props: dict) -> dict:
+    return {"type": "object", "additionalProperties": False, "required": ["kind", *required],
+            "properties": {"kind": {"const": kind}, "positions": _positions, **props}}
+
+
+EDIT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "interp edit",
+    "description": "One edit of interp.edits in its JSON form; tensors are (nested) lists of numbers.",
+    "oneOf": [
+        _kind_schema("add", ["site", "vector"], {"site": {"type": "string"}, "vector": _vector, "scale": _num}),
+        _kind_schema("clamp", ["site", "neurons"], {"site": {"type": "string"}, "neurons": _indices,
+                                                    "values": {"oneOf": [_num, _vector]}, "strength": _num}),
+        _kind_schema("scale", ["site", "neurons"], {"site": {"type": "string"}, "neurons": _indices,
+                                                    "gains": {"oneOf": [_num, _vector]}}),
+        _kind_schema("gate", ["site", "thresholds", "gains"], {
+            "site": {"type": "string"}, "thresholds": _vector, "gains": _vector,
+            "temperature": {"type": "number", "exclusiveMinimum": 0}, "hard": {"type": "boolean"}, "strength": _num}),
+        _kind_schema("ablate", ["site", "directions"], {
+            "site": {"type": "string"}, "directions": {"oneOf": [_vector, _matrix]},
+            "units": {"oneOf": [_indices, {"type": "null"}]}, "strength": _num}),
+        _kind_schema("lowrank", ["module", "A", "B"], {
+            "module": {"type": "string"}, "A": _matrix, "B": _matrix,
+            "rows": {"oneOf": [_indices, {"type": "null"}]}, "cols": {"oneOf": [_indices, {"type": "null"}]}}),
+    ],
+}
+
+
+def edit_to_json(e: Edit, *, tensors: bool = True) -> dict[str, Any]:
+    """The JSON form of an edit; tensors=False leaves the tensor fields out (recipes keep them as safetensors)."""
+    out: dict[str, Any] = {"kind": e.kind, **{f: getattr(e, f) for f in SCALAR_FIELDS[e.kind]}}
+    if tensors:
+        for f in TENSOR_FIELDS[e.kind]:
+            value = getattr(e, f)
+            if value is not None:
+                out[f] = value.tolist()
+    return out
+
+
+def edit_from_fields(kind: str, fields: dict[str, Any]) -> Edit:
+    """Build an edit of `kind` from its fields (tensors as tensors or lists); EditError names what is wrong."""
+    if kind not in EDIT_TYPES:
+        raise EditError(f"unknown edit kind {kind!r}; kinds: {', '.join(EDIT_TYPES)}")
+    known = set(SCALAR_FIELDS[kind]) | set(TENSOR_FIELDS[kind])
+    extra = sorted(set(fields) - known)
+    if extra:
+        raise EditError(f"{kind} edit: unknown field {extra[0]!r}; fields: {', '.join(sorted(known))}")
+    try:
+        return EDIT_TYPES[kind](**fields)
+    except TypeError as exc:  # a missing required field
+        raise EditError(f"{kind} edit: {exc}") from None
+    except (ValueError, RuntimeError) as exc:  # tensors that cannot be built (ragged lists, …)
+        raise EditError(f"{kind} edit: malformed field ({exc})") from None
+
+
+def edit_from_json(obj: Any) -> Edit:
+    """An edit from its JSON form, checked against EDIT_SCHEMA first (the error names the field)."""
+    import jsonschema
+
+    if not isinstance(obj, dict) or obj.get("kind") not in EDIT_TYPES:
+        kind = obj.get("kind") if isinstance(obj, dict) else None
+        raise EditError(f"an edit must be an object whose 'kind' is one of {', '.join(EDIT_TYPES)}, not {kind!r}")
+    schema = next(s for s in EDIT_SCHEMA["oneOf"] if s["properties"]["kind"]["const"] == obj["kind"])
+    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(obj))
+    if err is not None:
+        where = ".".join(str(p) for p in err.absolute_path) or "edit"
+        raise EditError(f"{obj['kind']} edit, field {where}: {err.message[:200]}")
+    fields = {k: v for k, v in obj.items() if k != "kind"}
+    for f in TENSOR_FIELDS[obj["kind"]]:
+        if isinstance(fields.get(f), list):
+            fields[f] = torch.tensor(fields[f], dtype=torch.long if f in _INTEGER_FIELDS else torch.float32)
+    return edit_from_fields(obj["kind"], fields)

@@ -57,7 +57,8 @@ def _apply_one(e, x: torch.Tensor) -> torch.Tensor:
         return x + e.scale * f(e.vector)
     if e.kind == "clamp":
         x = x.clone()
-        x[..., e.neurons.to(x.device)] = f(e.values)
+        n = e.neurons.to(x.device)
+        x[..., n] = f(e.values) if e.strength == 1.0 else torch.lerp(x[..., n], f(e.values), e.strength)
         return x
     if e.kind == "scale":
         x = x.clone()
@@ -66,8 +67,10 @@ def _apply_one(e, x: torch.Tensor) -> torch.Tensor:
         return x
     if e.kind == "gate":
         if e.hard:
-            return f(e.gains) * (x > f(e.thresholds)).to(x.dtype) * x
-        return f(e.gains) * torch.sigmoid((x - f(e.thresholds)) / e.temperature) * x
+            gated = f(e.gains) * (x > f(e.thresholds)).to(x.dtype) * x
+        else:
+            gated = f(e.gains) * torch.sigmoid((x - f(e.thresholds)) / e.temperature) * x
+        return gated if e.strength == 1.0 else torch.lerp(x, gated, e.strength)
     if e.kind == "ablate":
         q = f(e.basis)
         return x - f(e.weight(x.shape[-1])) * ((x @ q) @ q.T)
@@ -103,7 +106,8 @@ class FusedSite:
             if not mine:
                 continue
             rules = list(dict.fromkeys(e.positions for e in mine))
-            if kind in ("gate", "ablate") or (kind == "clamp" and len(rules) > 1):
+            partial = any(e.strength != 1.0 for e in mine) if kind == "clamp" else False
+            if kind in ("gate", "ablate") or (kind == "clamp" and (len(rules) > 1 or partial)):
                 # order-dependent kinds stay sequential (still inside this one function)
                 fused.stages += [(kind, e.positions, _payload(kind, [e], width)) for e in mine]
             else:
@@ -115,8 +119,9 @@ class FusedSite:
     def kernel_ready(self) -> bool:
         """Whether the elementwise stages fit the Triton kernel (all positions, ≤ 1 gate, ≤ 1 clamp)."""
         kinds = [k for k, _, _ in self.stages if k != "ablate"]
+        partial = any(p[-1] != 1.0 for k, _, p in self.stages if k in ("clamp", "gate"))
         return (all(r == "all" for _, r, _ in self.stages) and kinds.count("gate") <= 1
-                and kinds.count("clamp") <= 1 and bool(kinds))
+                and kinds.count("clamp") <= 1 and bool(kinds) and not partial)
 
     def __call__(self, x: torch.Tensor, state: PositionState) -> torch.Tensor:
         heads = x.dim() == 4
@@ -131,10 +136,12 @@ class FusedSite:
             elif kind == "scale":
                 new = y * p
             elif kind == "clamp":
-                new = torch.where(p[0], p[1], y)
+                mask, values, s = p
+                new = torch.where(mask, values if s == 1.0 else torch.lerp(y, values, s), y)
             elif kind == "gate":
-                g, t, temp, hard = p
+                g, t, temp, hard, s = p
                 new = (g * (y > t).to(y.dtype) * y) if hard else g * torch.sigmoid((y - t) / temp) * y
+                new = new if s == 1.0 else torch.lerp(y, new, s)
             else:  # ablate
                 q, w = p
                 new = y - w * ((y @ q) @ q.T)
@@ -155,7 +162,7 @@ class FusedSite:
                 q, w = (t.to(y.dtype) for t in p)
                 y = y - w * ((y @ q) @ q.T)
             else:
-                tail[kind] = p
+                tail[kind] = p[:-1] if kind in ("gate", "clamp") else p  # kernel_ready: every strength is 1
         return kernels.fused_tail(y, gain=tail.get("scale"), gate=tail.get("gate"), clamp=tail.get("clamp"),
                                   add=tail.get("add"))
 
@@ -181,13 +188,13 @@ def _payload(kind: str, edits: list, width: int):
         return gain
     if kind == "clamp":
         mask, values = torch.zeros(width, dtype=torch.bool), torch.zeros(width)
-        for e in edits:  # later clamps win
+        for e in edits:  # later clamps win (merged only when every strength is 1)
             mask[e.neurons] = True
             values[e.neurons] = e.values
-        return mask, values
+        return mask, values, edits[-1].strength
     if kind == "gate":
         (e,) = edits
-        return e.gains, e.thresholds, float(e.temperature), bool(e.hard)
+        return e.gains, e.thresholds, float(e.temperature), bool(e.hard), e.strength
     (e,) = edits
     return e.basis, e.weight(width)
 
@@ -220,7 +227,7 @@ def resolve_module(model: Model, name: str) -> nn.Module:
     return mods[name]
 
 
-def _lowrank_hook(edits: list[LowRank], module: nn.Module):
+def _lowrank_hook(edits: list[LowRank], module: nn.Module, state: PositionState):
     w = module.weight
     for e in edits:
         if tuple(e.delta().shape) != tuple(w.shape):
@@ -231,14 +238,19 @@ def _lowrank_hook(edits: list[LowRank], module: nn.Module):
         out = output
         for e in edits:
             A, B = e.A.to(x), e.B.to(x)
+            mask = state.mask(e.positions, x.shape[1], x.device) if x.dim() == 3 else None
+            if mask is not None:
+                x_e = x * mask.view(1, -1, 1).to(x.dtype)  # a linear term: zero input, zero change
+            else:
+                x_e = x
             if e.cols is not None:
                 c = e.cols.to(x.device)
-                out = out + (x[..., c] @ B[:, c].T) @ A.T
+                out = out + (x_e[..., c] @ B[:, c].T) @ A.T
             elif e.rows is not None:
                 r = e.rows.to(x.device)
-                out = out.index_add(-1, r, (x @ B.T) @ A[r].T)
+                out = out.index_add(-1, r, (x_e @ B.T) @ A[r].T)
             else:
-                out = out + (x @ B.T) @ A.T
+                out = out + (x_e @ B.T) @ A.T
         return out
 
     return hook
@@ -272,7 +284,7 @@ def edit(model: Model, edits: Sequence, *, fused: bool = True, compile: bool = F
     for site, mine in by_site.items():
         if all(isinstance(e, LowRank) for e in mine):
             module = resolve_module(model, site)
-            regs.append(lambda m=module, es=mine: m.register_forward_hook(_lowrank_hook(es, m)))
+            regs.append(lambda m=module, es=mine: m.register_forward_hook(_lowrank_hook(es, m, state)))
             continue
         point = model.adapter.resolve(site)
         width = model.adapter.site_width(site)

@@ -24,18 +24,13 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from .cache import atomic_path
-from .edits import EDIT_TYPES, EditError
+from .edits import TENSOR_FIELDS, EditError, edit_from_fields, edit_to_json
 from .errors import InterpError
 from .integrity import PLACEHOLDER, is_sealed, seal
 from .models import Model
 
 FORMAT = "interp-recipe"
 VERSION = 2  # 2: file_sha256 covers every byte (1: only the tensors were checksummed)
-_TENSOR_FIELDS = {"add": ("vector",), "clamp": ("neurons", "values"), "scale": ("neurons", "gains"),
-                  "gate": ("thresholds", "gains"), "ablate": ("directions", "units"), "lowrank": ("A", "B", "rows", "cols")}
-_SCALAR_FIELDS = {"add": ("site", "scale", "positions"), "clamp": ("site", "positions"),
-                  "scale": ("site", "positions"), "gate": ("site", "temperature", "hard", "positions"),
-                  "ablate": ("site", "positions", "strength"), "lowrank": ("module", "positions")}
 
 
 class RecipeError(InterpError):
@@ -63,10 +58,10 @@ def save_recipe(path: str | Path, edits: Sequence, model: Model, provenance: dic
     tensors: dict[str, torch.Tensor] = {}
     entries = []
     for i, e in enumerate(edits):
-        if e.kind not in _TENSOR_FIELDS:
+        if e.kind not in TENSOR_FIELDS:
             raise EditError(f"cannot save an edit of kind {e.kind!r}")
-        entry = {"kind": e.kind, **{f: getattr(e, f) for f in _SCALAR_FIELDS[e.kind]}}
-        for f in _TENSOR_FIELDS[e.kind]:
+        entry = edit_to_json(e, tensors=False)  # the JSON form of interp.edits, tensors in the body
+        for f in TENSOR_FIELDS[e.kind]:
             value = getattr(e, f)
             if value is not None:
                 tensors[f"e{i}.{f}"] = value.detach().cpu().contiguous()
@@ -115,14 +110,14 @@ def read_recipe(path: str | Path) -> tuple[dict, list]:
     edits = []
     for i, entry in enumerate(header["edits"]):
         kind = entry.get("kind") if isinstance(entry, dict) else None
-        if kind not in EDIT_TYPES or kind not in _TENSOR_FIELDS:
+        if kind not in TENSOR_FIELDS:
             raise RecipeError(f"{path}: unknown edit kind {kind!r}")
         fields = {k: v for k, v in entry.items() if k != "kind"}
-        fields.update({f: tensors[f"e{i}.{f}"] for f in _TENSOR_FIELDS[kind] if f"e{i}.{f}" in tensors})
+        fields.update({f: tensors[f"e{i}.{f}"] for f in TENSOR_FIELDS[kind] if f"e{i}.{f}" in tensors})
         try:
-            edits.append(EDIT_TYPES[kind](**fields))
-        except (TypeError, ValueError, RuntimeError, EditError) as exc:
-            raise RecipeError(f"{path}: edit {i} ({kind}) is malformed ({type(exc).__name__})") from None
+            edits.append(edit_from_fields(kind, fields))
+        except EditError as exc:
+            raise RecipeError(f"{path}: edit {i} is malformed ({exc})") from None
     return header, edits
 
 
