@@ -202,18 +202,18 @@ def app(model: Model | str, recipes: dict[str, str | Path] | None = None, *, rec
             updates = engine().generate(prompt, sampling, steering, stream=stream)
         except EngineError as exc:
             raise APIError(503, str(exc), kind="server_error", code="unavailable") from None
-        async for update in updates:
-            if update.error is not None:
-                raise APIError(500, f"generation failed: {update.error}", kind="server_error")
-            delta, stopped = text.update(update.tokens, final=update.finished)
-            if stopped or update.finished:
-                reason = "stop" if stopped or len(update.tokens) < sampling.max_tokens else "length"
-                if update.tokens and update.tokens[-1] == engine().eos and not stopped:
-                    reason = "stop"
-                yield delta, update, reason
-                await updates.aclose()
-                return
-            yield delta, update, None
+        try:
+            async for update in updates:
+                if update.error is not None:
+                    raise APIError(500, f"generation failed: {update.error}", kind="server_error")
+                delta, stopped = text.update(update.tokens, final=update.finished)
+                if stopped or update.finished:
+                    reason = "stop" if stopped or len(update.tokens) < sampling.max_tokens else "length"
+                    yield delta, update, reason
+                    return
+                yield delta, update, None
+        finally:  # a client gone, a stop string, a shutdown: the engine frees the row now
+            await updates.aclose()
 
     def usage(prompt: list[int], update: Update | None) -> dict:
         n = len(update.tokens) if update is not None else 0

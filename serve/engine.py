@@ -214,8 +214,12 @@ class Engine:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker (cancelling what runs), remove every hook; the model is as it was."""
+        with self._lock:
+            running = list(self._active)
+        for rid in running:
+            self.cb.cancel_request(rid)
         try:
-            self.cb.stop(block=True, timeout=timeout)
+            self.cb.stop(block=True, timeout=timeout, hard_stop=True)
         finally:
             self._pre.remove()
             self._hooks.close()

@@ -6,6 +6,7 @@ SIGTERM (or Ctrl-C) stops taking connections, lets in-flight requests finish for
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -20,8 +21,12 @@ def config(api, host: str = "127.0.0.1", port: int = 8000, graceful_s: float = 1
 
 
 def run(api, host: str = "127.0.0.1", port: int = 8000, graceful_s: float = 10.0) -> None:
-    """Serve until SIGTERM / SIGINT (blocking)."""
-    uvicorn.Server(config(api, host, port, graceful_s)).run()
+    """Serve until SIGTERM / SIGINT (blocking); a graceful stop returns normally (exit code 0)."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises the signal after shutting down
+    try:
+        uvicorn.Server(config(api, host, port, graceful_s)).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
