@@ -359,8 +359,10 @@ def edit_from_json(obj: Any) -> Edit:
     schema = next(s for s in EDIT_SCHEMA["oneOf"] if s["properties"]["kind"]["const"] == obj["kind"])
     err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(obj))
     if err is not None:
-        where = ".".join(str(p) for p in err.absolute_path) or "edit"
-        raise EditError(f"{obj['kind']} edit, field {where}: {err.message[:200]}")
+        where = ".".join(str(p) for p in err.absolute_path)
+        if not where and err.validator in ("required", "additionalProperties") and "'" in err.message:
+            where = err.message.split("'")[1]  # the property missing, or the one not allowed
+        raise EditError(f"{obj['kind']} edit, field {where or 'edit'}: {err.message[:200]}")
     fields = {k: v for k, v in obj.items() if k != "kind"}
     for f in TENSOR_FIELDS[obj["kind"]]:
         if isinstance(fields.get(f), list):

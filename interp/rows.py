@@ -1,8 +1,9 @@
 """Per-row edits: every row of a batch (every request of a server) with its own edits, one pass per site.
 
-A row's *program* for a phase ("prompt" or "generated") is its edits whose position rule is "all"
-or that phase. Programs get keys: 0 is "no edit", row r has 1 + 2r (prompt) and 2 + 2r (generated).
-Each forward hands the hooks `keys` [tokens], the key of every token of the (flattened) batch.
+A plan holds edit sets (slots). A slot's *program* for a phase ("prompt" or "generated") is its
+edits whose position rule is "all" or that phase. Programs get keys: 0 is "no edit", slot s has
+1 + 2s (prompt) and 2 + 2s (generated). Each forward hands the hooks `keys` [tokens], the key of
+every token of the (flattened) batch; rows that share an edit set share its slot.
 
 `RowSite` stacks the programs of one site into dense tables [keys, width] — one gain, one add, and
 one table per gate and clamp slot — and applies ablate → scale → gate → clamp → add by gathering each
@@ -36,17 +37,18 @@ def program(edits: Sequence, phase: str) -> list:
     return [e for e in edits if e.positions in ("all", phase)]
 
 
-def row_keys(rows_with_edits: Sequence[bool], starts: Sequence[int], lengths: Sequence[int],
+def row_keys(slots: Sequence[int | None], starts: Sequence[int], lengths: Sequence[int],
              positions: torch.Tensor, prompt_lens: Sequence[int]) -> torch.Tensor:
     """keys [tokens] of a flattened batch: row r owns tokens starts[r] : starts[r] + lengths[r].
 
-    positions [tokens]: each token's absolute position in its own sequence; a token is "generated"
-    when its position is ≥ its row's prompt length.
+    slots[r]: which edit set of the plan row r uses (None: no edits), so rows that share a recipe
+    share its keys. positions [tokens]: each token's absolute position in its own sequence; a token
+    is "generated" when its position is ≥ its row's prompt length.
     """
     keys = torch.zeros(positions.numel(), dtype=torch.long)
-    for r, (edited, a, n, plen) in enumerate(zip(rows_with_edits, starts, lengths, prompt_lens)):
-        if edited and n:
-            keys[a:a + n] = 1 + 2 * r + (positions[a:a + n] >= plen).long()
+    for slot, a, n, plen in zip(slots, starts, lengths, prompt_lens):
+        if slot is not None and n:
+            keys[a:a + n] = 1 + 2 * slot + (positions[a:a + n] >= plen).long()
     return keys
 
 
@@ -207,10 +209,10 @@ class RowPlan:
     modules: dict[str, RowLowRank]
 
     @classmethod
-    def build(cls, model: Model, rows: Sequence[Sequence]) -> "RowPlan":
-        """rows[r]: the edits of row r (any sites, any position rules)."""
+    def build(cls, model: Model, slots: Sequence[Sequence]) -> "RowPlan":
+        """slots[s]: the edits of slot s (any sites, any position rules)."""
         programs: list[list] = [[]]
-        for edits in rows:
+        for edits in slots:
             programs += [program(edits, phase) for phase in PHASES]
         names = list(dict.fromkeys(e.site for prog in programs for e in prog))
         sites, modules = {}, {}
@@ -271,7 +273,7 @@ def row_edit(model: Model, rows: Sequence[Sequence], *, prompt_len: int | None =
     """
     plan = RowPlan.build(model, rows)
     hooks = RowHooks(model)
-    edited = [bool(r) for r in rows]
+    slots = [b if r else None for b, r in enumerate(rows)]
 
     def pre(module, args, kwargs):
         ids = kwargs.get("input_ids")
@@ -284,7 +286,7 @@ def row_edit(model: Model, rows: Sequence[Sequence], *, prompt_len: int | None =
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
         pos = torch.arange(past, past + seq).repeat(batch)
         limit = prompt_len if prompt_len is not None else torch.iinfo(torch.long).max
-        hooks.keys = row_keys(edited, [b * seq for b in range(batch)], [seq] * batch, pos, [limit] * batch)
+        hooks.keys = row_keys(slots, [b * seq for b in range(batch)], [seq] * batch, pos, [limit] * batch)
 
     handle = model.hf.register_forward_pre_hook(pre, with_kwargs=True)
     try:

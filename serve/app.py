@@ -192,7 +192,7 @@ def app(model: Model | str, recipes: dict[str, str | Path] | None = None, *, rec
         if len(prompt) + max_tokens > limit:
             raise APIError(400, f"{len(prompt)} prompt tokens + max_tokens {max_tokens} exceed this server's "
                                 f"{limit}; lower max_tokens", "max_tokens", "context_length_exceeded")
-        return Sampling(max_tokens, req.temperature, req.top_p, req.seed, logprobs)
+        return Sampling(max_tokens, req.temperature, req.top_p, req.seed, logprobs, req.ignore_eos)
 
     async def run(prompt: list[int], sampling: Sampling, steering: Steering, stops: list[str],
                   stream: bool) -> AsyncIterator[tuple[str, Update, str | None]]:

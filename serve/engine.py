@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -40,6 +39,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     logprobs: int | None = None  # how many alternatives to report per token (None: no log-probabilities)
+    ignore_eos: bool = False
 
 
 @dataclass(eq=False)
@@ -89,6 +89,8 @@ class Engine:
     max_batch_tokens: tokens per step; num_blocks × page_size: tokens the KV cache holds in all.
     """
 
+    max_slots = 64  # edit sets the plan keeps before it drops those no running request uses
+
     def __init__(self, model: Model, *, max_batch_tokens: int = 1024, num_blocks: int = 256, page_size: int = 32):
         from transformers import ContinuousBatchingConfig, GenerationConfig
 
@@ -106,7 +108,8 @@ class Engine:
         self.cb.logit_processor.do_processing = True
         self._active: dict[str, _Active] = {}
         self._lock = threading.Lock()
-        self._plans: OrderedDict[tuple, RowPlan] = OrderedDict()
+        self._slots: dict[Steering, int] = {}  # edit set → its slot in the plan
+        self._plan: RowPlan | None = None
         self._logit_rows: list[str] = []
         self._hooks = RowHooks(model)
         self._pre = model.hf.register_forward_pre_hook(self._on_forward, with_kwargs=True)
@@ -126,23 +129,28 @@ class Engine:
         self._logit_rows = [f.state.request_id for f in batch if f.has_new_token]
         with self._lock:
             active = [self._active.get(i) for i in ids]
-        rows = [a.steering.edits if a is not None else [] for a in active]
-        if not any(rows):
+        steerings = [a.steering if a is not None and a.steering.edits else None for a in active]
+        if not any(steerings):
             self._hooks.plan = None
             return
-        key = tuple(a.steering if a is not None else NO_STEERING for a in active)  # held, so never reused
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = RowPlan.build(self.model, rows)
-            if len(self._plans) > 256:
-                self._plans.popitem(last=False)
-        self._hooks.ensure(plan)
+        self._update_plan([s for s in steerings if s is not None])
         cu = cu[: len(ids) + 1].tolist()
         starts, lengths = cu[:-1], [b - a for a, b in zip(cu[:-1], cu[1:])]
         pos = kwargs["position_ids"][0, : cu[-1]].long().cpu()
-        self._hooks.keys = row_keys([bool(r) for r in rows], starts, lengths, pos,
-                                    [a.prompt_len if a is not None else 0 for a in active])
-        self._hooks.plan = plan
+        self._hooks.keys = row_keys([self._slots[s] if s is not None else None for s in steerings], starts, lengths,
+                                    pos, [a.prompt_len if a is not None else 0 for a in active])
+        self._hooks.plan = self._plan
+
+    def _update_plan(self, present: list[Steering]) -> None:
+        """One plan over every edit set seen lately, rebuilt only when a new one arrives (requests come and
+        go without a rebuild); sets no running request uses are dropped once there are too many."""
+        if all(s in self._slots for s in present):
+            return
+        keep = list(self._slots) if len(self._slots) < self.max_slots else []
+        order = list(dict.fromkeys(keep + present))
+        self._plan = RowPlan.build(self.model, [s.edits for s in order])
+        self._slots = {s: i for i, s in enumerate(order)}
+        self._hooks.ensure(self._plan)
 
     def _select(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Pick each request's next token ([rows, vocab] scores); the manager's argmax then takes it."""
@@ -194,7 +202,8 @@ class Engine:
         done = False
         try:
             if self.cb.add_request(list(prompt), request_id=rid, max_new_tokens=sampling.max_tokens,
-                                   streaming=stream, eos_token_id=self.eos) is None:
+                                   streaming=stream,
+                                   eos_token_id=-1 if sampling.ignore_eos else self.eos) is None:
                 raise EngineError("the generation worker refused the request (stopping)")
             while True:
                 out = await queue.get()

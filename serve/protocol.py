@@ -49,6 +49,7 @@ class Sampled(Steered):
     stop: str | list[str] | None = None
     n: int = 1
     stream: bool = False
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever comes (benchmarks)
 
     @field_validator("n")
     @classmethod

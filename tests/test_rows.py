@@ -31,14 +31,15 @@ def test_row_site_equals_each_rows_reference(family):
     model = tiny_model(family)
     n_rows, seq, prompt_len = 5, 7, 4
     rows = [partial_strengths(random_edits(model, seed=10 * i + 1, n=8), i) for i in range(n_rows - 1)] + [[]]
-    rows[2] = rows[0]  # two requests on one recipe share its tables
     positions = torch.arange(seq).repeat(n_rows)
-    keys = row_keys([bool(r) for r in rows], [r * seq for r in range(n_rows)], [seq] * n_rows, positions,
-                    [prompt_len] * n_rows)
+    slots = [0, 1, 0, 2, None]  # rows 0 and 2 share one recipe's slot; row 4 has no edits
+    rows[2] = rows[0]
+    keys = row_keys(slots, [r * seq for r in range(n_rows)], [seq] * n_rows, positions, [prompt_len] * n_rows)
     state = PositionState(prompt_len=prompt_len, positions=torch.arange(seq))
     for site in sorted({e.site for r in rows for e in r}):
         width = model.adapter.site_width(site)
-        programs = [[]] + [[e for e in program(r, ph) if e.site == site] for r in rows for ph in PHASES]
+        sets = [rows[0], rows[1], rows[3]]
+        programs = [[]] + [[e for e in program(r, ph) if e.site == site] for r in sets for ph in PHASES]
         x = torch.randn(1, n_rows * seq, width) * 2  # a flattened continuous batch
         got = RowSite.build(programs, width)(x, keys).view(n_rows, seq, width)
         for r, edits in enumerate(rows):
@@ -77,9 +78,9 @@ def test_row_lowrank_equals_the_engines_lowrank():
     seq, prompt_len = 6, 3
     x = torch.randn(len(rows), seq, w.shape[1])
     out = x @ w.T
-    keys = row_keys([bool(r) for r in rows], [r * seq for r in range(len(rows))], [seq] * len(rows),
+    keys = row_keys([0, 1, None, 2], [r * seq for r in range(len(rows))], [seq] * len(rows),
                     torch.arange(seq).repeat(len(rows)), [prompt_len] * len(rows))
-    programs = [[]] + [program(r, ph) for r in rows for ph in PHASES]
+    programs = [[]] + [program(r, ph) for r in (rows[0], rows[1], rows[3]) for ph in PHASES]
     got = RowLowRank.build(programs, linear)(x, out, keys)
     for r, mine in enumerate(rows):
         expect = out[r].clone()
