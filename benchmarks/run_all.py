@@ -45,6 +45,7 @@ SPEED: list[str] = [
     "language_neurons.py",
     "milan_describe.py",
     "scale.py",
+    "serve.py",
 ]
 ACCEPTANCE: list[str] = [  # longest first, so that runs side by side end together
     "snrf.py",

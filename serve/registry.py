@@ -96,8 +96,7 @@ class Registry:
             recipe = self._recipes[name]
             key = (name, float(strength))
             if key not in self._steering:
-                self._steering[key] = Steering([with_strength(e, strength) for e in recipe.edits],
-                                               name if strength == 1.0 else f"{name}@{strength:g}")
+                self._steering[key] = Steering([with_strength(e, strength) for e in recipe.edits], name)
             return self._steering[key]
 
     def upload(self, name: str, data: bytes, *, replace: bool = False) -> Recipe:
