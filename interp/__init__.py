@@ -23,7 +23,9 @@ __all__ = [
     "__version__",
 ]
 
-from .edits import Ablate, Add, Clamp, EditError, Gate, LowRank, Scale  # noqa: E402
+from .edits import Ablate, Add, Clamp, EditError, Gate, LowRank, Scale, with_strength  # noqa: E402
 from .engine import apply_reference, edit, generate  # noqa: E402
+from .rows import row_edit  # noqa: E402
 
-__all__ += ["Ablate", "Add", "Clamp", "EditError", "Gate", "LowRank", "Scale", "apply_reference", "edit", "generate"]
+__all__ += ["Ablate", "Add", "Clamp", "EditError", "Gate", "LowRank", "Scale", "with_strength", "apply_reference",
+            "edit", "generate", "row_edit"]
