@@ -50,6 +50,23 @@ class Sampled(Steered):
     n: int = 1
     stream: bool = False
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever comes (benchmarks)
+    frequency_penalty: float = 0.0  # accepted at their neutral values only: refused rather than ignored
+    presence_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("frequency_penalty", "presence_penalty")
+    @classmethod
+    def _no_penalty(cls, v: float) -> float:
+        if v != 0.0:
+            raise ValueError("penalties are not supported; send 0 or leave it out")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_bias(cls, v):
+        if v:
+            raise ValueError("logit_bias is not supported")
+        return v
 
     @field_validator("n")
     @classmethod

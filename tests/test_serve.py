@@ -150,6 +150,7 @@ BAD = [  # (body changes, status, param named in the error)
     (dict(max_tokens=100_000), 400, "max_tokens"),
     (dict(temperature=-1), 400, "temperature"),
     (dict(n=2), 400, "n"),
+    (dict(frequency_penalty=0.5), 400, "frequency_penalty"),
     (dict(extra_body={"edits": [{"kind": "add", "site": "blocks.1.hook_resid_post", "vector": [1.0, 2.0]}]}),
      400, "edits"),
     (dict(extra_body={"edits": [{"kind": "clamp", "site": "blocks.99.mlp.hook_post", "neurons": [1]}]}), 400, "edits"),
