@@ -237,6 +237,17 @@ class LowRank:
     def site(self) -> str:  # edits are grouped by where they act
         return self.module
 
+    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out + ΔW x for the module's input x [..., in] and output out [..., out], without forming ΔW."""
+        A, B = self.A.to(x), self.B.to(x)
+        if self.cols is not None:
+            c = self.cols.to(x.device)
+            return out + (x[..., c] @ B[:, c].T) @ A.T
+        if self.rows is not None:
+            r = self.rows.to(x.device)
+            return out.index_add(-1, r, (x @ B.T) @ A[r].T)
+        return out + (x @ B.T) @ A.T
+
     def delta(self) -> torch.Tensor:
         """The dense ΔW [out, in] this edit stands for (for checks and reference paths)."""
         d = self.A @ self.B

@@ -227,30 +227,22 @@ def resolve_module(model: Model, name: str) -> nn.Module:
     return mods[name]
 
 
+def _check_fits(e: LowRank, module: nn.Module) -> None:
+    if tuple(e.delta().shape) != tuple(module.weight.shape):
+        raise EditError(f"LowRank on {e.module}: ΔW {tuple(e.delta().shape)} ≠ weight {tuple(module.weight.shape)}")
+
+
 def _lowrank_hook(edits: list[LowRank], module: nn.Module, state: PositionState):
-    w = module.weight
     for e in edits:
-        if tuple(e.delta().shape) != tuple(w.shape):
-            raise EditError(f"LowRank on {e.module}: ΔW {tuple(e.delta().shape)} ≠ weight {tuple(w.shape)}")
+        _check_fits(e, module)
 
     def hook(mod, args, output):
         x = args[0]
         out = output
         for e in edits:
-            A, B = e.A.to(x), e.B.to(x)
             mask = state.mask(e.positions, x.shape[1], x.device) if x.dim() == 3 else None
-            if mask is not None:
-                x_e = x * mask.view(1, -1, 1).to(x.dtype)  # a linear term: zero input, zero change
-            else:
-                x_e = x
-            if e.cols is not None:
-                c = e.cols.to(x.device)
-                out = out + (x_e[..., c] @ B[:, c].T) @ A.T
-            elif e.rows is not None:
-                r = e.rows.to(x.device)
-                out = out.index_add(-1, r, (x_e @ B.T) @ A[r].T)
-            else:
-                out = out + (x_e @ B.T) @ A.T
+            x_e = x if mask is None else x * mask.view(1, -1, 1).to(x.dtype)  # a linear term: zero input, zero change
+            out = e.add_to(out, x_e)
         return out
 
     return hook

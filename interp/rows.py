@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .edits import ACTIVATION_KINDS, EditError, LowRank
-from .engine import _check_width, resolve_module
+from .engine import _check_fits, _check_width, resolve_module
 from .hooks import site_hook
 from .models import Model
 
@@ -173,9 +173,7 @@ class RowLowRank:
         groups: dict[int, tuple[list[int], LowRank]] = {}
         for k, prog in enumerate(programs):
             for e in prog:
-                if tuple(e.delta().shape) != tuple(module.weight.shape):
-                    raise EditError(f"LowRank on {e.module}: ΔW {tuple(e.delta().shape)} ≠ weight "
-                                    f"{tuple(module.weight.shape)}")
+                _check_fits(e, module)
                 groups.setdefault(id(e), ([], e))[0].append(k)
         return cls([(torch.tensor(ks), e) for ks, e in groups.values()])
 
@@ -187,17 +185,7 @@ class RowLowRank:
             sel = torch.isin(keys, ks.to(keys.device)).nonzero().squeeze(1)
             if not sel.numel():
                 continue
-            xs, A, B = xf[sel], e.A.to(x), e.B.to(x)
-            if e.cols is not None:
-                c = e.cols.to(x.device)
-                delta = (xs[:, c] @ B[:, c].T) @ A.T
-            elif e.rows is not None:
-                r = e.rows.to(x.device)
-                delta = torch.zeros(xs.shape[0], of.shape[1], dtype=of.dtype, device=of.device)
-                delta = delta.index_add(1, r, (xs @ B.T) @ A[r].T)
-            else:
-                delta = (xs @ B.T) @ A.T
-            of = of.index_add(0, sel, delta)
+            of = of.index_copy(0, sel, e.add_to(of[sel], xf[sel]))
         return of.view(out.shape)
 
 

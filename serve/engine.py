@@ -113,7 +113,6 @@ class Engine:
         self._logit_rows: list[str] = []
         self._hooks = RowHooks(model)
         self._pre = model.hf.register_forward_pre_hook(self._on_forward, with_kwargs=True)
-        self.tokens_generated = 0
         self.cb.start()
 
     # ------------------------------------------------------------ the generation thread
@@ -171,7 +170,6 @@ class Engine:
                 v, i = logp[r].topk(s.logprobs)
                 top = list(zip(i.tolist(), v.tolist()))
             a.infos.append(TokenInfo(int(chosen[r]), float(logp[r, chosen[r]]), top))
-        self.tokens_generated += len(active)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen.view(-1, 1), 0.0)
         return out

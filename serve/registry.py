@@ -106,18 +106,13 @@ class Registry:
             raise RecipeError("this server has no recipe folder (start it with --recipe-dir) to keep uploads in")
         if self.get(name) is not None and not replace:
             raise FileExistsError(f"a recipe named {name!r} exists; DELETE it first or upload with replace=true")
-        final = self.folder / f"{name}.safetensors"
-        staging = self.folder / f".{name}.upload"
-        staging.write_bytes(data)
-        try:
-            recipe = self._load(name, staging, uploaded=True)
-        except RecipeError as exc:  # name the upload, not the staging file
-            raise RecipeError(str(exc).replace(str(staging), f"the upload {name!r}").replace(staging.name, name)) from None
-        finally:
-            staging.unlink(missing_ok=True)
-        with atomic_path(final) as tmp:
+        with atomic_path(self.folder / f"{name}.safetensors") as tmp:  # kept only if it validates
             tmp.write_bytes(data)
-        recipe.path = final
+            try:
+                recipe = self._load(name, tmp, uploaded=True)
+            except RecipeError as exc:  # name the upload, not the temporary file
+                raise RecipeError(str(exc).replace(str(tmp), f"the upload {name!r}").replace(tmp.name, name)) from None
+        recipe.path = self.folder / f"{name}.safetensors"
         self._add(recipe)
         return recipe
 
