@@ -38,6 +38,12 @@ def add_parser(sub) -> None:
                         "brain-axes: MEG word atlas, ICA axes and adapters (--meg, --words); shared-neurons: "
                         "the units a VLM (--model) shares with its LLM (--pair); milan: natural-language "
                         "descriptions of neurons by pointwise mutual information with their exemplars")
+    a.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
+                   help="stats only: transformers (default), or vllm: stream the corpus through vLLM, the reducers "
+                        "filled inside its workers (needs vLLM: make install-vllm; --tensor-parallel-size for "
+                        "residual sites, --pipeline-parallel-size for any)")
+    a.add_argument("--tensor-parallel-size", type=positive, default=1, metavar="N", help="vllm: GPUs per layer")
+    a.add_argument("--pipeline-parallel-size", type=positive, default=1, metavar="N", help="vllm: pipeline stages")
     a.add_argument("--sites", default="mlp.hook_post", help="comma list of site names or per-layer names")
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
@@ -70,6 +76,8 @@ def command(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "atlas.json").exists())):
         raise interp.InterpError(f"{out} exists and is not an atlas folder; choose another --out")
+    if args.engine == "vllm":
+        return _analyze_on_vllm(args, out)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if (args.launcher or world > 1) and args.probe not in DATA_PARALLEL:
         raise interp.InterpError(f"--probe {args.probe} does not run data-parallel; --launcher, torchrun and "
@@ -98,6 +106,48 @@ def _run_probe(args, out: Path) -> int:
     return _analyze_stats(args, out)
 
 
+def _analyze_on_vllm(args, out: Path) -> int:
+    """--probe stats with --engine vllm: one request per document, the reducers inside vLLM's workers."""
+    import asyncio
+
+    from cli.runs import output_lock
+    from cli.serve import check_vllm
+
+    if args.probe != "stats":
+        raise error(f"--engine vllm runs --probe stats; --probe {args.probe} runs on the transformers engine")
+    if args.corpus is None:
+        raise error("--probe stats needs --corpus (demo, bible:en,fr, or a file)")
+    if args.launcher or args.device_map or args.resume:
+        raise error("--engine vllm parallelises and schedules itself: --launcher, --device-map and checkpoints "
+                    "belong to the transformers engine")
+    check_vllm()
+    from interp.corpora import load_corpus
+    from interp.models import load_skeleton, model_folder
+    from serve.vllm_capture import capture_statistics
+    from serve.vllm_engine import VllmEngine, VllmOptions
+
+    corpus = load_corpus(args.corpus, **({"limit": args.limit} if args.limit else {}))
+    model = load_skeleton(args.model)
+    sites = model.adapter.expand(args.sites, args.layers)
+    dtype = compute_dtype(args)  # as on the transformers engine: bfloat16 only where it runs natively
+    options = VllmOptions(dtype=dtype, max_model_len=args.max_length + 1, max_num_seqs=max(args.batch_size, 8),
+                          tensor_parallel_size=args.tensor_parallel_size,
+                          pipeline_parallel_size=args.pipeline_parallel_size, enable_prefix_caching=False)
+
+    async def run():
+        engine = VllmEngine(str(model_folder(args.model)[0]), options)
+        try:
+            return await capture_statistics(engine, model.tokenizer, corpus, sites,
+                                            top_k=args.top_k if args.top_k is not None else 16,
+                                            max_length=args.max_length, progress=not args.quiet)
+        finally:
+            engine.close()
+
+    with output_lock(out):
+        result = asyncio.run(run())
+        return _write_stats(args, out, model, result)
+
+
 def compute_dtype(args) -> str:
     """--dtype resolved (auto: `interp.auto_dtype` on the device the model runs on), printed as the run's header."""
     from interp.distributed import world
@@ -109,7 +159,8 @@ def compute_dtype(args) -> str:
 
         from interp.models import auto_dtype
 
-        device = "cuda" if args.device_map and torch.cuda.is_available() else "cpu"
+        on_gpu = args.device_map or getattr(args, "engine", "transformers") == "vllm"
+        device = "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
         name = str(auto_dtype(device)).removeprefix("torch.")
         where = "the GPU" if device == "cuda" else "this CPU"
         why = (f"auto: {where} runs bfloat16 natively" if name == "bfloat16" else
@@ -120,10 +171,7 @@ def compute_dtype(args) -> str:
 
 
 def _analyze_stats(args, out: Path) -> int:
-    from atlases import Atlas
-    from atlases.report import render_report
     from interp.corpora import load_corpus
-    from interp.exemplars import token_context
     from interp.distributed import world
     from cli.runs import checkpoint_for
     from probes.stats import activation_statistics
@@ -139,6 +187,15 @@ def _analyze_stats(args, out: Path) -> int:
                                    checkpoint=checkpoint)
     if rank != 0:
         return 0  # rank 0 holds the merged reducers and writes the one atlas
+    return _write_stats(args, out, model, result)
+
+
+def _write_stats(args, out: Path, model, result) -> int:
+    """The stats atlas (atlas.json, tensors.safetensors, report.html), whichever engine captured."""
+    from atlases import Atlas
+    from atlases.report import render_report
+    from interp.exemplars import token_context
+
     atlas = Atlas(model=model.name, revision=model.revision, sites=result.sites, method="activation-statistics",
                   tensors=result.tensors, params={**result.params, "dtype_requested": args.dtype, "corpus": args.corpus},
                   documents=result.documents)

@@ -54,6 +54,9 @@ def _generation_options(p: argparse.ArgumentParser, prompt_note: str = "") -> No
     p.add_argument("--max-new-tokens", type=positive, default=32, metavar="N", help="tokens to generate (default 32)")
     p.add_argument("--repetition-penalty", type=finite, default=1.0, metavar="R",
                    help="HF repetition penalty (default 1: none; 1.3 keeps a small model's greedy text from looping)")
+    p.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
+                   help="transformers (default), or vllm: generate inside vLLM with a recipe, clamps or added "
+                        "vectors (needs vLLM: make install-vllm)")
     placement_options(p.add_argument_group("large models"))
 
 
@@ -186,7 +189,7 @@ def _method_edits(args, model, prompts: list[str], notes: list[str]) -> list:
 
 def command(args) -> int:
     import interp
-    from cli.edits import concept_edit, generic_edits, side_by_side, wrap
+    from cli.edits import concept_edit, generic_edits
 
     # cheap checks first: syntax and files, before the model loads
     if args.max_new_tokens < 1:
@@ -204,6 +207,8 @@ def command(args) -> int:
         raise error("no edits given: use --clamp, --add, --contrast, --recipe or --concept, or a method: "
                     f"interp steer {'|'.join(STEER_METHODS)}")
 
+    if args.engine == "vllm":
+        return _steer_on_vllm(args, prompts)
     model = load(args)
     edits, notes = generic_edits(args, model)
     if args.method:
@@ -216,8 +221,50 @@ def command(args) -> int:
     gen = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
     steered = interp.generate(model, prompts, edits, **gen)  # first: a bad recipe edit fails before any output
     plain = interp.generate(model, prompts, [], **gen) if args.compare else None
+    return _print(args, model.name, prompts, steered, plain, notes)
+
+
+def _steer_on_vllm(args, prompts: list[str]) -> int:
+    """The generic edits (--recipe, --clamp, --add) applied inside vLLM (`serve.vllm_engine`)."""
+    import asyncio
+
+    from cli.edits import generic_edits
+    from cli.serve import check_vllm
+
+    check_vllm()
+    if args.contrast or args.concept or args.method or args.device_map:
+        raise error("--engine vllm takes --recipe, --clamp and --add (edits that need no forward pass here); "
+                    "compute other edits on the transformers engine and save them as a recipe")
+    from interp.models import load_skeleton, model_folder
+    from serve.vllm_engine import VllmEngine, VllmOptions
+
+    model = load_skeleton(args.model)  # vLLM holds the weights
+    edits, notes = generic_edits(args, model)
+    ids = [model.tokenizer(p)["input_ids"] for p in prompts]
+    limit = max(len(i) for i in ids) + args.max_new_tokens
+
+    async def run() -> tuple[list, list | None]:
+        options = VllmOptions(dtype="float32", max_model_len=limit, max_num_seqs=len(ids))  # as load_model's
+        engine = VllmEngine(str(model_folder(args.model)[0]), options)
+        try:
+            gen = dict(max_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
+            steered = await engine.complete(ids, edits, **gen)
+            plain = await engine.complete(ids, [], **gen) if args.compare else None
+            return steered, plain
+        finally:
+            engine.close()
+
+    steered, plain = asyncio.run(run())
+    decode = lambda rows: [model.tokenizer.decode(t, skip_special_tokens=True) for t in rows]  # noqa: E731
+    return _print(args, model.name, prompts, decode(steered), decode(plain) if plain else None,
+                  notes + ["engine: vLLM"])
+
+
+def _print(args, name: str, prompts: list[str], steered: list[str], plain: list[str] | None, notes: list[str]) -> int:
+    from cli.edits import side_by_side, wrap
+
     width = shutil.get_terminal_size((100, 24)).columns
-    print(f"# {model.name}, greedy, {args.max_new_tokens} new tokens, repetition penalty "
+    print(f"# {name}, greedy, {args.max_new_tokens} new tokens, repetition penalty "
           f"{args.repetition_penalty:g}, positions {args.positions}")
     for n in notes:
         print(f"# {n}")

@@ -22,6 +22,7 @@ into the safetensors body. `with_strength(edit, s)` scales an edit's effect
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, Union
@@ -379,3 +380,50 @@ def edit_from_json(obj: Any) -> Edit:
         if isinstance(fields.get(f), list):
             fields[f] = torch.tensor(fields[f], dtype=torch.long if f in _INTEGER_FIELDS else torch.float32)
     return edit_from_fields(obj["kind"], fields)
+
+
+def pack_edit_sets(sets: dict[str, list]) -> bytes:
+    """Named edit sets as one safetensors blob (JSON forms in the header, tensors in the body): how the
+    vLLM engine ships recipes to its workers without pickling, and what a set's digest is taken over."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    header: dict[str, list] = {}
+    for name, edits in sets.items():
+        header[name] = []
+        for i, e in enumerate(edits):
+            header[name].append(edit_to_json(e, tensors=False))
+            for f in TENSOR_FIELDS[e.kind]:
+                value = getattr(e, f)
+                if value is not None:
+                    tensors[f"{name}/{i}/{f}"] = value.detach().cpu().clone()  # sets may share tensors
+    return save(tensors, metadata={"interp_edit_sets": json.dumps(header, sort_keys=True)})
+
+
+def unpack_edit_sets(blob: bytes) -> dict[str, list]:
+    """The inverse of `pack_edit_sets`; EditError on a malformed blob."""
+    from safetensors.torch import load
+
+    try:
+        tensors = load(blob)
+        size = int.from_bytes(blob[:8], "little")
+        header = json.loads(json.loads(blob[8:8 + size])["__metadata__"]["interp_edit_sets"])
+    except Exception as exc:  # safetensors and json raise several types for bad bytes
+        raise EditError(f"not a packed set of edits ({type(exc).__name__})") from None
+    out = {}
+    for name, entries in header.items():
+        out[name] = []
+        for i, entry in enumerate(entries):
+            kind = entry.get("kind")
+            fields = {k: v for k, v in entry.items() if k != "kind"}
+            fields.update({f: tensors[f"{name}/{i}/{f}"] for f in TENSOR_FIELDS.get(kind, ())
+                           if f"{name}/{i}/{f}" in tensors})
+            out[name].append(edit_from_fields(kind, fields))
+    return out
+
+
+def edits_digest(edits: list) -> str:
+    """sha256 of an edit set's packed form: equal for equal edits (kinds, fields, tensor bytes)."""
+    import hashlib
+
+    return hashlib.sha256(pack_edit_sets({"": list(edits)})).hexdigest()

@@ -204,8 +204,8 @@ def _from_folder(folder: Path, dtype: torch.dtype, gguf_file: str | None = None,
     return hf, tokenizer
 
 
-def _load_gguf(path: Path, dtype: torch.dtype, key: str, placement: dict | None = None):
-    """Dequantize a GGUF file once; later loads read the safetensors cache."""
+def _gguf_folder(path: Path, key: str) -> Path:
+    """The safetensors folder of a GGUF file, dequantized (float32) on first use."""
 
     def build(folder: Path) -> None:
         from safetensors.torch import save_file
@@ -222,8 +222,43 @@ def _load_gguf(path: Path, dtype: torch.dtype, key: str, placement: dict | None 
                   metadata={"format": "pt"})
         tokenizer.save_pretrained(folder)
 
-    folder = cached_folder(key, path, build)
-    return _from_folder(folder, dtype, placement=placement)
+    return cached_folder(key, path, build)
+
+
+def _load_gguf(path: Path, dtype: torch.dtype, key: str, placement: dict | None = None):
+    """Dequantize a GGUF file once; later loads read the safetensors cache."""
+    return _from_folder(_gguf_folder(path, key), dtype, placement=placement)
+
+
+def model_folder(name_or_path: str | os.PathLike) -> tuple[Path, str]:
+    """(a Hugging Face model folder, the model's name) for an offline name, .gguf file or folder: what
+    engines that load weights themselves (vLLM) read. GGUF weights are dequantized into the cache first."""
+    spec = str(name_or_path)
+    path = Path(spec).expanduser()
+    if spec in OFFLINE_MODELS:
+        return _gguf_folder(OFFLINE_MODELS[spec].locate(), spec), spec
+    if path.is_file() and path.suffix == ".gguf":
+        return _gguf_folder(path, path.stem), path.stem
+    if path.is_dir() and (path / "config.json").exists():
+        return path, path.name
+    raise ModelNotFoundError(f"{spec!r} is not an offline name ({', '.join(offline_names())}), a .gguf file or a "
+                             "Hugging Face model folder (config.json)")
+
+
+def load_skeleton(name_or_path: str | os.PathLike) -> Model:
+    """The model's structure without its weights (on the meta device), its tokenizer and adapter: enough to
+    name and check sites and edits where another engine holds the weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    folder, name = model_folder(name_or_path)
+    config = AutoConfig.from_pretrained(folder)
+    is_vlm = hasattr(config, "text_config") and hasattr(config, "vision_config")
+    with torch.device("meta"):
+        hf = (AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM).from_config(config)
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token or tok.bos_token or tok.convert_ids_to_tokens(0)
+    return Model(hf=hf.eval(), tokenizer=tok, adapter=adapter_for(hf), name=name, source=str(folder))
 
 
 def load_model(

@@ -244,9 +244,7 @@ class TopK(Reducer):
             acts = (acts.flatten(2) if acts.dim() > 3 else acts).float()
             masked = acts.masked_fill(~batch.mask.unsqueeze(-1), float("-inf"))
             vals, at = masked.max(dim=1)  # [batch, width]: each document's maximum and where
-            docs = batch.doc_index.unsqueeze(1).expand_as(at).where(vals > float("-inf"), -1)
-            new = {"values": vals.T, "doc": docs.T, "pos": batch.positions.gather(1, at).T}
-            self.state[site] = self._merge(st, new)
+            self.add_maxima(site, vals, batch.doc_index, batch.positions.gather(1, at))
             return
         x, rows = _valid(acts, batch)
         if x.shape[0] == 0:
@@ -260,6 +258,13 @@ class TopK(Reducer):
         merged = self._merge({n: v[need] for n, v in st.items()}, {"values": vals.T, "doc": docs.T, "pos": pos.T})
         for n, v in merged.items():
             st[n][need] = v
+
+    def add_maxima(self, site: str, values: torch.Tensor, doc: torch.Tensor, pos: torch.Tensor) -> None:
+        """Fold in whole documents' maxima (per-document lists): values [docs, width] (-inf: no token),
+        doc [docs], pos [docs, width] where each maximum occurred. Engines that see a document in several
+        chunks (vLLM's chunked prefill) keep its running maximum and add it once, here."""
+        docs = doc.view(-1, 1).expand_as(pos).where(values > float("-inf"), -1)
+        self.state[site] = self._merge(self.state[site], {"values": values.float().T, "doc": docs.T, "pos": pos.T})
 
     def _merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The k best of both, ties broken by (document, position): the same result whatever the

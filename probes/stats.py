@@ -75,9 +75,17 @@ def activation_statistics(
     freq, moments, top = interp.ActivationFrequency(), interp.Moments(), interp.TopK(top_k)
     with interp.capture(model, sites, [freq, moments, top], groups=groups) as run:
         stream(run, docs, batch_size=batch_size, max_length=max_length, progress=progress, checkpoint=checkpoint)
+    params = {"top_k": top_k, "batch_size": batch_size, "max_length": max_length,
+              "n_tokens": int(sum_over_ranks(run.tokens_seen)), "dtype": str(model.dtype).replace("torch.", "")}
+    return stats_result(docs, [p.name for p in run.points], freq, moments, top, params)
+
+
+def stats_result(docs: Sequence, sites: Sequence[str], freq: interp.ActivationFrequency, moments: interp.Moments,
+                 top: interp.TopK, params: dict) -> StatsResult:
+    """The result of filled reducers over `docs` (whichever engine filled them): per-site tensors and
+    the documents the exemplars point to."""
     tensors: dict[str, torch.Tensor] = {}
-    names = [p.name for p in run.points]
-    for site in names:
+    for site in sites:
         tensors[f"{site}/counts"] = freq.state[site]["counts"]
         tensors[f"{site}/tokens"] = freq.state[site]["tokens"]
         tensors[f"{site}/frequency"] = freq.rate(site).float()
@@ -89,10 +97,8 @@ def activation_statistics(
             tensors[f"{site}/topk_{name}"] = top.state[site][name]
     used = sorted({int(i) for k, v in tensors.items() if k.endswith("/topk_doc") for i in v.unique().tolist() if i >= 0})
     documents = [{"index": i, "text": _text(docs[i]), "group": _group(docs[i])} for i in used]
-    params = {"top_k": top_k, "batch_size": batch_size, "max_length": max_length, "groups": groups,
-              "n_documents": len(docs), "n_tokens": int(sum_over_ranks(run.tokens_seen)), "dtype": str(model.dtype).replace("torch.", "")}
-    return StatsResult(sites=names, groups=groups, tensors=tensors, documents=documents,
-                       params=params)
+    params = {**params, "groups": freq.groups, "n_documents": len(docs)}
+    return StatsResult(sites=list(sites), groups=freq.groups, tensors=tensors, documents=documents, params=params)
 
 
 def _text(doc) -> str:

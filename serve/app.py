@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,11 +33,15 @@ MiB = 1 << 20
 
 def app(model: Model | str, recipes: dict[str, str | Path] | None = None, *, recipe_dir: str | Path | None = None,
         max_model_len: int | None = None, default_max_tokens: int = 256, max_upload_mb: float = 64.0,
-        max_body_mb: float = 8.0, engine_options: dict | None = None) -> FastAPI:
+        max_body_mb: float = 8.0, engine_options: dict | None = None,
+        engine: Callable[[], Engine] | None = None) -> FastAPI:
     """The ASGI app serving `model` (a loaded Model or an offline model name) with named recipes.
 
     recipes: NAME → recipe file; recipe_dir: where uploads are kept (and read back on restart).
     max_model_len: prompt + new tokens per request (default: the model's positions and the cache's size).
+    engine: builds the engine when the app starts (default: the transformers engine on `model` with
+    `engine_options`; `serve.vllm_engine.VllmEngine` for vLLM, where `model` may be a weightless
+    `interp.models.load_skeleton`).
     """
     if isinstance(model, str):
         from interp.models import load_model
@@ -49,7 +53,7 @@ def app(model: Model | str, recipes: dict[str, str | Path] | None = None, *, rec
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        state["engine"] = Engine(model, **(engine_options or {}))
+        state["engine"] = engine() if engine is not None else Engine(model, **(engine_options or {}))
         try:
             yield
         finally:
@@ -58,7 +62,7 @@ def app(model: Model | str, recipes: dict[str, str | Path] | None = None, *, rec
     api = FastAPI(title="interp serve", lifespan=lifespan)
     api.state.registry, api.state.metrics, api.state.model = registry, metrics, model
 
-    def engine() -> Engine:
+    def running() -> Engine:
         eng = state.get("engine")
         if eng is None or not eng.alive():
             raise APIError(503, "the generation worker is not running", kind="server_error", code="unavailable")
@@ -66,7 +70,7 @@ def app(model: Model | str, recipes: dict[str, str | Path] | None = None, *, rec
 
     def token_limit() -> int:
         cfg = getattr(model.hf.config, "text_config", None) or model.hf.config
-        limits = [getattr(cfg, "max_position_embeddings", None), max_model_len, engine().capacity]
+        limits = [getattr(cfg, "max_position_embeddings", None), max_model_len, running().capacity]
         return min(x for x in limits if x)
 
     # ------------------------------------------------------------ errors
@@ -199,7 +203,7 @@ def app(model: Model | str, recipes: dict[str, str | Path] | None = None, *, rec
         """(new text, update, finish reason or None) as the request advances; stop strings end it."""
         text = TextAssembler(model.tokenizer, stops)
         try:
-            updates = engine().generate(prompt, sampling, steering, stream=stream)
+            updates = running().generate(prompt, sampling, steering, stream=stream)
         except EngineError as exc:
             raise APIError(503, str(exc), kind="server_error", code="unavailable") from None
         try:

@@ -136,7 +136,7 @@ def test_steer_help():
         assert opt in proc.stdout
 
 
-SHARED = ("--prompt", "--model", "--compare", "--max-new-tokens", "--repetition-penalty")
+SHARED = ("--prompt", "--model", "--compare", "--max-new-tokens", "--repetition-penalty", "--engine")
 OWN = {"foxp2": ("--target", "--window", "--save-recipe", "--strength", "--beta"),
        "brain-axis": ("--atlas", "--axis", "--layer", "--strength", "--norm-fraction"),
        "snrf": ("--donor", "--rank", "--save-merged", "--beta"),

@@ -1,11 +1,13 @@
-"""interp's edits inside vLLM (issue 28, in progress): per-request recipes on vLLM's flattened batches equal
-interp.generate alone. Runs tests/vllm/parity.py in `.venv-vllm` (`make install-vllm`); skipped where it is absent."""
+"""The vLLM engine (issue 28): one vLLM engine per test session (tests/vllm/session.py, run in `.venv-vllm`)
+behind `interp serve`'s app, checked against the transformers engine in the same process. Skipped only
+where `.venv-vllm` is absent (`make install-vllm`; `make test` builds it)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,15 +15,54 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not VLLM_PY.exists(), reason=".venv-vllm is not built here (make install-vllm)")]
+pytestmark = pytest.mark.slow
+needs_vllm = pytest.mark.skipif(not VLLM_PY.exists(), reason=".venv-vllm is not built here (make install-vllm)")
 
 
-def test_recipes_per_request_on_vllm_equal_generate_alone():
-    proc = subprocess.run([str(VLLM_PY), str(ROOT / "tests" / "vllm" / "parity.py")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
+@pytest.fixture(scope="module")
+def session() -> dict:
+    if not VLLM_PY.exists():
+        pytest.skip(".venv-vllm is not built here (make install-vllm)")
+    proc = subprocess.run([str(VLLM_PY), str(ROOT / "tests" / "vllm" / "session.py")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1200, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1])
-    assert result["mismatches"] == [] and result["equal"] == result["jobs"] == 12, result
-    assert result["steered_differ"] >= 6, result  # the recipes change the text, so the equality means something
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    return json.loads(lines[-1])
+
+
+def test_recipes_per_request_served_by_vllm_equal_the_transformers_engine(session):
+    parity = session["parity"]
+    assert parity["mismatches"] == [] and parity["equal"] == parity["jobs"] == 24, parity
+    assert parity["steered_differ"] >= 12, parity  # the recipes change the text, so the equality means something
+
+
+def test_a_prefix_cached_unsteered_is_never_reused_for_a_steered_request(session):
+    salted, unsalted = session["cache"]["salted"], session["cache"]["unsalted"]
+    assert salted["steered_differs_from_plain"] and salted["plain_equal"] and salted["steered_equal"], salted
+    # the same sequence without cache_salt goes wrong: the check can fail
+    assert unsalted["plain_equal"] and not unsalted["steered_equal"], unsalted
+
+
+def test_capture_on_vllm_equals_the_transformers_engine(session):
+    for site, c in session["capture"].items():
+        assert c["tokens_equal"], (site, c)
+        assert c["count_rel_diff"] <= 0.005, (site, c)
+        assert c["top1_equal"] >= 0.99, (site, c)
+
+
+@needs_vllm
+def test_serve_engine_vllm_refuses_bad_flags_with_one_line(tmp_path):
+    cmd = [str(VLLM_PY), "-m", "cli.main", "serve", "--engine", "vllm", "--tensor-parallel-size", "0"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "--tensor-parallel-size" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_engine_vllm_without_vllm_says_how_to_get_it(tmp_path):
+    """In the main environment vLLM is absent: the CLI says so in one line (exit 2)."""
+    pytest.importorskip("fastapi")
+    if subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True).returncode == 0:
+        pytest.skip("vLLM is importable here")
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--engine", "vllm"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "make install-vllm" in proc.stderr, proc.stderr[-2000:]
