@@ -32,8 +32,9 @@ def session() -> dict:
 
 def test_recipes_per_request_served_by_vllm_equal_the_transformers_engine(session):
     parity = session["parity"]
-    assert parity["mismatches"] == [] and parity["equal"] == parity["jobs"] == 24, parity
-    assert parity["steered_differ"] >= 12, parity  # the recipes change the text, so the equality means something
+    assert parity["mismatches"] == [] and parity["equal"] == parity["jobs"] == 32, parity
+    # the recipes change the text (recipe c: residual-in, block outputs, low-rank terms), so equality means something
+    assert parity["steered_differ"] >= 18 and parity["c_differ"] >= 6, parity
 
 
 def test_a_prefix_cached_unsteered_is_never_reused_for_a_steered_request(session):

@@ -44,14 +44,24 @@ def recipes(d_model: int) -> dict:
     g = torch.Generator().manual_seed(0)
     return {"a": [interp.Add("blocks.10.hook_resid_post", torch.randn(d_model, generator=g), 4.0)],
             "b": [interp.Clamp("blocks.5.mlp.hook_post", [3, 99, 700], 8.0, "generated"),
-                  interp.Scale("blocks.7.attn.hook_z", list(range(64)), [0.0] * 64)]}
+                  interp.Scale("blocks.7.attn.hook_z", list(range(64)), [0.0] * 64)],
+            # the other sites vLLM maps: the stream entering layer 0 (no residual yet) and layer 8, block
+            # outputs, a low-rank term on a slice of the fused gate_up_proj and on o_proj
+            "c": [interp.Add("blocks.0.hook_resid_pre", torch.randn(d_model, generator=g), 0.5),
+                  interp.Add("blocks.8.hook_resid_pre", torch.randn(d_model, generator=g), 1.5, "prompt"),
+                  interp.Add("blocks.4.hook_attn_out", torch.randn(d_model, generator=g), 1.0),
+                  interp.Add("blocks.9.hook_mlp_out", torch.randn(d_model, generator=g), 1.0, "generated"),
+                  interp.LowRank("blocks.6.mlp.up_proj", 0.05 * torch.randn(1536, 4, generator=g),
+                                 torch.randn(4, d_model, generator=g)),
+                  interp.LowRank("blocks.11.self_attn.o_proj", 0.05 * torch.randn(d_model, 2, generator=g),
+                                 torch.randn(2, d_model, generator=g), cols=list(range(0, 576, 3)))]}
 
 
 def reference(model, edits) -> dict:
     """Greedy continuations (text) on the transformers engine, one padded batch per recipe."""
     out = {}
     prompts = PROMPTS + [LONG, LONG2]
-    for r in ("a", "b", None):
+    for r in ("a", "b", "c", None):
         texts = interp.generate(model, prompts, edits.get(r, []), max_new_tokens=NEW)
         out.update({(r, p): t for p, t in zip(prompts, texts)})
     return out
@@ -109,11 +119,12 @@ async def serve_and_check(skeleton, folder, recipe_files, edits, corpus) -> dict
         return r.choices[0].text
 
     t0 = time.time()
-    jobs = [(r, p) for p in PROMPTS for r in ("a", "b", None)]
+    jobs = [(r, p) for p in PROMPTS for r in ("a", "b", None)] + [("c", p) for p in PROMPTS]
     texts = await asyncio.gather(*(complete(p, r) for r, p in jobs))
     result["parity"] = {"jobs": len(jobs), "equal": sum(t == ref[j] for j, t in zip(jobs, texts)),
                         "mismatches": [[r, p, t, ref[(r, p)]] for (r, p), t in zip(jobs, texts) if t != ref[(r, p)]],
                         "steered_differ": sum(ref[(r, p)] != ref[(None, p)] for r, p in jobs if r),
+                        "c_differ": sum(ref[(r, p)] != ref[(None, p)] for r, p in jobs if r == "c"),
                         "seconds": time.time() - t0}
 
     engine = holder["engine"]
