@@ -59,7 +59,7 @@ browser:
 
 TEST_WORKERS ?= 2  # one pytest worker per core, each on one thread (tests/conftest.py)
 
-test: install browser
+test: install install-vllm browser   # .venv-vllm: the vLLM engine's tests (tests/test_vllm.py) run there
 	$(PY) -m pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist worksteal
 
 # the loop to run while editing (≤ 2 min): no model training, few subprocesses; `make test` runs everything
@@ -70,7 +70,7 @@ BENCH ?=  # `make bench BENCH="load lm_head"` runs only those (names: .venv/bin/
 BENCH_JOBS ?= 1  # `make bench BENCH_JOBS=2`: the long acceptance runs two at a time, after the speed ratios
 
 # every benchmark at full size, past failures, then one table of goals; exits non-zero if any goal failed
-bench: install install-gemma
+bench: install install-gemma install-vllm
 	$(PY) benchmarks/run_all.py --jobs $(strip $(BENCH_JOBS)) $(if $(strip $(BENCH)),--only $(BENCH))
 
 clean:

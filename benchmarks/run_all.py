@@ -46,6 +46,7 @@ SPEED: list[str] = [
     "milan_describe.py",
     "scale.py",
     "serve.py",
+    "vllm.py",
 ]
 ACCEPTANCE: list[str] = [  # longest first, so that runs side by side end together
     "snrf.py",
