@@ -136,7 +136,8 @@ async def main():
     finally:
         engine.close()
 
-asyncio.run(main())
+if __name__ == "__main__":  # vLLM spawns processes that import this module
+    asyncio.run(main())
 """
 
 

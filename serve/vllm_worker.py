@@ -149,29 +149,41 @@ class _Capture:
         self.tokens = 0
 
     def feed(self, site: str, x: torch.Tensor, spans: list) -> None:
-        """x [tokens, width] of one step; spans: (request id, start, length, positions, doc, group, skip, plen)."""
+        """x [tokens, width] of one step; spans: (request id, start, length, positions, doc, group, skip, plen).
+
+        The step's capture requests become one padded batch [requests, tokens, width] for the reducers."""
         x = x.detach().float().cpu()
+        rows = []
         for rid, a, n, pos, doc, group, skip, plen in spans:
-            keep = pos >= skip
-            acts, where = x[a:a + n][keep], pos[keep]
-            if acts.shape[0]:
-                batch = Batch(input_ids=torch.zeros(1, acts.shape[0], dtype=torch.long),
-                              attention_mask=torch.ones(1, acts.shape[0], dtype=torch.long),
-                              mask=torch.ones(1, acts.shape[0], dtype=torch.bool), positions=where.view(1, -1),
-                              doc_index=torch.tensor([doc]), group_index=torch.tensor([group]))
-                self.freq.update(site, acts.unsqueeze(0), batch)
-                self.moments.update(site, acts.unsqueeze(0), batch)
-                vals, at = acts.max(0)
+            keep = (pos >= skip).nonzero().squeeze(1)
+            rows.append((rid, a + keep, pos[keep], doc, group, plen, n and int(pos[-1]) == plen - 1))
+        live = [r for r in rows if r[1].numel()]
+        if live:
+            length = max(r[1].numel() for r in live)
+            index = torch.zeros(len(live), length, dtype=torch.long)
+            mask = torch.zeros(len(live), length, dtype=torch.bool)
+            positions = torch.zeros(len(live), length, dtype=torch.long)
+            for i, (_, at, pos, *_rest) in enumerate(live):
+                index[i, : at.numel()], mask[i, : at.numel()], positions[i, : at.numel()] = at, True, pos
+            acts = x[index]  # [requests, tokens, width]
+            batch = Batch(input_ids=torch.zeros_like(index), attention_mask=mask.long(), mask=mask, positions=positions,
+                          doc_index=torch.tensor([r[3] for r in live]), group_index=torch.tensor([r[4] for r in live]))
+            self.freq.update(site, acts, batch)
+            self.moments.update(site, acts, batch)
+            vals, at = acts.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1)  # [requests, width]
+            where = positions.gather(1, at)
+            for i, (rid, *_rest) in enumerate(live):
                 best = self.running.get((rid, site))
+                v, w = vals[i], where[i]
                 if best is not None:
-                    better = vals > best[0]
-                    vals, at_pos = torch.where(better, vals, best[0]), torch.where(better, where[at], best[1])
-                else:
-                    at_pos = where[at]
-                self.running[(rid, site)] = (vals, at_pos)
-            if n and int(pos[-1]) == plen - 1 and (rid, site) in self.running:  # the document's last token
-                vals, at_pos = self.running.pop((rid, site))
-                self.top.add_maxima(site, vals.view(1, -1), torch.tensor([doc]), at_pos.view(1, -1))
+                    better = v > best[0]
+                    v, w = torch.where(better, v, best[0]), torch.where(better, w, best[1])
+                self.running[(rid, site)] = (v, w)
+        done = [(rid, doc) for rid, _, _, doc, _, _, last in rows if last and (rid, site) in self.running]
+        if done:  # documents whose last prompt token ran: their maxima join the top-k once
+            best = [self.running.pop((rid, site)) for rid, _ in done]
+            self.top.add_maxima(site, torch.stack([v for v, _ in best]), torch.tensor([d for _, d in done]),
+                                torch.stack([w for _, w in best]))
 
     def result(self) -> dict:
         from safetensors.torch import save
