@@ -70,6 +70,7 @@ def recipes(model) -> dict[str, list]:
 
 
 async def _scenario(url: str, clients: int, steered: bool) -> tuple[float, int]:
+    """(aggregate new tokens/s, tokens): each client sends REQUESTS completions; steered: client i on recipe i mod 16."""
     import openai
 
     c = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
@@ -77,7 +78,7 @@ async def _scenario(url: str, clients: int, steered: bool) -> tuple[float, int]:
     async def client(i: int) -> int:
         n = 0
         for k in range(REQUESTS):
-            r = await c.completions.create(model=f"{MODEL}:r{i}" if steered else MODEL,
+            r = await c.completions.create(model=f"{MODEL}:r{i % 16}" if steered else MODEL,
                                            prompt=PROMPTS[(i + k) % len(PROMPTS)], max_tokens=NEW_TOKENS,
                                            temperature=0, extra_body={"ignore_eos": True})
             n += r.usage.completion_tokens
@@ -96,17 +97,22 @@ def run_scenario(url: str, clients: int, steered: bool) -> tuple[float, int]:
 
 
 @contextmanager
-def server_process(files: dict[str, Path], folder: Path):
-    """`interp serve` in its own process (2 threads), so that clients and server do not share a GIL."""
+def server_process(files: dict[str, Path], folder: Path, *, python: str | Path = sys.executable,
+                   engine: str = "transformers", extra: tuple[str, ...] = ()):
+    """`interp serve --engine ENGINE` run by `python` in its own process (2 threads), so that clients and
+    server do not share a GIL; yields its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--model", MODEL, "--port", str(port),
-           "--recipe-dir", str(folder / "uploads"), *[a for n, f in files.items() for a in ("--recipe", f"{n}={f}")]]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    cmd = [str(python), "-m", "cli.main", "serve", "--engine", engine, "--model", MODEL, "--port", str(port),
+           "--recipe-dir", str(folder / f"uploads-{engine}"),
+           *[a for n, f in files.items() for a in ("--recipe", f"{n}={f}")], *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "2"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL if engine == "vllm" else None,
+                            stderr=subprocess.DEVNULL if engine == "vllm" else None)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while True:
             try:
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
@@ -114,7 +120,7 @@ def server_process(files: dict[str, Path], folder: Path):
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("interp serve did not start")
+                raise RuntimeError(f"interp serve --engine {engine} did not start")
             time.sleep(0.5)
         yield url
     finally:

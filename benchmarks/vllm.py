@@ -19,25 +19,20 @@ Goals: per-request steering costs ≤ 10 % of unsteered vLLM's throughput at 32 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
-import httpx  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,72 +42,15 @@ import interp  # noqa: E402
 from benchmarks.capture import machine, versions  # noqa: E402
 from benchmarks.goals import Goals  # noqa: E402
 from benchmarks.results import publish  # noqa: E402
-from benchmarks.serve import PROMPTS, recipes  # noqa: E402
+from benchmarks.serve import PROMPTS, REQUESTS, NEW_TOKENS, recipes, run_scenario, server_process  # noqa: E402
 
 MODEL = "smollm2-135m"
 SECTION = "## vLLM engine (issue 28)"
 CLIENTS = (1, 8, 32)
-NEW_TOKENS = 32
-REQUESTS = 2
 GOAL_STEER_COST = 1.10  # unsteered vLLM / steered vLLM tokens/s at 32 requests
 GOAL_VS_TRANSFORMERS = 2.0  # steered vLLM / steered transformers engine tokens/s at 32 requests
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 CAPTURE_CORPUS, CAPTURE_LENGTH = "bible:en,fr:64", 128
-
-
-async def _scenario(url: str, clients: int, steered: bool) -> float:
-    import openai
-
-    c = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=900)
-
-    async def client(i: int) -> int:
-        n = 0
-        for k in range(REQUESTS):
-            r = await c.completions.create(model=f"{MODEL}:r{i % 16}" if steered else MODEL,
-                                           prompt=PROMPTS[(i + k) % len(PROMPTS)], max_tokens=NEW_TOKENS,
-                                           temperature=0, extra_body={"ignore_eos": True})
-            n += r.usage.completion_tokens
-        return n
-
-    start = time.perf_counter()
-    tokens = sum(await asyncio.gather(*(client(i) for i in range(clients))))
-    rate = tokens / (time.perf_counter() - start)
-    await c.close()
-    return rate
-
-
-@contextmanager
-def server(python: Path, engine: str, files: dict[str, Path], folder: Path):
-    """`interp serve --engine ENGINE` in its own process (2 threads); yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [str(python), "-m", "cli.main", "serve", "--engine", engine, "--model", MODEL, "--port", str(port),
-           "--recipe-dir", str(folder / f"uploads-{engine}"), "--max-model-len", "512",
-           *[a for n, f in files.items() for a in ("--recipe", f"{n}={f}")]]
-    if engine == "vllm":
-        cmd += ["--dtype", "float32", "--max-num-seqs", "32"]
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "2"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"interp serve --engine {engine} did not start")
-            time.sleep(1.0)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 CAPTURE_SCRIPT = """
@@ -186,7 +124,8 @@ def main(argv=None) -> int:
         edits = recipes(reference)
         files = {name: save_recipe(Path(tmp) / f"{name}.safetensors", e, reference) for name, e in edits.items()}
         for engine, python in (("vllm", VLLM_PY), ("transformers", Path(sys.executable))):
-            with server(python, engine, files, Path(tmp)) as url:
+            extra = ("--max-model-len", "512") + (("--dtype", "float32", "--max-num-seqs", "32") if engine == "vllm" else ())
+            with server_process(files, Path(tmp), python=python, engine=engine, extra=extra) as url:
                 if engine == "vllm":
                     c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
                     same = 0
@@ -195,12 +134,12 @@ def main(argv=None) -> int:
                                                    temperature=0).choices[0].text
                         same += got == interp.generate(reference, PROMPTS[0], edits[name], max_new_tokens=12)[0]
                     goals.check("recipes over vLLM equal interp.generate alone", f"{same}/4", "4/4", same == 4)
-                asyncio.run(_scenario(url, 16, True))  # warm up: every recipe once
+                run_scenario(url, 16, True)  # warm up: every recipe once
                 kinds = (False, True) if engine == "vllm" else (True,)
                 for rep in range(reps):
                     for n in CLIENTS:
                         for steered in (kinds if rep % 2 == 0 else kinds[::-1]):
-                            rate = asyncio.run(_scenario(url, n, steered))
+                            rate, _ = run_scenario(url, n, steered)
                             rates.setdefault((engine, n, steered), []).append(rate)
                             print(f"rep {rep}: {engine}, {n:2d} requests, {'steered' if steered else 'unsteered'}: "
                                   f"{rate:.1f} tok/s", flush=True)
