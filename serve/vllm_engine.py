@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -60,7 +61,9 @@ class VllmEngine:
         self.llm = AsyncLLM.from_engine_args(args)
         self.capacity = options.max_model_len
         self._sets: dict[str, list] = {}  # digest → edits, as the workers hold them
-        self._names: dict[int, str] = {}  # id(Steering) → digest (Steerings are shared per recipe and strength)
+        # Steering → digest, computed once per Steering (the registry shares one per recipe and strength);
+        # weak, so that a Steering gone never lends its entry to a new one
+        self._names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._users: dict[str, int] = {}  # digest → running requests
         self._running: set[str] = set()
         self._ship = asyncio.Lock()
@@ -71,12 +74,9 @@ class VllmEngine:
         """The digest naming the request's edit set, shipping the sets to the workers if it is new."""
         if not steering.edits:
             return None
-        name = self._names.get(id(steering))
+        name = self._names.get(steering)
         if name is None:
-            name = edits_digest(steering.edits)
-            if len(self._names) > 4 * self.max_slots:
-                self._names.clear()
-            self._names[id(steering)] = name
+            name = self._names[steering] = edits_digest(steering.edits)
         async with self._ship:
             if name not in self._sets:
                 if len(self._sets) >= self.max_slots:
@@ -85,12 +85,6 @@ class VllmEngine:
                 await self.llm.collective_rpc("interp_set_recipes", args=(pack_edit_sets(self._sets),))
             self._users[name] = self._users.get(name, 0) + 1
         return name
-
-    async def set_edit_sets(self, sets: dict[str, list]) -> None:
-        """Install named edit sets directly (a capture or a batch job); requests name them in extra_args."""
-        async with self._ship:
-            self._sets = dict(sets)
-            await self.llm.collective_rpc("interp_set_recipes", args=(pack_edit_sets(self._sets),))
 
     # ------------------------------------------------------------ the server's side
     def alive(self) -> bool:

@@ -89,3 +89,44 @@ def test_edit_sets_travel_as_bytes_and_their_digest_names_their_content():
         edits_digest([interp.Add("blocks.1.hook_resid_post", v, 2.5)])
     with pytest.raises(EditError, match="not a packed set"):
         unpack_edit_sets(b"not safetensors")
+
+
+def test_the_engine_names_each_edit_set_by_content_and_ships_only_new_ones():
+    """A request's Steering maps to its edits' digest; a Steering gone never lends its name to a new one
+    (inline edits make a new Steering per request), and the workers get the sets only when one is new."""
+    import asyncio
+    import gc
+    import weakref
+
+    from serve.engine import Steering
+    from serve.vllm_engine import VllmEngine
+    from interp.edits import unpack_edit_sets
+
+    class FakeLLM:
+        def __init__(self):
+            self.shipped = []
+
+        async def collective_rpc(self, method, args=()):
+            self.shipped.append((method, sorted(unpack_edit_sets(args[0]))))
+
+    engine = object.__new__(VllmEngine)  # the bookkeeping only: no vLLM behind it
+    engine.llm, engine._sets, engine._users, engine._ship = FakeLLM(), {}, {}, asyncio.Lock()
+    engine._names = weakref.WeakKeyDictionary()
+
+    def steering(scale):
+        return Steering([interp.Add("blocks.1.hook_resid_post", torch.ones(576), scale)], "inline")
+
+    async def run():
+        names = []
+        for scale in (1.0, 2.0, 1.0):
+            s = steering(scale)
+            names.append(await engine._name_of(s))
+            del s
+            gc.collect()
+        return names
+
+    names = asyncio.run(run())
+    assert names[0] == names[2] != names[1]
+    assert names[0] == edits_digest(steering(1.0).edits)
+    assert [m for m, _ in engine.llm.shipped] == ["interp_set_recipes"] * 2  # the third was known already
+    assert engine.llm.shipped[-1][1] == sorted(names[:2])
