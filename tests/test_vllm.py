@@ -37,6 +37,11 @@ def test_recipes_per_request_served_by_vllm_equal_the_transformers_engine(sessio
     assert parity["steered_differ"] >= 18 and parity["c_differ"] >= 6, parity
 
 
+def test_logprobs_from_vllm_have_the_openai_shape(session):
+    lp = session["logprobs"]
+    assert lp["text_equal"] and lp["n"] == 16 and lp["greedy_is_top"] and lp["sorted"], lp
+
+
 def test_a_prefix_cached_unsteered_is_never_reused_for_a_steered_request(session):
     salted, unsalted = session["cache"]["salted"], session["cache"]["unsalted"]
     assert salted["steered_differs_from_plain"] and salted["plain_equal"] and salted["steered_equal"], salted

@@ -127,6 +127,15 @@ async def serve_and_check(skeleton, folder, recipe_files, edits, corpus) -> dict
                         "c_differ": sum(ref[(r, p)] != ref[(None, p)] for r, p in jobs if r == "c"),
                         "seconds": time.time() - t0}
 
+    r = await client.completions.create(model=f"{name}:a", prompt=PROMPTS[0], max_tokens=NEW, temperature=0,
+                                        logprobs=3)
+    lp = r.choices[0].logprobs
+    result["logprobs"] = {
+        "text_equal": r.choices[0].text == ref[("a", PROMPTS[0])], "n": len(lp.tokens),
+        "greedy_is_top": all(abs(t - max(top.values())) < 1e-5 and len(top) == 3
+                             for t, top in zip(lp.token_logprobs, lp.top_logprobs)),
+        "sorted": all(list(top.values()) == sorted(top.values(), reverse=True) for top in lp.top_logprobs)}
+
     engine = holder["engine"]
     cache = {}
     for salt, prompt in ((True, LONG), (False, LONG2)):
