@@ -227,14 +227,15 @@ def resolve_module(model: Model, name: str) -> nn.Module:
     return mods[name]
 
 
-def _check_fits(e: LowRank, module: nn.Module) -> None:
-    if tuple(e.delta().shape) != tuple(module.weight.shape):
-        raise EditError(f"LowRank on {e.module}: ΔW {tuple(e.delta().shape)} ≠ weight {tuple(module.weight.shape)}")
+def _check_fits(e: LowRank, weight_shape: tuple[int, ...]) -> None:
+    """EditError unless ΔW has the weight's shape [out, in] (an engine that repacks weights passes the config's)."""
+    if tuple(e.delta().shape) != tuple(weight_shape):
+        raise EditError(f"LowRank on {e.module}: ΔW {tuple(e.delta().shape)} ≠ weight {tuple(weight_shape)}")
 
 
 def _lowrank_hook(edits: list[LowRank], module: nn.Module, state: PositionState):
     for e in edits:
-        _check_fits(e, module)
+        _check_fits(e, module.weight.shape)
 
     def hook(mod, args, output):
         x = args[0]

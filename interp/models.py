@@ -185,13 +185,27 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     return table[dtype]
 
 
+def _loader_for(config):
+    """The Auto class that builds this config: image-text-to-text for a VLM, causal LM otherwise."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    is_vlm = hasattr(config, "text_config") and hasattr(config, "vision_config")
+    return AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+
+
+def _with_pad_token(tok):
+    """The tokenizer with a pad token (padding is always masked out, so any existing token will do)."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token or tok.bos_token or tok.convert_ids_to_tokens(0)
+    return tok
+
+
 def _from_folder(folder: Path, dtype: torch.dtype, gguf_file: str | None = None, placement: dict | None = None):
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, AutoConfig
+    from transformers import AutoConfig, AutoTokenizer
 
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     config = AutoConfig.from_pretrained(folder, **kwargs)
-    is_vlm = hasattr(config, "text_config") and hasattr(config, "vision_config")
-    loader = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+    loader = _loader_for(config)
     if not placement:
         hf = loader.from_pretrained(folder, dtype=dtype, **kwargs)
     else:
@@ -225,39 +239,44 @@ def _gguf_folder(path: Path, key: str) -> Path:
     return cached_folder(key, path, build)
 
 
-def _load_gguf(path: Path, dtype: torch.dtype, key: str, placement: dict | None = None):
-    """Dequantize a GGUF file once; later loads read the safetensors cache."""
-    return _from_folder(_gguf_folder(path, key), dtype, placement=placement)
+def _locate(spec: str) -> tuple[Path, str, str] | None:
+    """(Hugging Face folder, name, source) of an offline name, .gguf file (dequantized into the cache first)
+    or model folder; None for what can only be a hub id. ModelNotFoundError for a path that is neither."""
+    path = Path(spec).expanduser()
+    if spec in OFFLINE_MODELS:
+        gguf = OFFLINE_MODELS[spec].locate()
+        return _gguf_folder(gguf, spec), spec, str(gguf)
+    if path.is_file() and path.suffix == ".gguf":
+        return _gguf_folder(path, path.stem), path.stem, str(path)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return path, path.name, str(path)
+    if path.exists():
+        raise ModelNotFoundError(f"{path} is neither a model folder nor a .gguf file")
+    return None
 
 
 def model_folder(name_or_path: str | os.PathLike) -> tuple[Path, str]:
     """(a Hugging Face model folder, the model's name) for an offline name, .gguf file or folder: what
     engines that load weights themselves (vLLM) read. GGUF weights are dequantized into the cache first."""
-    spec = str(name_or_path)
-    path = Path(spec).expanduser()
-    if spec in OFFLINE_MODELS:
-        return _gguf_folder(OFFLINE_MODELS[spec].locate(), spec), spec
-    if path.is_file() and path.suffix == ".gguf":
-        return _gguf_folder(path, path.stem), path.stem
-    if path.is_dir() and (path / "config.json").exists():
-        return path, path.name
-    raise ModelNotFoundError(f"{spec!r} is not an offline name ({', '.join(offline_names())}), a .gguf file or a "
-                             "Hugging Face model folder (config.json)")
+    local = _locate(str(name_or_path))
+    if local is None:
+        raise ModelNotFoundError(f"{str(name_or_path)!r} is not an offline name ({', '.join(offline_names())}), "
+                                 "a .gguf file or a Hugging Face model folder (config.json)")
+    return local[0], local[1]
 
 
 def load_skeleton(name_or_path: str | os.PathLike) -> Model:
     """The model's structure without its weights (on the meta device), its tokenizer and adapter: enough to
     name and check sites and edits where another engine holds the weights."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     folder, name = model_folder(name_or_path)
     config = AutoConfig.from_pretrained(folder)
-    is_vlm = hasattr(config, "text_config") and hasattr(config, "vision_config")
     with torch.device("meta"):
-        hf = (AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM).from_config(config)
-    tok = AutoTokenizer.from_pretrained(folder)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token or tok.bos_token or tok.convert_ids_to_tokens(0)
+        hf = _loader_for(config).from_config(config)
+    tok = _with_pad_token(AutoTokenizer.from_pretrained(folder))
     return Model(hf=hf.eval(), tokenizer=tok, adapter=adapter_for(hf), name=name, source=str(folder))
 
 
@@ -285,31 +304,17 @@ def load_model(
 
     hf_logging.disable_progress_bar()  # weight-loading bars; our own runs show theirs
     spec = str(name_or_path)
-    path = Path(spec).expanduser()
-    if spec in OFFLINE_MODELS:
-        entry = OFFLINE_MODELS[spec]
-        gguf = entry.locate()
-        hf, tok = _load_gguf(gguf, torch_dtype, key=spec, placement=placement)
-        name, source = spec, str(gguf)
-    elif path.is_file() and path.suffix == ".gguf":
-        hf, tok = _load_gguf(path, torch_dtype, key=path.stem, placement=placement)
-        name, source = path.stem, str(path)
-    elif path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
-        hf, tok = _from_folder(path, torch_dtype, placement=placement)
-        name, source = path.name, str(path)
-    elif path.exists():
-        raise ModelNotFoundError(f"{path} is neither a model folder nor a .gguf file")
+    local = _locate(spec)
+    if local is not None:
+        folder, name, source = local
+        hf, tok = _from_folder(folder, torch_dtype, placement=placement)
     else:
         hf, tok = _from_hub(spec, torch_dtype, placement)
         name, source = spec, f"hub:{spec}"
     hf.eval()
     if device is not None and placement is None:
         hf.to(device)
-    if tok.pad_token is None:
-        # padding is always masked out, so any existing token will do
-        tok.pad_token = tok.eos_token or tok.unk_token or tok.bos_token or tok.convert_ids_to_tokens(0)
+    tok = _with_pad_token(tok)
     revision = getattr(hf.config, "_commit_hash", None)
     return Model(hf=hf, tokenizer=tok, adapter=adapter_for(hf), name=name, source=source, revision=revision)
 

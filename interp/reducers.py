@@ -118,11 +118,30 @@ class Reducer:
 
         with safe_open(str(path), "pt") as f:
             meta = json.loads((f.metadata() or {}).get("interp", "{}"))
+        return cls._from_state(meta, load_file(str(path)), str(path))
+
+    def to_bytes(self) -> bytes:
+        """The state as safetensors bytes, in `save`'s format (how vLLM's workers hand reducers back)."""
+        from safetensors.torch import save
+
+        return save(self.tensors(), metadata={"interp": json.dumps(self.metadata())})
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "Reducer":
+        """The inverse of `to_bytes`."""
+        from safetensors.torch import load
+
+        size = int.from_bytes(blob[:8], "little")
+        meta = json.loads(json.loads(blob[8:8 + size]).get("__metadata__", {}).get("interp", "{}"))
+        return cls._from_state(meta, load(blob), "reducer bytes")
+
+    @classmethod
+    def _from_state(cls, meta: dict, tensors: dict[str, torch.Tensor], where: str) -> "Reducer":
         if meta.get("kind") != cls.kind and cls is not Reducer:
-            raise InterpError(f"{path}: holds a {meta.get('kind')!r} reducer, not {cls.kind!r}")
+            raise InterpError(f"{where}: holds a {meta.get('kind')!r} reducer, not {cls.kind!r}")
         klass = cls if cls is not Reducer else REDUCERS[meta["kind"]]
         obj = klass(**meta.get("settings", {}))
-        obj.load_tensors(meta, load_file(str(path)))
+        obj.load_tensors(meta, tensors)
         return obj
 
 

@@ -170,10 +170,18 @@ class RowLowRank:
 
     @classmethod
     def build(cls, programs: Sequence[Sequence], module: nn.Module) -> "RowLowRank":
+        for prog in programs:
+            for e in prog:
+                _check_fits(e, module.weight.shape)
+        return cls.of(programs)
+
+    @classmethod
+    def of(cls, programs: Sequence[Sequence]) -> "RowLowRank":
+        """programs[k]: the LowRank edits of key k, already checked against their module; each distinct edit
+        once, with the keys that hold it."""
         groups: dict[int, tuple[list[int], LowRank]] = {}
         for k, prog in enumerate(programs):
             for e in prog:
-                _check_fits(e, module)
                 groups.setdefault(id(e), ([], e))[0].append(k)
         return cls([(torch.tensor(ks), e) for ks, e in groups.values()])
 

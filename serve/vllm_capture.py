@@ -10,16 +10,13 @@ data-parallel path merges them (pipeline stages hold different layers, so their 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Sequence
-
-from safetensors.torch import load
 
 from interp.batching import tokenize
 from interp.capture import groups_of
 from interp.errors import CorpusError
-from interp.reducers import REDUCERS, Reducer
+from interp.reducers import Reducer
 from probes.stats import StatsResult, stats_result
 from serve.vllm_engine import VllmEngine
 
@@ -45,16 +42,11 @@ def _merged(results: list) -> dict[str, Reducer]:
     """One reducer per kind from the workers' results (None from ranks that hold no capture)."""
     out: dict[str, Reducer] = {}
     for result in results:
-        if result is None:
-            continue
-        for kind, (meta, blob) in result.items():
-            meta = json.loads(meta)
-            r = REDUCERS[kind](**meta.get("settings", {}))
-            r.load_tensors(meta, load(blob))
-            if kind in out:
-                out[kind].merge(r)
+        for r in map(Reducer.from_bytes, result or []):
+            if r.kind in out:
+                out[r.kind].merge(r)
             else:
-                out[kind] = r
+                out[r.kind] = r
     return out
 
 

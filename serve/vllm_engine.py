@@ -121,8 +121,6 @@ class VllmEngine:
                 yield Update(tokens, _infos(tokens, completion.logprobs, sampling.logprobs), done)
                 if done:
                     return
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # the engine died under the request
             if not self.alive():
                 raise EngineError(f"the vLLM engine failed: {type(exc).__name__}") from None

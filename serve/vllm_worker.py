@@ -33,12 +33,12 @@ so on a compiled engine every method here refuses with an error rather than stee
 
 from __future__ import annotations
 
-import json
 
 import torch
 
 from interp.batching import Batch
 from interp.edits import EditError, LowRank, unpack_edit_sets
+from interp.engine import _check_fits
 from interp.reducers import ActivationFrequency, Moments, TopK
 from interp.rows import PHASES, RowLowRank, RowSite, program, row_keys
 
@@ -92,22 +92,14 @@ def parse_site(site: str, shapes: Shapes) -> tuple[int, str]:
     return layer, parts[2]
 
 
-def _tp_size() -> int:
+def _tensor_parallel() -> tuple[int, int]:
+    """(this rank, ranks) of vLLM's tensor-parallel group; (0, 1) without distributed state (a unit test)."""
     try:
-        from vllm.distributed import get_tensor_model_parallel_world_size
+        from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
 
-        return get_tensor_model_parallel_world_size()
-    except Exception:  # no distributed state (a unit test): one rank
-        return 1
-
-
-def _tp_rank() -> int:
-    try:
-        from vllm.distributed import get_tensor_model_parallel_rank
-
-        return get_tensor_model_parallel_rank()
+        return get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size()
     except Exception:
-        return 0
+        return 0, 1
 
 
 class _LowRankSlice:
@@ -116,9 +108,8 @@ class _LowRankSlice:
     def __init__(self, programs, shape: tuple[int, int], part: int, sizes: list[int]):
         for prog in programs:
             for e in prog:
-                if tuple(e.delta().shape) != shape:
-                    raise EditError(f"LowRank on {e.module}: ΔW {tuple(e.delta().shape)} ≠ weight {shape}")
-        self.rows = RowLowRank([(torch.tensor(ks), e) for ks, e in _groups(programs)])
+                _check_fits(e, shape)
+        self.rows = RowLowRank.of(programs)
         self.start = sum(sizes[:part])
         self.stop = self.start + sizes[part]
 
@@ -127,14 +118,6 @@ class _LowRankSlice:
             return self.rows(x, out, keys)
         new = self.rows(x, out[..., self.start:self.stop], keys)
         return torch.cat([out[..., :self.start], new, out[..., self.stop:]], dim=-1)
-
-
-def _groups(programs) -> list:
-    groups: dict[int, tuple[list[int], LowRank]] = {}
-    for k, prog in enumerate(programs):
-        for e in prog:
-            groups.setdefault(id(e), ([], e))[0].append(k)
-    return list(groups.values())
 
 
 class _Capture:
@@ -147,7 +130,6 @@ class _Capture:
             for site in sites:
                 r.bind(site, widths[site], groups)
         self.running: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}  # (request, site) → max, where
-        self.tokens = 0
 
     def feed(self, site: str, x: torch.Tensor, spans: list) -> None:
         """x [tokens, width] of one step; spans: (request id, start, length, positions, doc, group, skip, plen).
@@ -186,10 +168,8 @@ class _Capture:
             self.top.add_maxima(site, torch.stack([v for v, _ in best]), torch.tensor([d for _, d in done]),
                                 torch.stack([w for _, w in best]))
 
-    def result(self) -> dict:
-        from safetensors.torch import save
-
-        return {r.kind: (json.dumps(r.metadata()), save(r.tensors())) for r in (self.freq, self.moments, self.top)}
+    def result(self) -> list[bytes]:
+        return [r.to_bytes() for r in (self.freq, self.moments, self.top)]
 
 
 class InterpWorkerExtension:
@@ -243,13 +223,13 @@ class InterpWorkerExtension:
         state["capture"] = _Capture(list(sites), list(groups), top_k, widths)
         return self._interp_install()
 
-    def interp_capture_result(self) -> dict | None:
-        """The reducers' state {kind: (metadata JSON, safetensors bytes)} and stop capturing; None from
+    def interp_capture_result(self) -> list[bytes] | None:
+        """The reducers (`Reducer.to_bytes`) and stop capturing; None from
         tensor-parallel ranks other than the first (they saw the same stream)."""
         state = self._interp_state()
         cap, state["capture"] = state["capture"], None
         self._interp_install()
-        if cap is None or _tp_rank() != 0:
+        if cap is None or _tensor_parallel()[0] != 0:
             return None
         return cap.result()
 
@@ -272,7 +252,7 @@ class InterpWorkerExtension:
                             "interp serve --engine vllm does")
 
     def _interp_tp_check(self, kind: str, site: str) -> None:
-        if _tp_size() > 1 and kind not in STREAM_SITES:
+        if _tensor_parallel()[1] > 1 and kind not in STREAM_SITES:
             raise EditError(f"{site}: with tensor parallelism each rank holds a slice of this site; interp edits "
                             "and captures it with --tensor-parallel-size 1 only (residual sites work at any size)")
 
