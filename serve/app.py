@@ -180,11 +180,19 @@ def app(model: Model | str, recipes: dict[str, str | Path] | None = None, *, rec
             except InterpError as exc:
                 raise APIError(400, f"edits: {exc}", "edits") from None
         if not inline and len(parts) == 1:
-            return parts[0]
-        if not inline and not parts:
+            steering = parts[0]
+        elif not inline and not parts:
             return NO_STEERING
-        labels = [p.label for p in parts] + (["inline"] if inline else [])
-        return Steering([e for p in parts for e in p.edits] + inline, "+".join(labels))
+        else:
+            labels = [p.label for p in parts] + (["inline"] if inline else [])
+            steering = Steering([e for p in parts for e in p.edits] + inline, "+".join(labels))
+        check = getattr(running(), "check", None)  # an engine that runs only some edits says which
+        if check is not None:
+            try:
+                check(steering)
+            except EditError as exc:
+                raise APIError(400, f"edits: {exc}", "edits") from None
+        return steering
 
     def sampling_of(req: Sampled, prompt: list[int], max_tokens: int | None, logprobs: int | None) -> Sampling:
         limit = token_limit()

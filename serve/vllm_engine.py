@@ -20,8 +20,9 @@ import weakref
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from interp.edits import edits_digest, pack_edit_sets
+from interp.edits import EditError, edits_digest, pack_edit_sets
 from serve.engine import NO_STEERING, EngineError, Sampling, Steering, TokenInfo, Update
+from serve.vllm_taps import Shapes, canonical_sites, compile_options, parse_site
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class VllmOptions:
     seed: int = 0
     enable_prefix_caching: bool = True
     block_size: int | None = None  # KV cache block (tokens); None: the platform's (128 on CPU, 16 on GPU)
+    compile: bool = False  # torch.compile (+ CUDA graphs split at the taps on GPUs); edits only at `taps`
+    taps: tuple[str, ...] = ()  # the sites a compiled engine can edit or capture, fixed before compilation
 
 
 class VllmEngine:
@@ -49,15 +52,23 @@ class VllmEngine:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from transformers import AutoConfig
+
         self.options = options
+        self.shapes = Shapes(AutoConfig.from_pretrained(folder))
+        self.taps = frozenset(canonical_sites(options.taps)) if options.compile else None
+        compiled = {}
+        if options.compile:  # taps installed at model load, before vLLM compiles (serve.vllm_taps)
+            from vllm.platforms import current_platform
+
+            compiled = {"additional_config": {"interp_taps": sorted(self.taps)},
+                        "compilation_config": compile_options(current_platform.is_cuda_alike())}
         args = AsyncEngineArgs(
             model=str(folder), dtype=options.dtype, max_model_len=options.max_model_len, seed=options.seed,
             tensor_parallel_size=options.tensor_parallel_size, pipeline_parallel_size=options.pipeline_parallel_size,
             max_num_seqs=options.max_num_seqs, max_num_batched_tokens=options.max_num_batched_tokens,
             gpu_memory_utilization=options.gpu_memory_utilization, enable_prefix_caching=options.enable_prefix_caching,
-            block_size=options.block_size,
-            enforce_eager=True,  # the taps read each step's request layout in Python: no graphs to freeze it
-        )
+            block_size=options.block_size, enforce_eager=not options.compile, **compiled)
         self.llm = AsyncLLM.from_engine_args(args)
         self.capacity = options.max_model_len
         self._sets: dict[str, list] = {}  # digest → edits, as the workers hold them
@@ -70,6 +81,20 @@ class VllmEngine:
         self.salt = True  # cache_salt on steered requests (off only to show what it prevents)
 
     # ------------------------------------------------------------ edit sets in the workers
+    def check(self, steering: Steering) -> None:
+        """EditError for an edit vLLM cannot take (a site it lacks, a compiled engine's untapped site), before
+        anything runs."""
+        if not steering.edits:
+            return
+        for e in steering.edits:
+            parse_site(e.site, self.shapes)
+        if self.taps is None:
+            return
+        missing = sorted(set(canonical_sites(e.site for e in steering.edits)) - self.taps)
+        if missing:
+            raise EditError(f"this server runs vLLM compiled with interp taps at {', '.join(sorted(self.taps)) or 'no site'}; "
+                            f"{', '.join(missing)} has none (restart with --tap SITE, or without --compile)")
+
     async def _name_of(self, steering: Steering) -> str | None:
         """The digest naming the request's edit set, shipping the sets to the workers if it is new."""
         if not steering.edits:
@@ -81,8 +106,9 @@ class VllmEngine:
             if name not in self._sets:
                 if len(self._sets) >= self.max_slots:
                     self._sets = {n: e for n, e in self._sets.items() if self._users.get(n)}
-                self._sets[name] = list(steering.edits)
-                await self.llm.collective_rpc("interp_set_recipes", args=(pack_edit_sets(self._sets),))
+                sets = {**self._sets, name: list(steering.edits)}
+                await self.llm.collective_rpc("interp_set_recipes", args=(pack_edit_sets(sets),))
+                self._sets = sets  # only once the workers took them: a refused set never rides along again
             self._users[name] = self._users.get(name, 0) + 1
         return name
 
@@ -101,6 +127,7 @@ class VllmEngine:
 
         if not self.alive():
             raise EngineError("the vLLM engine is not running")
+        self.check(steering)
         name = await self._name_of(steering)
         rid = f"req-{uuid.uuid4().hex[:16]}"
         params = SamplingParams(
@@ -137,7 +164,9 @@ class VllmEngine:
         """Greedy continuations (token ids) of every prompt with `edits`, all at once (`interp steer`)."""
         from vllm import SamplingParams
 
-        name = await self._name_of(Steering(list(edits), "steer")) if edits else None
+        steering = Steering(list(edits), "steer")
+        self.check(steering)
+        name = await self._name_of(steering) if edits else None
 
         async def one(ids: list[int]) -> list[int]:
             params = SamplingParams(max_tokens=max_tokens, temperature=0.0, repetition_penalty=repetition_penalty,

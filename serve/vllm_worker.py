@@ -42,54 +42,9 @@ from interp.engine import _check_fits
 from interp.reducers import ActivationFrequency, Moments, TopK
 from interp.rows import PHASES, RowLowRank, RowSite, program, row_keys
 
-STREAM_SITES = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
-INPUT_SITES = {"mlp.hook_post": ("mlp", "down_proj"), "attn.hook_z": ("self_attn", "o_proj")}
-SITES = STREAM_SITES + tuple(INPUT_SITES)
-# LowRank targets: HF projection → (vLLM module under the layer, which slice of its output)
-PROJECTIONS = {"mlp.down_proj": ("mlp.down_proj", None), "self_attn.o_proj": ("self_attn.o_proj", None),
-               "mlp.gate_proj": ("mlp.gate_up_proj", 0), "mlp.up_proj": ("mlp.gate_up_proj", 1),
-               "self_attn.q_proj": ("self_attn.qkv_proj", 0), "self_attn.k_proj": ("self_attn.qkv_proj", 1),
-               "self_attn.v_proj": ("self_attn.qkv_proj", 2)}
-
-
-class Shapes:
-    """The text model's sizes from its config (vLLM's weights may be repacked or sharded)."""
-
-    def __init__(self, config):
-        cfg = getattr(config, "text_config", None) or config
-        self.n_layers, self.d_model, self.d_mlp = cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size
-        self.n_heads = cfg.num_attention_heads
-        self.d_head = getattr(cfg, "head_dim", None) or self.d_model // self.n_heads
-        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
-
-    def width(self, kind: str) -> int:
-        return {"mlp.hook_post": self.d_mlp, "attn.hook_z": self.n_heads * self.d_head}.get(kind, self.d_model)
-
-    def projection(self, name: str) -> tuple[tuple[int, int], list[int]]:
-        """(weight shape [out, in], output slice sizes of the fused module) of an HF projection."""
-        q, kv = self.n_heads * self.d_head, self.n_kv * self.d_head
-        return {"mlp.down_proj": ((self.d_model, self.d_mlp), [self.d_model]),
-                "self_attn.o_proj": ((self.d_model, q), [self.d_model]),
-                "mlp.gate_proj": ((self.d_mlp, self.d_model), [self.d_mlp, self.d_mlp]),
-                "mlp.up_proj": ((self.d_mlp, self.d_model), [self.d_mlp, self.d_mlp]),
-                "self_attn.q_proj": ((q, self.d_model), [q, kv, kv]),
-                "self_attn.k_proj": ((kv, self.d_model), [q, kv, kv]),
-                "self_attn.v_proj": ((kv, self.d_model), [q, kv, kv])}[name]
-
-
-def parse_site(site: str, shapes: Shapes) -> tuple[int, str]:
-    """(layer, kind) of an activation site or a LowRank module name; EditError for what vLLM lacks."""
-    if site.startswith("model.layers."):  # an HF module name: the same place as blocks.L.<path>
-        site = "blocks." + site.removeprefix("model.layers.")
-    parts = site.split(".", 2)
-    if len(parts) != 3 or parts[0] != "blocks" or not parts[1].isdigit() or \
-            (parts[2] not in SITES and parts[2] not in PROJECTIONS):
-        raise EditError(f"site {site!r} is not available on the vLLM engine; sites: "
-                        f"blocks.L.{{{', '.join(SITES)}}}, LowRank on blocks.L.{{{', '.join(PROJECTIONS)}}}")
-    layer = int(parts[1])
-    if not 0 <= layer < shapes.n_layers:
-        raise EditError(f"site {site!r}: layer out of range 0..{shapes.n_layers - 1}")
-    return layer, parts[2]
+from serve import vllm_taps
+from serve.vllm_taps import (INPUT_SITES, PROJECTIONS, SITES, STREAM_SITES, Shapes, Tap, canonical, canonical_sites,
+                              parse_site)
 
 
 def _tensor_parallel() -> tuple[int, int]:
@@ -113,11 +68,12 @@ class _LowRankSlice:
         self.start = sum(sizes[:part])
         self.stop = self.start + sizes[part]
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        if self.start == 0 and self.stop == out.shape[-1]:
-            return self.rows(x, out, keys)
-        new = self.rows(x, out[..., self.start:self.stop], keys)
-        return torch.cat([out[..., :self.start], new, out[..., self.stop:]], dim=-1)
+    def __call__(self, x: torch.Tensor, out: torch.Tensor, keys: torch.Tensor) -> None:
+        """Add each token's term to out [tokens, out_features] in place; x [tokens, in_features]."""
+        part = out[..., self.start:self.stop]
+        new = self.rows(x, part, keys)
+        if new.data_ptr() != part.data_ptr():  # the same tensor where no token of the step has this term
+            part.copy_(new)
 
 
 class _Capture:
@@ -181,13 +137,12 @@ class InterpWorkerExtension:
         sets = unpack_edit_sets(blob)
         names = sorted(sets)
         state = self._interp_state()
-        state["slots"] = {n: i for i, n in enumerate(names)}
         programs = [[]] + [program(sets[n], ph) for n in names for ph in PHASES]
         shapes = state["shapes"]
         edits: dict[str, object] = {}
-        for site in dict.fromkeys(e.site for prog in programs for e in prog):
+        for site in canonical_sites(e.site for prog in programs for e in prog):
             layer, kind = parse_site(site, shapes)
-            per_key = [[e for e in prog if e.site == site] for prog in programs]
+            per_key = [[e for e in prog if canonical(e.site) == site] for prog in programs]
             if kind in PROJECTIONS:
                 if not all(isinstance(e, LowRank) for prog in per_key for e in prog):
                     raise EditError(f"{site} is a module: only LowRank edits act there")
@@ -199,7 +154,8 @@ class InterpWorkerExtension:
                     raise EditError(f"LowRank acts on a module, not on the site {site}")
                 self._interp_tp_check(kind, site)
                 edits[site] = RowSite.build(per_key, shapes.width(kind))
-        state["edits"] = edits
+        self._interp_check_taps(list(edits))
+        state["slots"], state["edits"] = {n: i for i, n in enumerate(names)}, edits
         return self._interp_install()
 
     def interp_clear(self) -> bool:
@@ -220,6 +176,7 @@ class InterpWorkerExtension:
                 raise EditError(f"{site} is a module; capture reads sites ({', '.join(SITES)})")
             self._interp_tp_check(kind, site)
             widths[site] = shapes.width(kind)
+        self._interp_check_taps(list(sites))
         state["capture"] = _Capture(list(sites), list(groups), top_k, widths)
         return self._interp_install()
 
@@ -235,69 +192,85 @@ class InterpWorkerExtension:
 
     # ------------------------------------------------------------ taps
     def _interp_state(self) -> dict:
-        self._interp_check_eager()
         if not hasattr(self, "_interp"):
+            config = getattr(self.model_runner, "vllm_config", None) or getattr(self, "vllm_config", None)
+            model_config = getattr(config, "model_config", None)
             self._interp = {"shapes": Shapes(self.model_runner.model.config), "slots": {}, "edits": {},
-                            "capture": None, "handles": [], "keys": None, "spans": []}
+                            "capture": None, "handles": [], "keys": None, "spans": [], "tokens": 0,
+                            "last": -1, "fresh": False,
+                            "compiled": model_config is not None and not getattr(model_config, "enforce_eager", True)}
+            vllm_taps.set_handler(self._interp_tap)
         return self._interp
-
-    def _interp_check_eager(self) -> None:
-        """Refuse a compiled model: hooks added after torch.compile / CUDA-graph capture never run (measured:
-        greedy text unchanged), so edits would be silently dropped rather than applied."""
-        config = getattr(self.model_runner, "vllm_config", None) or getattr(self, "vllm_config", None)
-        model_config = getattr(config, "model_config", None)
-        if model_config is not None and not getattr(model_config, "enforce_eager", True):
-            raise EditError("this vLLM engine runs compiled (torch.compile / CUDA graphs), where interp's taps would "
-                            "not run; start it with enforce_eager=True (vllm serve --enforce-eager), as "
-                            "interp serve --engine vllm does")
 
     def _interp_tp_check(self, kind: str, site: str) -> None:
         if _tensor_parallel()[1] > 1 and kind not in STREAM_SITES:
             raise EditError(f"{site}: with tensor parallelism each rank holds a slice of this site; interp edits "
                             "and captures it with --tensor-parallel-size 1 only (residual sites work at any size)")
 
+    def _interp_check_taps(self, sites: list[str]) -> None:
+        """On a compiled engine, the taps installed before compilation must cover `sites`."""
+        missing = [s for s in sites if s not in vllm_taps.static_sites()]
+        if self._interp_state()["compiled"] and missing:
+            raise EditError(f"this vLLM engine runs compiled and has no interp tap at {', '.join(missing)} "
+                            f"(taps: {', '.join(sorted(vllm_taps.static_sites())) or 'none'}); start it with "
+                            "those sites in additional_config interp_taps (interp serve --tap), or eager")
+
     def _interp_install(self) -> int:
-        """(Re)register one tap per site edited or captured, and the step pre-hook that computes keys."""
+        """Taps where edits or captures are: registered now on an eager engine; a compiled one keeps those
+        installed before compilation (`_interp_check_taps` made sure they cover these)."""
         state = self._interp_state()
-        for h in state["handles"]:
-            h.remove()
-        state["handles"] = []
         capture = state["capture"]
         sites = list(dict.fromkeys([*state["edits"], *(capture.freq.sites if capture else [])]))
-        if not sites:
-            return 0
-        inner = self.model_runner.model.model
-        layers = inner.layers
-        first = layers[getattr(inner, "start_layer", 0)]
-        handles = [first.register_forward_pre_hook(self._interp_on_step)]
-        for site in sites:
-            layer, kind = parse_site(site, state["shapes"])
-            if not getattr(inner, "start_layer", 0) <= layer < getattr(inner, "end_layer", len(layers)):
-                continue  # another pipeline stage holds this layer
-            block = layers[layer]
-            if kind == "hook_resid_pre":
-                handles.append(block.register_forward_pre_hook(self._interp_resid_pre(site), with_kwargs=True))
-            elif kind == "hook_resid_post":
-                handles.append(block.register_forward_hook(self._interp_resid_post(site)))
-            elif kind in ("hook_attn_out", "hook_mlp_out"):
-                module = block.self_attn if kind == "hook_attn_out" else block.mlp
-                handles.append(module.register_forward_hook(self._interp_output(site)))
-            elif kind in INPUT_SITES:
-                parent, child = INPUT_SITES[kind]
-                handles.append(getattr(getattr(block, parent), child).register_forward_pre_hook(self._interp_input(site)))
-            else:
-                parent, child = PROJECTIONS[kind][0].split(".")
-                handles.append(getattr(getattr(block, parent), child).register_forward_hook(self._interp_linear(site)))
-        state["handles"] = handles
-        return len(handles) - 1
+        if state["compiled"]:
+            return len(sites)
+        for h in state["handles"]:
+            h.remove()
+        taps = [Tap(s, *parse_site(s, state["shapes"])) for s in sites]
+        state["handles"] = vllm_taps.install(self.model_runner.model, taps)
+        return len(state["handles"])
 
-    def _interp_on_step(self, module, args) -> None:
-        """Once per forward: each token's row key, and the capture requests' spans."""
-        state = self._interp_state()
+    def _interp_tap(self, tap: Tap, x: torch.Tensor, residual: torch.Tensor | None,
+                    inputs: torch.Tensor | None) -> None:
+        """One tap's work for this step, in place: x [tokens, width] is the site (with `residual`: the
+        stream is x + residual, written back as (stream, 0)); for a LowRank, x is the Linear's output and
+        `inputs` its input. Rows past the step's tokens (graph padding) are left alone."""
+        state = self._interp
+        if tap.order <= state["last"]:
+            state["fresh"] = False  # the first tap of a new forward
+        state["last"] = tap.order
+        edit, cap = state["edits"].get(tap.site), state["capture"]
+        capturing = cap is not None and tap.site in cap.freq.state
+        if edit is None and not capturing:
+            return
+        if not state["fresh"]:
+            self._interp_on_step()
+        keys, n = state["keys"], state["tokens"]
+        if not n or x.shape[0] < n:
+            return  # a profiling run, or a batch not laid out as the runner says
+        if tap.kind in PROJECTIONS:
+            if keys is not None:
+                edit(inputs[:n], x[:n], keys)
+            return
+        site = x[:n] if residual is None else x[:n] + residual[:n]
+        if edit is not None and keys is not None:
+            new = edit(site.unsqueeze(0), keys).squeeze(0)
+            if new.data_ptr() != site.data_ptr():  # the same tensor where no token of the step is edited here
+                x[:n] = new
+                if residual is not None:
+                    residual[:n] = 0
+                site = new
+        if capturing and state["spans"]:
+            cap.feed(tap.site, site, state["spans"])
+
+    def _interp_on_step(self) -> None:
+        """Once per forward, at its first busy tap: each token's row key, and the capture requests' spans."""
+        state = self._interp
+        state["fresh"] = True
         runner = self.model_runner
         ids = list(runner.input_batch.req_ids)
         qsl = runner.query_start_loc.np[: len(ids) + 1].tolist()
-        positions = runner.positions[: qsl[-1]]
+        state["tokens"] = qsl[-1] if ids else 0
+        positions = runner.positions[: state["tokens"]]
         positions = positions.cpu().long() if torch.is_tensor(positions) else torch.as_tensor(positions).long()
         slots, prompt_lens, spans = [], [], []
         for i, rid in enumerate(ids):
@@ -312,61 +285,6 @@ class InterpWorkerExtension:
                 prompt = pos < req.num_prompt_tokens  # generated tokens never count
                 spans.append((rid, a, int(prompt.sum()), pos[prompt], int(cap[0]), int(cap[1]), int(cap[2]),
                               req.num_prompt_tokens))
-        starts = qsl[:-1]
-        state["keys"] = (row_keys(slots, starts, [b - a for a, b in zip(qsl[:-1], qsl[1:])], positions, prompt_lens)
-                         if any(s is not None for s in slots) else None)
+        state["keys"] = (row_keys(slots, qsl[:-1], [b - a for a, b in zip(qsl[:-1], qsl[1:])], positions,
+                                  prompt_lens) if any(s is not None for s in slots) else None)
         state["spans"] = spans
-
-    def _interp_apply(self, site: str, x: torch.Tensor) -> torch.Tensor | None:
-        """x [tokens, width] edited by the step's keys (None: untouched), and captured."""
-        state = self._interp_state()
-        cap = state["capture"]
-        rows, keys = state["edits"].get(site), state["keys"]
-        out = None
-        if rows is not None and keys is not None and keys.numel() == x.shape[0]:
-            out = rows(x.unsqueeze(0), keys).squeeze(0)
-        if cap is not None and state["spans"] and site in cap.freq.state:
-            cap.feed(site, x if out is None else out, state["spans"])
-        return out
-
-    def _interp_resid_pre(self, site: str):
-        def hook(module, args, kwargs):
-            positions, hidden, residual = (list(args) + [None] * 3)[:3] if len(args) >= 2 else \
-                (kwargs.get("positions"), kwargs.get("hidden_states"), kwargs.get("residual"))
-            stream = hidden if residual is None else hidden + residual
-            new = self._interp_apply(site, stream)
-            if new is None:
-                return None
-            rest = (None if residual is None else torch.zeros_like(residual),)
-            return (positions, new, *rest), {k: v for k, v in kwargs.items()
-                                             if k not in ("positions", "hidden_states", "residual")}
-        return hook
-
-    def _interp_resid_post(self, site: str):
-        def hook(module, args, output):
-            hidden, residual = output
-            new = self._interp_apply(site, hidden + residual)
-            return None if new is None else (new, torch.zeros_like(residual))
-        return hook
-
-    def _interp_output(self, site: str):
-        def hook(module, args, output):
-            return self._interp_apply(site, output)
-        return hook
-
-    def _interp_input(self, site: str):
-        def hook(module, args):
-            new = self._interp_apply(site, args[0])
-            return None if new is None else (new, *args[1:])
-        return hook
-
-    def _interp_linear(self, site: str):
-        def hook(module, args, output):
-            state = self._interp_state()
-            term, keys = state["edits"].get(site), state["keys"]
-            out, bias = output if isinstance(output, tuple) else (output, None)
-            if term is None or keys is None or keys.numel() != out.shape[0]:
-                return None
-            new = term(args[0], out, keys)
-            return (new, bias) if isinstance(output, tuple) else new
-        return hook

@@ -56,12 +56,28 @@ def test_capture_on_vllm_equals_the_transformers_engine(session):
         assert c["top1_equal"] >= 0.99, (site, c)
 
 
+def test_an_edit_vllm_cannot_run_is_refused_by_name_before_it_runs(session):
+    status, message = session["refused"]
+    assert status == 400 and "blocks.2.hook_resid_mid" in message and "not available on the vLLM engine" in message
+
+
 @needs_vllm
-def test_serve_engine_vllm_refuses_bad_flags_with_one_line(tmp_path):
-    cmd = [str(VLLM_PY), "-m", "cli.main", "serve", "--engine", "vllm", "--tensor-parallel-size", "0"]
+@pytest.mark.parametrize("flags,named", [(["--tensor-parallel-size", "0"], "--tensor-parallel-size"),
+                                         (["--compile", "--tap", "blocks.1.hook_resid_mid"], "--tap: site")])
+def test_serve_engine_vllm_refuses_bad_flags_with_one_line(tmp_path, flags, named):
+    cmd = [str(VLLM_PY), "-m", "cli.main", "serve", "--model", "smollm2-135m", "--engine", "vllm", *flags]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 2 and "--tensor-parallel-size" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and named in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flags,named", [(["--engine", "vllm", "--tap", "blocks.1.hook_resid_post"], "add --compile"),
+                                         (["--compile"], "belong to --engine vllm")])
+def test_compile_and_tap_flags_make_sense_only_together_on_vllm(flags, named):
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "serve", *flags], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and named in proc.stderr, proc.stderr[-2000:]
 
 
 def test_engine_vllm_without_vllm_says_how_to_get_it(tmp_path):

@@ -7,7 +7,11 @@ results that the tests assert on:
 - cache: an unsteered request then a steered one with the same prompt (prefix-cache isolation), with the
   engine's cache_salt on and, on another prompt, off (the check must be able to fail);
 - capture: `serve.vllm_capture.capture_statistics` against `probes.stats.activation_statistics` on 64 Bible
-  verses (firing counts, top-1 exemplars).
+  verses (firing counts, top-1 exemplars);
+- refusal: an inline edit the engine cannot run gets a 400 naming the site before anything runs.
+
+`--compiled` runs the same checks on a compiled vLLM engine (torch.compile, taps installed before compilation at
+the recipes' and captures' sites): `benchmarks/vllm.py` does, since compiling takes minutes on 2 cores.
 """
 
 import asyncio
@@ -81,7 +85,7 @@ def capture_compare(ref, got, sites) -> dict:
     return out
 
 
-async def serve_and_check(skeleton, folder, recipe_files, edits, corpus) -> dict:
+async def serve_and_check(skeleton, folder, recipe_files, edits, corpus, compiled: bool) -> dict:
     import uvicorn
     from openai import AsyncOpenAI
 
@@ -95,7 +99,9 @@ async def serve_and_check(skeleton, folder, recipe_files, edits, corpus) -> dict
     holder = {}
 
     def build():
-        holder["engine"] = VllmEngine(str(folder), VllmOptions(dtype="float32", max_model_len=512, max_num_seqs=32, block_size=32))
+        taps = tuple(e.site for es in edits.values() for e in es) + tuple(CAPTURE_SITES) if compiled else ()
+        holder["engine"] = VllmEngine(str(folder), VllmOptions(dtype="float32", max_model_len=512, max_num_seqs=32,
+                                                               block_size=32, compile=compiled, taps=taps))
         return holder["engine"]
 
     t0 = time.time()
@@ -136,6 +142,11 @@ async def serve_and_check(skeleton, folder, recipe_files, edits, corpus) -> dict
                              for t, top in zip(lp.token_logprobs, lp.top_logprobs)),
         "sorted": all(list(top.values()) == sorted(top.values(), reverse=True) for top in lp.top_logprobs)}
 
+    # refused before it runs: on a compiled engine a site without a tap, on any a site vLLM's layers lack
+    site = "blocks.2.hook_resid_post" if compiled else "blocks.2.hook_resid_mid"
+    result["refused"] = await http_status(port, {"model": name, "prompt": PROMPTS[0], "max_tokens": 2, "edits": [
+        {"kind": "add", "site": site, "vector": [0.0] * 576}]})
+
     engine = holder["engine"]
     cache = {}
     for salt, prompt in ((True, LONG), (False, LONG2)):
@@ -157,6 +168,15 @@ async def serve_and_check(skeleton, folder, recipe_files, edits, corpus) -> dict
     return result
 
 
+async def http_status(port: int, body: dict) -> list:
+    """[status, error message] of a completion request (the OpenAI client hides refusals in exceptions)."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(f"http://127.0.0.1:{port}/v1/completions", json=body)
+    return [r.status_code, r.json().get("error", {}).get("message", "")]
+
+
 def transformers_side(edits, corpus):
     """(greedy texts, activation statistics, seconds) of the transformers engine."""
     from probes.stats import activation_statistics
@@ -168,18 +188,19 @@ def transformers_side(edits, corpus):
     return ref, stats, time.time() - t0
 
 
-def main() -> int:
+def main(compiled: bool) -> int:
     t0 = time.time()
     skeleton = load_skeleton("smollm2-135m")
     edits = recipes(skeleton.adapter.d_model)
     tmp = Path(tempfile.mkdtemp())
     files = {n: save_recipe(tmp / f"{n}.safetensors", es, skeleton) for n, es in edits.items()}
     corpus = load_corpus("bible:en,fr:32")
-    result = asyncio.run(serve_and_check(skeleton, model_folder("smollm2-135m")[0], files, edits, corpus))
+    result = asyncio.run(serve_and_check(skeleton, model_folder("smollm2-135m")[0], files, edits, corpus, compiled))
+    result["compiled"] = compiled
     result["total_seconds"] = time.time() - t0
     print(json.dumps(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("--compiled" in sys.argv))
