@@ -1,5 +1,5 @@
-"""`interp atlas query|compare`: which neurons mean a token, what a neuron means, and how two models'
-lm-head atlases agree."""
+"""`interp atlas query|compare|merge`: which neurons mean a token, what a neuron means, how two models'
+lm-head atlases agree, and one neuron-card index from many atlases."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def add_parser(sub) -> None:
     c.add_argument("b")
     c.add_argument("--direction", default="up", help="write, up or gate (default up, as in the paper)")
     c.add_argument("--show", type=count, default=20, help="moved neurons to list (default 20)")
+    m = atsub.add_parser("merge", help="join atlases of one model into a neuron-card index",
+                         description="Join the atlases of one model (stats, lm-head, language-neurons, hftp, milan) "
+                                     "into the neuron-card index OUT (made if absent; merging an atlas again replaces "
+                                     "only its analysis's fields). Written atomically.")
+    m.add_argument("out", help="the index folder")
+    m.add_argument("atlases", nargs="+", help="atlas folders")
 
 
 def parse_neuron(text: str) -> tuple[int, int]:
@@ -38,6 +44,14 @@ def parse_neuron(text: str) -> tuple[int, int]:
 
 def command(args) -> int:
     from atlases import compare, load_atlas
+
+    if args.atlas_command == "merge":
+        from atlases.cards import CardIndex, merge_atlases
+
+        index = CardIndex.load(merge_atlases(args.out, args.atlases)).atlas
+        kinds = ", ".join(sorted(index.params["sources"]))
+        print(f"# {args.out}: neuron cards of {index.model}, {len(index.sites)} layers, from {kinds}")
+        return 0
 
     if args.atlas_command == "compare":
         a, b = load_atlas(args.a), load_atlas(args.b)

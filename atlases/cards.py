@@ -1,0 +1,216 @@
+"""Neuron cards: one index that joins every analysis of a model's MLP neurons (issue 29).
+
+The index is an atlas itself (method "neuron-cards": same files, checksums and atomic writes) with one site per
+layer, `blocks.L.mlp.hook_post` (language neurons, measured at `mlp.hook_pre`, are the same neurons), and each
+analysis's per-neuron fields under a prefix that names it; `W` is d_mlp, `G` the stats groups, `K` languages:
+
+| analysis (atlas method) | tensors per layer | params |
+|---|---|---|
+| activation-statistics | `stats.frequency`, `stats.mean`, `stats.std` [G, W]; `stats.topk_values`, `stats.topk_doc`, `stats.topk_pos` [W, k] | `groups`; documents.jsonl |
+| lm-head | `lm.{direction}.ids`, `lm.{direction}.probs` [W, k] | `directions`; vocab.json |
+| language-neurons/* | `lang.class` [W] int8 (`LANGUAGE_CLASSES`), `lang.rate` [K, W] (firing rate per language) | `langs` |
+| hftp | `hftp.label` [W] int8 (`HFTP_LABELS`), `hftp.z.sentence`, `hftp.z.phrase` [W] | |
+| milan | — | `milan[layer][neuron] = {text, pmi}` |
+
+Absent analyses leave their fields out; nothing is filled in. Merging an atlas replaces only its analysis's
+fields (`params["sources"]` records which atlas each came from), so adding one more atlas is incremental.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from interp.errors import AtlasError
+
+from .neuron_atlas import Atlas, load_atlas
+
+METHOD = "neuron-cards"
+LANGUAGE_CLASSES = ("", "specific", "related", "agnostic")  # lang.class codes
+HFTP_LABELS = ("", "sentence-only", "phrase-only", "shared")  # hftp.label codes (the hftp atlas's own)
+KINDS = {"activation-statistics": "stats", "lm-head": "lm", "hftp": "hftp", "milan": "milan"}
+_LAYER = re.compile(r"blocks\.(\d+)\.")
+
+
+def _kind(method: str) -> str:
+    if method.startswith("language-neurons"):
+        return "lang"
+    if method not in KINDS:
+        raise AtlasError(f"an atlas of method {method!r} has no per-neuron fields for cards; cards join "
+                         f"{', '.join([*KINDS, 'language-neurons'])}")
+    return KINDS[method]
+
+
+def _site(layer: int) -> str:
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def _layer(site: str) -> int | None:
+    m = _LAYER.match(site)
+    return int(m[1]) if m and site.endswith(("mlp.hook_post", "mlp.hook_pre")) else None
+
+
+def _fields(atlas: Atlas) -> tuple[dict[str, torch.Tensor], dict]:
+    """The per-neuron tensors (keyed `blocks.L.mlp.hook_post/<prefix>.<name>`) and params one atlas contributes."""
+    kind = _kind(atlas.method)
+    tensors: dict[str, torch.Tensor] = {}
+    params: dict = {}
+    if kind == "milan":
+        described = atlas.params.get("descriptions", {})
+        params["milan"] = {str(_layer(site)): {unit: {"text": d["text"], "pmi": d.get("pmi")} for unit, d in units.items()}
+                           for site, units in described.items() if _layer(site) is not None}
+        return tensors, params
+    for site in atlas.sites:
+        layer = _layer(site)
+        if layer is None:
+            continue
+        out = _site(layer) + "/"
+        if kind == "stats":
+            for name in ("frequency", "mean", "std", "topk_values", "topk_doc", "topk_pos"):
+                tensors[out + f"stats.{name}"] = atlas.get(site, name)
+            params["groups"] = atlas.params.get("groups")
+        elif kind == "lm":
+            for d in atlas.params.get("directions", []):
+                tensors[out + f"lm.{d}.ids"] = atlas.get(site, f"{d}.top_ids")
+                tensors[out + f"lm.{d}.probs"] = atlas.get(site, f"{d}.top_probs")
+            params["directions"] = list(atlas.params.get("directions", []))
+        elif kind == "lang":
+            n_langs, agnostic = atlas.get(site, "n_langs"), atlas.get(site, "agnostic")
+            k = len(atlas.params["langs"])
+            cls = torch.zeros_like(n_langs, dtype=torch.int8)
+            cls[n_langs == 1] = 1
+            cls[(n_langs >= 2) & (n_langs <= k - 1)] = 2
+            cls[agnostic] = 3
+            tokens = torch.tensor(atlas.params["tokens_per_language"], dtype=torch.float32)  # [K], langs' order
+            tensors[out + "lang.class"] = cls
+            tensors[out + "lang.rate"] = atlas.get(site, "counts").float() / tokens.clamp(min=1).unsqueeze(1)
+            params["langs"] = list(atlas.params["langs"])
+        elif kind == "hftp":
+            tensors[out + "hftp.label"] = atlas.get(site, "label").to(torch.int8)
+            for name in ("z.sentence", "z.phrase"):
+                tensors[out + f"hftp.{name}"] = atlas.get(site, name)
+    return tensors, params
+
+
+def _width(tensors: dict[str, torch.Tensor]) -> dict[int, int]:
+    """d_mlp per layer as the fields show it (the last axis of every per-neuron tensor, the first of [W, k])."""
+    widths: dict[int, int] = {}
+    for key, t in tensors.items():
+        site, name = key.rsplit("/", 1)
+        layer = _layer(site)
+        widths[layer] = t.shape[0] if name.startswith("stats.topk") or name.startswith("lm.") else t.shape[-1]
+    return widths
+
+
+def merge(index: Atlas | None, atlas: Atlas, source: str = "") -> Atlas:
+    """`index` with `atlas`'s analysis joined in (its earlier fields replaced); AtlasError, in one line, for an
+    atlas of another model or shape."""
+    kind = _kind(atlas.method)
+    tensors, params = _fields(atlas)
+    if index is None:
+        index = Atlas(model=atlas.model, revision=atlas.revision, sites=[], method=METHOD, tensors={},
+                      params={"sources": {}, "widths": {}})
+    elif index.method != METHOD:
+        raise AtlasError(f"{source or 'the index'} is a {index.method!r} atlas, not a neuron-card index")
+    if atlas.model != index.model:
+        raise AtlasError(f"{source or 'the atlas'} was made for model {atlas.model!r}; this index is of {index.model!r}")
+    widths = {int(k): v for k, v in index.params["widths"].items()}
+    for layer, w in _width(tensors).items():
+        if widths.get(layer, w) != w:
+            raise AtlasError(f"{source or 'the atlas'} has {w} neurons at layer {layer}; this index has {widths[layer]}")
+        widths[layer] = w
+    prefix = f"{kind}."
+    kept = {k: v for k, v in index.tensors.items() if not k.rsplit("/", 1)[1].startswith(prefix)}
+    merged_params = {k: v for k, v in index.params.items() if k not in params}
+    merged_params.update(params)
+    merged_params["widths"] = {str(k): widths[k] for k in sorted(widths)}
+    merged_params["sources"] = {**index.params.get("sources", {}),
+                                kind: {"method": atlas.method, "created": atlas.meta.get("created"), "path": source}}
+    documents, vocab = index.documents, index.vocab
+    if kind == "stats":
+        documents = atlas.documents
+    if kind == "lm":
+        vocab = atlas.vocab
+    return Atlas(model=index.model, revision=index.revision or atlas.revision,
+                 sites=[_site(layer) for layer in sorted(widths)], method=METHOD, tensors={**kept, **tensors},
+                 params=merged_params, documents=documents, vocab=vocab)
+
+
+def merge_atlases(out: str | Path, folders: list[str | Path]) -> Path:
+    """Join the atlases in `folders` into the index at `out` (made if absent), written atomically once."""
+    out = Path(out)
+    index = load_atlas(out) if (out / "atlas.json").exists() else None
+    for folder in folders:
+        index = merge(index, load_atlas(folder), str(folder))
+    if index is None:
+        raise AtlasError("nothing to merge: give at least one atlas")
+    return index.save(out)
+
+
+@dataclass
+class NeuronCard:
+    """Everything the index knows of one neuron; a field is None / empty where its analysis is absent."""
+
+    layer: int
+    neuron: int
+    frequency: dict[str, float] = field(default_factory=dict)  # group → firing rate
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+    exemplars: list[dict] = field(default_factory=list)  # {doc, pos, value, text}, best first
+    tokens: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # direction → [(token, prob)]
+    language: str | None = None  # specific / related / agnostic ("" : none of them)
+    language_rates: dict[str, float] = field(default_factory=dict)
+    hftp: str | None = None  # sentence-only / phrase-only / shared ("" : none)
+    hftp_z: dict[str, float] = field(default_factory=dict)
+    description: str | None = None
+    pmi: float | None = None
+
+
+class CardIndex:
+    """A neuron-card index: `card(layer, neuron)`."""
+
+    def __init__(self, atlas: Atlas):
+        if atlas.method != METHOD:
+            raise AtlasError(f"a {atlas.method!r} atlas is not a neuron-card index (interp atlas merge makes one)")
+        self.atlas = atlas
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "CardIndex":
+        return cls(load_atlas(folder))
+
+    def _get(self, layer: int, name: str) -> torch.Tensor | None:
+        return self.atlas.tensors.get(f"{_site(layer)}/{name}")
+
+    def card(self, layer: int, neuron: int) -> NeuronCard:
+        width = self.atlas.params["widths"].get(str(layer))
+        if width is None or not 0 <= neuron < width:
+            raise AtlasError(f"no neuron {layer}:{neuron} in this index (layers "
+                             f"{', '.join(self.atlas.params['widths'])}, {width or 0} neurons there)")
+        c = NeuronCard(layer, neuron)
+        p = self.atlas.params
+        get = lambda name: self._get(layer, name)  # noqa: E731
+        if get("stats.frequency") is not None:
+            for attr in ("frequency", "mean", "std"):
+                setattr(c, attr, {g: float(v) for g, v in zip(p["groups"], get(f"stats.{attr}")[:, neuron])})
+            docs = {d["index"]: d["text"] for d in self.atlas.documents or []}
+            for v, d, pos in zip(get("stats.topk_values")[neuron], get("stats.topk_doc")[neuron],
+                                 get("stats.topk_pos")[neuron]):
+                if int(d) >= 0:
+                    c.exemplars.append({"doc": int(d), "pos": int(pos), "value": float(v), "text": docs.get(int(d))})
+        for d in p.get("directions", []):
+            ids, probs = get(f"lm.{d}.ids"), get(f"lm.{d}.probs")
+            if ids is not None:
+                c.tokens[d] = [(self.atlas.vocab[int(i)], float(q)) for i, q in zip(ids[neuron], probs[neuron])]
+        if get("lang.class") is not None:
+            c.language = LANGUAGE_CLASSES[int(get("lang.class")[neuron])]
+            c.language_rates = {lang: float(r) for lang, r in zip(p["langs"], get("lang.rate")[:, neuron])}
+        if get("hftp.label") is not None:
+            c.hftp = HFTP_LABELS[int(get("hftp.label")[neuron])]
+            c.hftp_z = {n: float(get(f"hftp.z.{n}")[neuron]) for n in ("sentence", "phrase")}
+        described = p.get("milan", {}).get(str(layer), {}).get(str(neuron))
+        if described is not None:
+            c.description, c.pmi = described["text"], described.get("pmi")
+        return c

@@ -1,0 +1,147 @@
+"""Neuron cards (issue 29), the join: atlases in each analyzer's own format (keys as probes/stats.py,
+atlases/lm_head_store.py, cli/language.py, cli/hftp.py and cli/milan.py write them) merged into one index whose
+`card()` returns each source's values for a neuron, refusing another model's atlas, incremental and atomic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from atlases import Atlas, load_atlas
+from atlases.cards import CardIndex, merge_atlases
+from interp.errors import AtlasError
+
+LAYERS, W, K, G = (3, 7), 12, 4, 2
+VOCAB = [f"tok{i}" for i in range(50)]
+
+
+def _stats(g) -> Atlas:
+    t = {}
+    for layer in LAYERS:
+        s = f"blocks.{layer}.mlp.hook_post"
+        t[f"{s}/counts"] = torch.randint(0, 9, (G, W), generator=g)
+        t[f"{s}/tokens"] = torch.tensor([40, 30])
+        t[f"{s}/frequency"] = t[f"{s}/counts"] / t[f"{s}/tokens"].unsqueeze(1)
+        t[f"{s}/mean"], t[f"{s}/std"], t[f"{s}/mean_abs"] = (torch.rand(G, W, generator=g) for _ in range(3))
+        t[f"{s}/topk_values"] = torch.rand(W, 3, generator=g).sort(1, descending=True).values
+        t[f"{s}/topk_doc"] = torch.randint(0, 5, (W, 3), generator=g)
+        t[f"{s}/topk_doc"][0, 2] = -1  # unfilled
+        t[f"{s}/topk_pos"] = torch.randint(0, 6, (W, 3), generator=g)
+    docs = [{"index": i, "text": f"document {i}", "group": "en"} for i in range(5)]
+    return Atlas("m", [f"blocks.{layer}.mlp.hook_post" for layer in LAYERS], "activation-statistics", t,
+                 {"groups": ["en", "fr"]}, documents=docs)
+
+
+def _lm(g, model="m") -> Atlas:
+    t = {}
+    for layer in LAYERS:
+        for d in ("write", "up"):
+            t[f"blocks.{layer}.mlp.hook_post/{d}.top_ids"] = torch.randint(0, len(VOCAB), (W, 4), generator=g)
+            t[f"blocks.{layer}.mlp.hook_post/{d}.top_probs"] = torch.rand(W, 4, generator=g)
+    return Atlas(model, [f"blocks.{layer}.mlp.hook_post" for layer in LAYERS], "lm-head", t,
+                 {"directions": ["write", "up"], "d_mlp": W}, vocab=VOCAB)
+
+
+def _lang(g) -> Atlas:
+    t = {}
+    for layer in LAYERS:
+        s = f"blocks.{layer}.mlp.hook_pre"
+        t[f"{s}/counts"] = torch.randint(0, 20, (K, W), generator=g)
+        t[f"{s}/n_langs"] = torch.tensor([-1, 1, 2, 3, 4, 1, -1, 2, -1, -1, 1, -1])
+        t[f"{s}/agnostic"] = t[f"{s}/n_langs"] == K
+    return Atlas("m", [f"blocks.{layer}.mlp.hook_pre" for layer in LAYERS], "language-neurons/zhang2025", t,
+                 {"langs": ["en", "es", "fr", "zh"], "tokens_per_language": [100, 50, 80, 20]})
+
+
+def _hftp(g) -> Atlas:
+    t = {}
+    for layer in LAYERS:
+        s = f"blocks.{layer}.mlp.hook_post"
+        t[f"{s}/label"] = torch.randint(0, 4, (W,), generator=g).to(torch.int8)
+        t[f"{s}/z.sentence"], t[f"{s}/z.phrase"] = torch.randn(W, generator=g), torch.randn(W, generator=g)
+    return Atlas("m", [f"blocks.{layer}.mlp.hook_post" for layer in LAYERS], "hftp", t, {})
+
+
+def _milan() -> Atlas:
+    return Atlas("m", ["blocks.7.mlp.hook_post"], "milan", {"blocks.7.mlp.hook_post/threshold": torch.zeros(W)},
+                 {"descriptions": {"blocks.7.mlp.hook_post": {"5": {"text": "names of cities", "pmi": 1.5,
+                                                                     "argmax": "names"}}}})
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    root = tmp_path_factory.mktemp("atlases")
+    atlases = {"stats": _stats(g), "lm": _lm(g), "lang": _lang(g), "hftp": _hftp(g), "milan": _milan()}
+    return {name: a.save(root / name) for name, a in atlases.items()}, atlases
+
+
+def test_a_card_carries_each_sources_values_for_its_neuron(sources, tmp_path):
+    folders, atlases = sources
+    merge_atlases(tmp_path / "index", list(folders.values()))
+    cards = CardIndex.load(tmp_path / "index")
+    for layer, n in [(3, 0), (3, 4), (7, 5), (7, 11)]:
+        c = cards.card(layer, n)
+        s, post, pre = atlases["stats"], f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.mlp.hook_pre"
+        assert c.frequency == pytest.approx(dict(zip(["en", "fr"], s.get(post, "frequency")[:, n].tolist())))
+        assert c.std == pytest.approx(dict(zip(["en", "fr"], s.get(post, "std")[:, n].tolist())))
+        docs = s.get(post, "topk_doc")[n]
+        assert [e["doc"] for e in c.exemplars] == [int(d) for d in docs if d >= 0]
+        assert all(e["text"] == f"document {e['doc']}" for e in c.exemplars)
+        ids = atlases["lm"].get(post, "write.top_ids")[n]
+        assert [t for t, _ in c.tokens["write"]] == [VOCAB[i] for i in ids]
+        assert set(c.tokens) == {"write", "up"}
+        n_langs = int(atlases["lang"].get(pre, "n_langs")[n])
+        assert c.language == {1: "specific", 2: "related", 3: "related", 4: "agnostic"}.get(n_langs, "")
+        assert c.language_rates["es"] == pytest.approx(float(atlases["lang"].get(pre, "counts")[1, n]) / 50)
+        assert c.hftp == ("", "sentence-only", "phrase-only", "shared")[int(atlases["hftp"].get(post, "label")[n])]
+        assert c.hftp_z["phrase"] == pytest.approx(float(atlases["hftp"].get(post, "z.phrase")[n]))
+        assert (c.description, c.pmi) == (("names of cities", 1.5) if (layer, n) == (7, 5) else (None, None))
+
+
+def test_absent_analyses_leave_fields_empty_and_merging_one_more_touches_only_its_fields(sources, tmp_path):
+    folders, atlases = sources
+    index = tmp_path / "index"
+    merge_atlases(index, [folders["lm"]])
+    bare = CardIndex.load(index).card(3, 4)
+    assert bare.tokens and not bare.frequency and bare.language is None and bare.hftp is None and not bare.exemplars
+    before = load_atlas(index).tensors
+    merge_atlases(index, [folders["hftp"]])
+    after = load_atlas(index).tensors
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # lm-head fields untouched
+    assert sorted(set(after) - set(before)) == sorted(f"blocks.{layer}.mlp.hook_post/hftp.{n}" for layer in LAYERS
+                                                      for n in ("label", "z.sentence", "z.phrase"))
+    merge_atlases(index, [folders["hftp"]])  # again: the same index
+    assert all(torch.equal(load_atlas(index).tensors[k], v) for k, v in after.items())
+
+
+def test_an_atlas_of_another_model_or_shape_is_refused_in_one_line(sources, tmp_path):
+    folders, _ = sources
+    g = torch.Generator().manual_seed(1)
+    other = _lm(g, model="other").save(tmp_path / "other")
+    with pytest.raises(AtlasError, match="made for model 'other'; this index is of 'm'") as err:
+        merge_atlases(tmp_path / "index", [folders["stats"], other])
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "index").exists()  # nothing half-written
+    narrow = _hftp(g)
+    narrow.tensors = {k: v[:8] for k, v in narrow.tensors.items()}
+    with pytest.raises(AtlasError, match="8 neurons at layer 3; this index has 12"):
+        merge_atlases(tmp_path / "index", [folders["stats"], narrow.save(tmp_path / "narrow")])
+    with pytest.raises(AtlasError, match="no per-neuron fields"):
+        merge_atlases(tmp_path / "index", [Atlas("m", ["meg"], "brain-axes", {"meg/scores": torch.zeros(2)}, {})
+                                           .save(tmp_path / "brain")])
+
+
+def test_interp_atlas_merge_builds_the_index_and_refuses_another_model_in_one_line(sources, tmp_path):
+    import subprocess
+    import sys
+
+    folders, _ = sources
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cli.main", "atlas", "merge", *map(str, a)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    ok = run(tmp_path / "index", folders["stats"], folders["milan"])
+    assert ok.returncode == 0 and "from milan, stats" in ok.stdout, ok.stderr
+    assert CardIndex.load(tmp_path / "index").card(7, 5).description == "names of cities"
+    other = _lm(torch.Generator().manual_seed(2), model="other").save(tmp_path / "other")
+    bad = run(tmp_path / "index", other)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "made for model 'other'" in bad.stderr
