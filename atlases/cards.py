@@ -8,7 +8,7 @@ analysis's per-neuron fields under a prefix that names it; `W` is d_mlp, `G` the
 |---|---|---|
 | activation-statistics | `stats.frequency`, `stats.mean`, `stats.std` [G, W]; `stats.topk_values`, `stats.topk_doc`, `stats.topk_pos` [W, k] | `groups`; documents.jsonl |
 | lm-head | `lm.{direction}.ids`, `lm.{direction}.probs` [W, k] | `directions`; vocab.json |
-| language-neurons/* | `lang.class` [W] int8 (`LANGUAGE_CLASSES`), `lang.rate` [K, W] (firing rate per language) | `langs` |
+| language-neurons/* | `lang.class` [W] int8 (`LANGUAGE_CLASSES`), `lang.mask` [K, W] (the neuron's languages), `lang.rate` [K, W] (firing rate per language) | `langs` |
 | hftp | `hftp.label` [W] int8 (`HFTP_LABELS`), `hftp.z.sentence`, `hftp.z.phrase` [W] | |
 | milan | — | `milan[layer][neuron] = {text, pmi}` |
 
@@ -19,12 +19,14 @@ fields (`params["sources"]` records which atlas each came from), so adding one m
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from interp.errors import AtlasError
+from interp.language_id import LANGUAGE_NAMES
 
 from .neuron_atlas import Atlas, load_atlas
 
@@ -86,6 +88,7 @@ def _fields(atlas: Atlas) -> tuple[dict[str, torch.Tensor], dict]:
             cls[agnostic] = 3
             tokens = torch.tensor(atlas.params["tokens_per_language"], dtype=torch.float32)  # [K], langs' order
             tensors[out + "lang.class"] = cls
+            tensors[out + "lang.mask"] = atlas.get(site, "masks").bool()
             tensors[out + "lang.rate"] = atlas.get(site, "counts").float() / tokens.clamp(min=1).unsqueeze(1)
             params["langs"] = list(atlas.params["langs"])
         elif kind == "hftp":
@@ -162,6 +165,7 @@ class NeuronCard:
     exemplars: list[dict] = field(default_factory=list)  # {doc, pos, value, text}, best first
     tokens: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # direction → [(token, prob)]
     language: str | None = None  # specific / related / agnostic ("" : none of them)
+    languages: list[str] = field(default_factory=list)  # the languages it belongs to (specific: one)
     language_rates: dict[str, float] = field(default_factory=dict)
     hftp: str | None = None  # sentence-only / phrase-only / shared ("" : none)
     hftp_z: dict[str, float] = field(default_factory=dict)
@@ -207,6 +211,7 @@ class CardIndex:
         if get("lang.class") is not None:
             c.language = LANGUAGE_CLASSES[int(get("lang.class")[neuron])]
             c.language_rates = {lang: float(r) for lang, r in zip(p["langs"], get("lang.rate")[:, neuron])}
+            c.languages = [lang for lang, m in zip(p["langs"], get("lang.mask")[:, neuron]) if m]
         if get("hftp.label") is not None:
             c.hftp = HFTP_LABELS[int(get("hftp.label")[neuron])]
             c.hftp_z = {n: float(get(f"hftp.z.{n}")[neuron]) for n in ("sentence", "phrase")}
@@ -214,3 +219,112 @@ class CardIndex:
         if described is not None:
             c.description, c.pmi = described["text"], described.get("pmi")
         return c
+
+    # ------------------------------------------------------------ search
+    def layers(self) -> list[int]:
+        return sorted(int(k) for k in self.atlas.params["widths"])
+
+    def search(self, *, text: str | None = None, token: str | None = None, language: str | None = None,
+               label: str | None = None, layer: int | None = None, k: int = 20) -> list[NeuronCard]:
+        """The k best cards matching every criterion given, best first.
+
+        token: neurons whose LM-head write direction ranks that exact token (its leading space included) in
+        their top list, by its probability; text: words found in MILAN descriptions and write tokens (each
+        word a point, ties by PMI / probability); language: a code or English name (`es`, `Spanish`) —
+        neurons of that language, specific ones first, by their rate in it; label: an HFTP label
+        (sentence-only, phrase-only, shared) or a language class (specific, related, agnostic)."""
+        layers = self.layers() if layer is None else [layer]
+        if layer is not None and str(layer) not in self.atlas.params["widths"]:
+            raise AtlasError(f"no layer {layer} in this index (layers {', '.join(map(str, self.layers()))})")
+        scores: dict[tuple[int, int], float] | None = None
+
+        def narrow(found: dict[tuple[int, int], float]) -> None:
+            nonlocal scores
+            scores = found if scores is None else {key: s + found[key] for key, s in scores.items() if key in found}
+
+        if token is not None:
+            narrow(self._by_token(token, layers))
+        if text is not None:
+            narrow(self._by_text(text, layers))
+        if language is not None:
+            narrow(self._by_language(language, layers))
+        if label is not None:
+            narrow(self._by_label(label, layers))
+        if scores is None:
+            raise AtlasError("search needs at least one of text, token, language or label")
+        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return [self.card(layer_, neuron) for (layer_, neuron), _ in best]
+
+    def _need(self, name: str, analysis: str) -> None:
+        if not any(key.endswith("/" + name) for key in self.atlas.tensors):
+            raise AtlasError(f"this index has no {analysis} atlas merged in (interp atlas merge INDEX ATLAS)")
+
+    def _by_token(self, token: str, layers: list[int]) -> dict[tuple[int, int], float]:
+        self._need("lm.write.ids", "lm-head (write direction)")
+        ids = [i for i, s in enumerate(self.atlas.vocab or []) if s == token]
+        if not ids:
+            raise AtlasError(f"{token!r} is not a token of this model's vocabulary (mind the leading space)")
+        found: dict[tuple[int, int], float] = {}
+        for layer in layers:
+            top, probs = self._get(layer, "lm.write.ids"), self._get(layer, "lm.write.probs")
+            if top is None:
+                continue
+            hit = torch.isin(top, torch.tensor(ids))
+            for n, j in hit.nonzero().tolist():
+                found[(layer, n)] = max(found.get((layer, n), 0.0), float(probs[n, j]))
+        return found
+
+    def _by_text(self, text: str, layers: list[int]) -> dict[tuple[int, int], float]:
+        words = [w for w in re.findall(r"\w+", text.lower())]
+        if not words:
+            raise AtlasError(f"no words to search for in {text!r}")
+        found: dict[tuple[int, int], float] = defaultdict(float)
+        milan = self.atlas.params.get("milan", {})
+        vocab = self.atlas.vocab or []
+        for layer in layers:
+            for unit, d in milan.get(str(layer), {}).items():
+                have = set(re.findall(r"\w+", d["text"].lower()))
+                hits = sum(w in have for w in words)
+                if hits:
+                    found[(layer, int(unit))] += hits + 1e-3 * float(d.get("pmi") or 0.0)
+            top, probs = self._get(layer, "lm.write.ids"), self._get(layer, "lm.write.probs")
+            if top is None:
+                continue
+            wanted = torch.tensor([i for i, s in enumerate(vocab) if s.strip().lower() in words] or [-1])
+            hit = torch.isin(top, wanted)
+            for n, j in hit.nonzero().tolist():
+                found[(layer, n)] += 1 + 1e-3 * float(probs[n, j])
+        return dict(found)
+
+    def _by_language(self, language: str, layers: list[int]) -> dict[tuple[int, int], float]:
+        self._need("lang.mask", "language-neurons")
+        langs = self.atlas.params["langs"]
+        names = {v.lower(): k for k, v in LANGUAGE_NAMES.items()}
+        code = language if language in langs else names.get(language.lower())
+        if code not in langs:
+            raise AtlasError(f"language {language!r} is not among this index's ({', '.join(langs)})")
+        i = langs.index(code)
+        found = {}
+        for layer in layers:
+            mask, cls, rate = (self._get(layer, n) for n in ("lang.mask", "lang.class", "lang.rate"))
+            if mask is None:
+                continue
+            for n in mask[i].nonzero().squeeze(1).tolist():
+                found[(layer, n)] = (1.0 if int(cls[n]) == 1 else 0.0) + float(rate[i, n]) / 2
+        return found
+
+    def _by_label(self, label: str, layers: list[int]) -> dict[tuple[int, int], float]:
+        if label in HFTP_LABELS[1:]:
+            name, code = "hftp.label", HFTP_LABELS.index(label)
+            self._need(name, "hftp")
+        elif label in LANGUAGE_CLASSES[1:]:
+            name, code = "lang.class", LANGUAGE_CLASSES.index(label)
+            self._need(name, "language-neurons")
+        else:
+            raise AtlasError(f"unknown label {label!r}: one of {', '.join(HFTP_LABELS[1:] + LANGUAGE_CLASSES[1:])}")
+        found = {}
+        for layer in layers:
+            t = self._get(layer, name)
+            if t is not None:
+                found.update({(layer, n): 0.0 for n in (t == code).nonzero().squeeze(1).tolist()})
+        return found

@@ -12,6 +12,12 @@ from typing import Sequence
 
 from .errors import InterpError
 
+# ISO 639-1 code → English name, for the languages the bundled corpora and atlases use
+LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "it": "Italian", "pt": "Portuguese",
+                  "de": "German", "ar": "Arabic", "zh": "Chinese", "ja": "Japanese", "ru": "Russian", "pl": "Polish",
+                  "ro": "Romanian", "hi": "Hindi", "bn": "Bengali", "tr": "Turkish", "sw": "Swahili", "ko": "Korean",
+                  "fa": "Persian", "id": "Indonesian", "vi": "Vietnamese", "uk": "Ukrainian", "tl": "Tagalog"}
+
 
 @functools.lru_cache(maxsize=8)
 def _detector(codes: tuple[str, ...]):

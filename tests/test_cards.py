@@ -47,8 +47,10 @@ def _lang(g) -> Atlas:
     for layer in LAYERS:
         s = f"blocks.{layer}.mlp.hook_pre"
         t[f"{s}/counts"] = torch.randint(0, 20, (K, W), generator=g)
-        t[f"{s}/n_langs"] = torch.tensor([-1, 1, 2, 3, 4, 1, -1, 2, -1, -1, 1, -1])
-        t[f"{s}/agnostic"] = t[f"{s}/n_langs"] == K
+        t[f"{s}/masks"] = torch.rand(K, W, generator=g) < torch.tensor([0.0, 0.3, 0.6, 1.0]).repeat(3)[:W]
+        n = t[f"{s}/masks"].sum(0)
+        t[f"{s}/n_langs"] = torch.where(n > 0, n, -1)
+        t[f"{s}/agnostic"] = n == K
     return Atlas("m", [f"blocks.{layer}.mlp.hook_pre" for layer in LAYERS], "language-neurons/zhang2025", t,
                  {"langs": ["en", "es", "fr", "zh"], "tokens_per_language": [100, 50, 80, 20]})
 
@@ -93,6 +95,7 @@ def test_a_card_carries_each_sources_values_for_its_neuron(sources, tmp_path):
         assert set(c.tokens) == {"write", "up"}
         n_langs = int(atlases["lang"].get(pre, "n_langs")[n])
         assert c.language == {1: "specific", 2: "related", 3: "related", 4: "agnostic"}.get(n_langs, "")
+        assert c.languages == [lang for lang, m in zip(["en", "es", "fr", "zh"], atlases["lang"].get(pre, "masks")[:, n]) if m]
         assert c.language_rates["es"] == pytest.approx(float(atlases["lang"].get(pre, "counts")[1, n]) / 50)
         assert c.hftp == ("", "sentence-only", "phrase-only", "shared")[int(atlases["hftp"].get(post, "label")[n])]
         assert c.hftp_z["phrase"] == pytest.approx(float(atlases["hftp"].get(post, "z.phrase")[n]))
@@ -145,3 +148,28 @@ def test_interp_atlas_merge_builds_the_index_and_refuses_another_model_in_one_li
     other = _lm(torch.Generator().manual_seed(2), model="other").save(tmp_path / "other")
     bad = run(tmp_path / "index", other)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "made for model 'other'" in bad.stderr
+
+
+def test_search_finds_what_each_source_says(sources, tmp_path):
+    folders, atlases = sources
+    lm = atlases["lm"]
+    lm.tensors["blocks.7.mlp.hook_post/write.top_ids"][9, 0] = 42  # plant: neuron 7:9 writes "tok42" most
+    lm.tensors["blocks.7.mlp.hook_post/write.top_probs"][9, 0] = 5.0
+    planted = lm.save(tmp_path / "lm")
+    merge_atlases(tmp_path / "index", [folders["stats"], planted, folders["lang"], folders["hftp"], folders["milan"]])
+    cards = CardIndex.load(tmp_path / "index")
+    best = cards.search(token="tok42")
+    assert (best[0].layer, best[0].neuron) == (7, 9)
+    assert all(any(t == "tok42" for t, _ in c.tokens["write"]) for c in best)
+    assert [(c.layer, c.neuron) for c in cards.search(text="which cities?")][:1] == [(7, 5)]
+    spanish = cards.search(language="Spanish", k=100)
+    assert [(c.layer, c.neuron) for c in spanish] == [(c.layer, c.neuron) for c in cards.search(language="es", k=100)]
+    assert spanish and all("es" in c.languages for c in spanish)
+    kinds = [c.language == "specific" for c in spanish]
+    assert kinds == sorted(kinds, reverse=True)  # specific ones first
+    expected = sum(int(atlases["lang"].get(f"blocks.{layer}.mlp.hook_pre", "masks")[1].sum()) for layer in LAYERS)
+    assert len(spanish) == expected
+    shared = cards.search(label="shared", layer=3, k=100)
+    assert shared and all(c.hftp == "shared" and c.layer == 3 for c in shared)
+    with pytest.raises(AtlasError, match="not among this index's"):
+        cards.search(language="Klingon")

@@ -30,16 +30,13 @@ from typing import Callable, Sequence
 
 from interp.corpora import BIBLE_VERSIONS, bible_verses
 from interp.errors import InterpError
+from interp.language_id import LANGUAGE_NAMES
 
 from .probe import Exemplar
 
 GENERIC = ("words", "text", "various words", "common words", "parts of words")
 NEW_TESTAMENT = list(range(40, 67))
 
-LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "it": "Italian", "pt": "Portuguese",
-                  "de": "German", "ar": "Arabic", "zh": "Chinese", "ja": "Japanese", "ru": "Russian", "pl": "Polish",
-                  "ro": "Romanian", "hi": "Hindi", "bn": "Bengali", "tr": "Turkish", "sw": "Swahili", "ko": "Korean",
-                  "fa": "Persian", "id": "Indonesian", "vi": "Vietnamese", "uk": "Ukrainian", "tl": "Tagalog"}
 
 # fields of English words: (descriptions an annotator writes, the words)
 LEXICONS: dict[str, tuple[tuple[str, ...], str]] = {
