@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from interp.errors import AtlasError
+from interp.exemplars import token_context
 from interp.language_id import LANGUAGE_NAMES
 
 from .neuron_atlas import Atlas, load_atlas
@@ -74,6 +75,7 @@ def _fields(atlas: Atlas) -> tuple[dict[str, torch.Tensor], dict]:
             for name in ("frequency", "mean", "std", "topk_values", "topk_doc", "topk_pos"):
                 tensors[out + f"stats.{name}"] = atlas.get(site, name)
             params["groups"] = atlas.params.get("groups")
+            params["stats_max_length"] = atlas.params.get("max_length")  # how its exemplars were tokenized
         elif kind == "lm":
             for d in atlas.params.get("directions", []):
                 tensors[out + f"lm.{d}.ids"] = atlas.get(site, f"{d}.top_ids")
@@ -162,7 +164,7 @@ class NeuronCard:
     frequency: dict[str, float] = field(default_factory=dict)  # group → firing rate
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
-    exemplars: list[dict] = field(default_factory=list)  # {doc, pos, value, text}, best first
+    exemplars: list[dict] = field(default_factory=list)  # {doc, pos, value, text[, context]}, best first
     tokens: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # direction → [(token, prob)]
     language: str | None = None  # specific / related / agnostic ("" : none of them)
     languages: list[str] = field(default_factory=list)  # the languages it belongs to (specific: one)
@@ -188,7 +190,9 @@ class CardIndex:
     def _get(self, layer: int, name: str) -> torch.Tensor | None:
         return self.atlas.tensors.get(f"{_site(layer)}/{name}")
 
-    def card(self, layer: int, neuron: int) -> NeuronCard:
+    def card(self, layer: int, neuron: int, tokenizer=None) -> NeuronCard:
+        """The neuron's card; with the model's `tokenizer`, each exemplar also gets its highlighted context
+        (`context`: left, token, right — the token the activation was read at)."""
         width = self.atlas.params["widths"].get(str(layer))
         if width is None or not 0 <= neuron < width:
             raise AtlasError(f"no neuron {layer}:{neuron} in this index (layers "
@@ -203,7 +207,11 @@ class CardIndex:
             for v, d, pos in zip(get("stats.topk_values")[neuron], get("stats.topk_doc")[neuron],
                                  get("stats.topk_pos")[neuron]):
                 if int(d) >= 0:
-                    c.exemplars.append({"doc": int(d), "pos": int(pos), "value": float(v), "text": docs.get(int(d))})
+                    e = {"doc": int(d), "pos": int(pos), "value": float(v), "text": docs.get(int(d))}
+                    if tokenizer is not None and e["text"] is not None:
+                        e["context"] = token_context(tokenizer, e["text"], e["pos"],
+                                                     max_length=p.get("stats_max_length") or 512)
+                    c.exemplars.append(e)
         for d in p.get("directions", []):
             ids, probs = get(f"lm.{d}.ids"), get(f"lm.{d}.probs")
             if ids is not None:

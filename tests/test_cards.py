@@ -173,3 +173,32 @@ def test_search_finds_what_each_source_says(sources, tmp_path):
     assert shared and all(c.hftp == "shared" and c.layer == 3 for c in shared)
     with pytest.raises(AtlasError, match="not among this index's"):
         cards.search(language="Klingon")
+
+
+@pytest.mark.slow
+def test_real_atlases_of_smollm2_join_into_cards_that_answer_as_the_sources_do(tmp_path, smollm2):
+    """lm-head and stats atlases of smollm2's last two layers, made by `interp analyze`, merged: a card's write
+    tokens are `Atlas.tokens_for`'s, its rates the stats atlas's, its top exemplar's highlighted token the one the
+    activation was read at, and token search ranks as `Atlas.neurons_for` does."""
+    from cli.main import main
+
+    lm, stats = tmp_path / "lm", tmp_path / "stats"
+    assert main(["analyze", "--probe", "lm-head", "--layers", "28-29", "--directions", "write", "--quiet",
+                 "--out", str(lm)]) == 0
+    assert main(["analyze", "--corpus", "bible:en,fr:8", "--sites", "mlp.hook_post", "--layers", "28-29",
+                 "--max-length", "32", "--top-k", "3", "--quiet", "--out", str(stats)]) == 0
+    merge_atlases(tmp_path / "index", [lm, stats])
+    cards, lm_atlas, stats_atlas = CardIndex.load(tmp_path / "index"), load_atlas(lm), load_atlas(stats)
+    g = torch.Generator().manual_seed(3)
+    for layer, n in [(28, int(torch.randint(1536, (1,), generator=g))), (29, int(torch.randint(1536, (1,), generator=g)))]:
+        c = cards.card(layer, n, tokenizer=smollm2.tokenizer)
+        assert c.tokens["write"] == [(h.token, pytest.approx(h.prob)) for h in lm_atlas.tokens_for(layer, n)]
+        freq = stats_atlas.get(f"blocks.{layer}.mlp.hook_post", "frequency")[:, n]
+        assert list(c.frequency.values()) == pytest.approx(freq.tolist())
+        top = c.exemplars[0]
+        ids = smollm2.tokenizer(top["text"], truncation=True, max_length=32)["input_ids"]
+        assert top["context"][1] == smollm2.tokenizer.decode(ids[top["pos"]: top["pos"] + 1])
+    hits = lm_atlas.neurons_for(" the", k=5)
+    assert hits
+    found = cards.search(token=" the", k=5)
+    assert [(c.layer, c.neuron) for c in found] == [(h.layer, h.neuron) for h in hits]
