@@ -202,3 +202,33 @@ def test_real_atlases_of_smollm2_join_into_cards_that_answer_as_the_sources_do(t
     assert hits
     found = cards.search(token=" the", k=5)
     assert [(c.layer, c.neuron) for c in found] == [(h.layer, h.neuron) for h in hits]
+
+
+@pytest.mark.slow
+def test_a_merge_killed_midway_and_rerun_gives_the_same_index(sources, tmp_path):
+    """SIGKILL at several moments of `interp atlas merge` (~4 s here, mostly start-up; the write itself is
+    `Atlas.save`'s atomic rename): the index folder is never half-written, and running the merge again gives the
+    index an uninterrupted merge gives."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folders, _ = sources
+    argv = [sys.executable, "-m", "cli.main", "atlas", "merge"]
+    merge_atlases(tmp_path / "reference", list(folders.values()))
+    reference = load_atlas(tmp_path / "reference")
+    for i, delay in enumerate((0.8, 1.8, 2.8)):
+        out = tmp_path / f"index{i}"
+        proc = subprocess.Popen([*argv, str(out), *map(str, folders.values())], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if out.exists():
+            load_atlas(out)  # whole, or not there at all
+        assert subprocess.run([*argv, str(out), *map(str, folders.values())], capture_output=True).returncode == 0
+        again = load_atlas(out)
+        assert again.params == reference.params
+        assert again.tensors.keys() == reference.tensors.keys()
+        assert all(torch.equal(again.tensors[k], v) for k, v in reference.tensors.items())
