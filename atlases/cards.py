@@ -182,6 +182,7 @@ class CardIndex:
         if atlas.method != METHOD:
             raise AtlasError(f"a {atlas.method!r} atlas is not a neuron-card index (interp atlas merge makes one)")
         self.atlas = atlas
+        self._texts = {d["index"]: d["text"] for d in atlas.documents or []}  # the stats exemplars' documents
 
     @classmethod
     def load(cls, folder: str | Path) -> "CardIndex":
@@ -203,11 +204,10 @@ class CardIndex:
         if get("stats.frequency") is not None:
             for attr in ("frequency", "mean", "std"):
                 setattr(c, attr, {g: float(v) for g, v in zip(p["groups"], get(f"stats.{attr}")[:, neuron])})
-            docs = {d["index"]: d["text"] for d in self.atlas.documents or []}
             for v, d, pos in zip(get("stats.topk_values")[neuron], get("stats.topk_doc")[neuron],
                                  get("stats.topk_pos")[neuron]):
                 if int(d) >= 0:
-                    e = {"doc": int(d), "pos": int(pos), "value": float(v), "text": docs.get(int(d))}
+                    e = {"doc": int(d), "pos": int(pos), "value": float(v), "text": self._texts.get(int(d))}
                     if tokenizer is not None and e["text"] is not None:
                         e["context"] = token_context(tokenizer, e["text"], e["pos"],
                                                      max_length=p.get("stats_max_length") or 512)
@@ -283,12 +283,12 @@ class CardIndex:
         return found
 
     def _by_text(self, text: str, layers: list[int]) -> dict[tuple[int, int], float]:
-        words = [w for w in re.findall(r"\w+", text.lower())]
+        words = re.findall(r"\w+", text.lower())
         if not words:
             raise AtlasError(f"no words to search for in {text!r}")
         found: dict[tuple[int, int], float] = defaultdict(float)
         milan = self.atlas.params.get("milan", {})
-        vocab = self.atlas.vocab or []
+        wanted = torch.tensor([i for i, s in enumerate(self.atlas.vocab or []) if s.strip().lower() in words] or [-1])
         for layer in layers:
             for unit, d in milan.get(str(layer), {}).items():
                 have = set(re.findall(r"\w+", d["text"].lower()))
@@ -298,7 +298,6 @@ class CardIndex:
             top, probs = self._get(layer, "lm.write.ids"), self._get(layer, "lm.write.probs")
             if top is None:
                 continue
-            wanted = torch.tensor([i for i, s in enumerate(vocab) if s.strip().lower() in words] or [-1])
             hit = torch.isin(top, wanted)
             for n, j in hit.nonzero().tolist():
                 found[(layer, n)] += 1 + 1e-3 * float(probs[n, j])

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
-from torch import nn
 
 from .edits import ACTIVATION_KINDS, EditError, LowRank
 from .engine import _check_fits, _check_width, resolve_module
@@ -169,19 +168,13 @@ class RowLowRank:
     groups: list  # [(keys [n], LowRank)]
 
     @classmethod
-    def build(cls, programs: Sequence[Sequence], module: nn.Module) -> "RowLowRank":
-        for prog in programs:
-            for e in prog:
-                _check_fits(e, module.weight.shape)
-        return cls.of(programs)
-
-    @classmethod
-    def of(cls, programs: Sequence[Sequence]) -> "RowLowRank":
-        """programs[k]: the LowRank edits of key k, already checked against their module; each distinct edit
-        once, with the keys that hold it."""
+    def build(cls, programs: Sequence[Sequence], weight_shape: Sequence[int]) -> "RowLowRank":
+        """programs[k]: the LowRank edits of key k, each checked against the module's weight shape [out, in]
+        (an engine that repacks weights passes the config's); each distinct edit once, with the keys that hold it."""
         groups: dict[int, tuple[list[int], LowRank]] = {}
         for k, prog in enumerate(programs):
             for e in prog:
+                _check_fits(e, weight_shape)
                 groups.setdefault(id(e), ([], e))[0].append(k)
         return cls([(torch.tensor(ks), e) for ks, e in groups.values()])
 
@@ -215,7 +208,7 @@ class RowPlan:
         for name in names:
             per_key = [[e for e in prog if e.site == name] for prog in programs]
             if all(isinstance(e, LowRank) for prog in per_key for e in prog):
-                modules[name] = RowLowRank.build(per_key, resolve_module(model, name))
+                modules[name] = RowLowRank.build(per_key, resolve_module(model, name).weight.shape)
             else:
                 model.adapter.resolve(name)
                 sites[name] = RowSite.build(per_key, model.adapter.site_width(name))

@@ -83,7 +83,8 @@ class VllmEngine:
     # ------------------------------------------------------------ edit sets in the workers
     def check(self, steering: Steering) -> None:
         """EditError for an edit vLLM cannot take (a site it lacks, a compiled engine's untapped site), before
-        anything runs."""
+        anything runs: the server calls it for every request before `generate` (the workers refuse such sets
+        too, for plain vLLM users)."""
         if not steering.edits:
             return
         for e in steering.edits:
@@ -127,7 +128,6 @@ class VllmEngine:
 
         if not self.alive():
             raise EngineError("the vLLM engine is not running")
-        self.check(steering)
         name = await self._name_of(steering)
         rid = f"req-{uuid.uuid4().hex[:16]}"
         params = SamplingParams(

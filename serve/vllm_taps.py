@@ -16,6 +16,7 @@ last one's starts a new step, which is when the worker recomputes the tokens' ke
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -92,8 +93,8 @@ class Tap:
     layer: int
     kind: str
 
-    @property
-    def order(self) -> int:
+    @functools.cached_property
+    def order(self) -> int:  # read by every tap call: computed once
         return self.layer * len(KIND_ORDER) + KIND_ORDER.index(self.kind)
 
 

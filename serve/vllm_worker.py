@@ -39,7 +39,6 @@ import torch
 
 from interp.batching import Batch
 from interp.edits import EditError, LowRank, unpack_edit_sets
-from interp.engine import _check_fits
 from interp.reducers import ActivationFrequency, Moments, TopK
 from interp.rows import PHASES, RowLowRank, RowSite, program, row_keys
 
@@ -62,10 +61,7 @@ class _LowRankSlice:
     """A LowRank term on one slice of a (fused) Linear's output; the fit is checked against the config."""
 
     def __init__(self, programs, shape: tuple[int, int], part: int, sizes: list[int]):
-        for prog in programs:
-            for e in prog:
-                _check_fits(e, shape)
-        self.rows = RowLowRank.of(programs)
+        self.rows = RowLowRank.build(programs, shape)
         self.start = sum(sizes[:part])
         self.stop = self.start + sizes[part]
 
