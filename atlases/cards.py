@@ -9,8 +9,10 @@ analysis's per-neuron fields under a prefix that names it; `W` is d_mlp, `G` the
 | activation-statistics | `stats.frequency`, `stats.mean`, `stats.std` [G, W]; `stats.topk_values`, `stats.topk_doc`, `stats.topk_pos` [W, k] | `groups`; documents.jsonl |
 | lm-head | `lm.{direction}.ids`, `lm.{direction}.probs` [W, k] | `directions`; vocab.json |
 | language-neurons/* | `lang.class` [W] int8 (`LANGUAGE_CLASSES`), `lang.mask` [K, W] (the neuron's languages), `lang.rate` [K, W] (firing rate per language) | `langs` |
-| hftp | `hftp.label` [W] int8 (`HFTP_LABELS`), `hftp.z.sentence`, `hftp.z.phrase` [W] | |
+| hftp | `hftp.label` [W] int8 (`HFTP_LABELS`), `hftp.z.sentence`, `hftp.z.phrase` [W]; `hftp.spectrum` [F, W] float16 (experiment minus control amplitude, F = 2n + 1 bins of 1/(4n) cycles per word) where the atlas has spectra | `hftp_rates` |
 | milan | — | `milan[layer][neuron] = {text, pmi}` |
+| foxp2 | `foxp2.member` [W] int8 (`FOXP2_MEMBERS`: target-language / English neuron of the localisation), `foxp2.mean_diff` [W] | `foxp2_target` |
+| shared-neurons | `shared.llm`, `shared.vlm`, `shared.shared` [W] bool (the up_proj unit = the MLP neuron, of the VLM's text backbone) | `shared_pair` |
 
 Absent analyses leave their fields out; nothing is filled in. Merging an atlas replaces only its analysis's
 fields (`params["sources"]` records which atlas each came from), so adding one more atlas is incremental.
@@ -34,7 +36,9 @@ from .neuron_atlas import Atlas, load_atlas
 METHOD = "neuron-cards"
 LANGUAGE_CLASSES = ("", "specific", "related", "agnostic")  # lang.class codes
 HFTP_LABELS = ("", "sentence-only", "phrase-only", "shared")  # hftp.label codes (the hftp atlas's own)
-KINDS = {"activation-statistics": "stats", "lm-head": "lm", "hftp": "hftp", "milan": "milan"}
+FOXP2_MEMBERS = ("", "target", "english", "both")  # foxp2.member codes: bit 1 target-language, bit 2 English
+KINDS = {"activation-statistics": "stats", "lm-head": "lm", "hftp": "hftp", "milan": "milan", "foxp2": "foxp2",
+         "shared-neurons": "shared"}
 _LAYER = re.compile(r"blocks\.(\d+)\.")
 
 
@@ -65,6 +69,13 @@ def _fields(atlas: Atlas) -> tuple[dict[str, torch.Tensor], dict]:
         described = atlas.params.get("descriptions", {})
         params["milan"] = {str(_layer(site)): {unit: {"text": d["text"], "pmi": d.get("pmi")} for unit, d in units.items()}
                            for site, units in described.items() if _layer(site) is not None}
+        return tensors, params
+    if kind == "shared":
+        for key, t in atlas.tensors.items():
+            m = re.fullmatch(r"blocks\.(\d+)\.up/(llm|vlm|shared)", key)
+            if m:
+                tensors[f"{_site(int(m[1]))}/shared.{m[2]}"] = t.bool()
+        params["shared_pair"] = atlas.params.get("llm")
         return tensors, params
     for site in atlas.sites:
         layer = _layer(site)
@@ -97,6 +108,20 @@ def _fields(atlas: Atlas) -> tuple[dict[str, torch.Tensor], dict]:
             tensors[out + "hftp.label"] = atlas.get(site, "label").to(torch.int8)
             for name in ("z.sentence", "z.phrase"):
                 tensors[out + f"hftp.{name}"] = atlas.get(site, name)
+            if f"{site}/spectrum.experiment" in atlas.tensors:
+                diff = atlas.get(site, "spectrum.experiment").float() - atlas.get(site, "spectrum.control").float()
+                tensors[out + "hftp.spectrum"] = diff.to(torch.float16)
+            params["hftp_rates"] = atlas.params.get("rates")
+        elif kind == "foxp2":
+            local = atlas.params["layers"].get(str(layer))
+            if local is None:
+                continue
+            member = torch.zeros(atlas.get(site, "mean_diff").shape[-1], dtype=torch.int8)
+            member[list(local["target_neurons"])] += 1
+            member[list(local["english_neurons"])] += 2
+            tensors[out + "foxp2.member"] = member
+            tensors[out + "foxp2.mean_diff"] = atlas.get(site, "mean_diff").float()
+            params["foxp2_target"] = atlas.params.get("target")
     return tensors, params
 
 
@@ -171,8 +196,12 @@ class NeuronCard:
     language_rates: dict[str, float] = field(default_factory=dict)
     hftp: str | None = None  # sentence-only / phrase-only / shared ("" : none)
     hftp_z: dict[str, float] = field(default_factory=dict)
+    hftp_spectrum: list[float] = field(default_factory=list)  # experiment − control amplitude per frequency bin
     description: str | None = None
     pmi: float | None = None
+    foxp2: str | None = None  # target / english / both ("" : not localised; None: no foxp2 atlas at this layer)
+    foxp2_mean_diff: float | None = None  # target − English mean activation
+    shared: dict[str, bool] = field(default_factory=dict)  # llm / vlm / shared: in that model's task set
 
 
 class CardIndex:
@@ -223,6 +252,13 @@ class CardIndex:
         if get("hftp.label") is not None:
             c.hftp = HFTP_LABELS[int(get("hftp.label")[neuron])]
             c.hftp_z = {n: float(get(f"hftp.z.{n}")[neuron]) for n in ("sentence", "phrase")}
+            if get("hftp.spectrum") is not None:
+                c.hftp_spectrum = get("hftp.spectrum")[:, neuron].float().tolist()
+        if get("foxp2.member") is not None:
+            c.foxp2 = FOXP2_MEMBERS[int(get("foxp2.member")[neuron])]
+            c.foxp2_mean_diff = float(get("foxp2.mean_diff")[neuron])
+        if get("shared.shared") is not None:
+            c.shared = {n: bool(get(f"shared.{n}")[neuron]) for n in ("llm", "vlm", "shared")}
         described = p.get("milan", {}).get(str(layer), {}).get(str(neuron))
         if described is not None:
             c.description, c.pmi = described["text"], described.get("pmi")

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     c.add_argument("--direction", default="up", help="write, up or gate (default up, as in the paper)")
     c.add_argument("--show", type=count, default=20, help="moved neurons to list (default 20)")
     m = atsub.add_parser("merge", help="join atlases of one model into a neuron-card index",
-                         description="Join the atlases of one model (stats, lm-head, language-neurons, hftp, milan) "
+                         description="Join the atlases of one model (stats, lm-head, language-neurons, hftp, milan, foxp2, shared-neurons) "
                                      "into the neuron-card index OUT (made if absent; merging an atlas again replaces "
                                      "only its analysis's fields). Written atomically.")
     m.add_argument("out", help="the index folder")

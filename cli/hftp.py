@@ -94,6 +94,8 @@ def analyze_command(args, out: Path) -> int:
         tensors[f"{site}/label"] = code
         for name in result.rates:
             tensors[f"{site}/z.{name}"] = result.z[name][site].contiguous()
+        for cond, by_site in result.spectra.items():  # [F, N] mean amplitude, F = 2n + 1 bins of 1/(4n) per word
+            tensors[f"{site}/spectrum.{cond}"] = by_site[site].to(torch.float16).contiguous()
     params = summary(result, settings)
     binary = {"spectra.png": spectra_png(result, 4 * settings.n_sentences), "counts.png": counts_png(result)}
     rsa_text = ""

@@ -61,7 +61,23 @@ def _hftp(g) -> Atlas:
         s = f"blocks.{layer}.mlp.hook_post"
         t[f"{s}/label"] = torch.randint(0, 4, (W,), generator=g).to(torch.int8)
         t[f"{s}/z.sentence"], t[f"{s}/z.phrase"] = torch.randn(W, generator=g), torch.randn(W, generator=g)
-    return Atlas("m", [f"blocks.{layer}.mlp.hook_post" for layer in LAYERS], "hftp", t, {})
+        for cond in ("experiment", "control"):
+            t[f"{s}/spectrum.{cond}"] = torch.rand(9, W, generator=g).half()  # 4n = 16 words: 9 bins
+    return Atlas("m", [f"blocks.{layer}.mlp.hook_post" for layer in LAYERS], "hftp", t,
+                 {"rates": {"sentence": 0.25, "phrase": 0.5}})
+
+
+def _foxp2(g) -> Atlas:
+    s = "blocks.7.mlp.hook_post"  # a window of one layer
+    t = {f"{s}/directions": torch.randn(W, 2, generator=g), f"{s}/mean_diff": torch.randn(W, generator=g)}
+    return Atlas("m", [s], "foxp2", t, {"target": "es", "window": [7],
+                                        "layers": {"7": {"target_neurons": [1, 4], "english_neurons": [4, 9]}}})
+
+
+def _shared(g) -> Atlas:
+    t = {f"blocks.{layer}.{module}/{name}": (torch.rand(W if module == "up" else 5, generator=g) < 0.4).to(torch.int8)
+         for layer in LAYERS for module in ("q", "up") for name in ("llm", "vlm", "shared")}
+    return Atlas("m", sorted({k.split("/")[0] for k in t}), "shared-neurons", t, {"vlm": "m", "llm": "m-llm"})
 
 
 def _milan() -> Atlas:
@@ -74,7 +90,8 @@ def _milan() -> Atlas:
 def sources(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     root = tmp_path_factory.mktemp("atlases")
-    atlases = {"stats": _stats(g), "lm": _lm(g), "lang": _lang(g), "hftp": _hftp(g), "milan": _milan()}
+    atlases = {"stats": _stats(g), "lm": _lm(g), "lang": _lang(g), "hftp": _hftp(g), "milan": _milan(),
+               "foxp2": _foxp2(g), "shared": _shared(g)}
     return {name: a.save(root / name) for name, a in atlases.items()}, atlases
 
 
@@ -100,6 +117,16 @@ def test_a_card_carries_each_sources_values_for_its_neuron(sources, tmp_path):
         assert c.hftp == ("", "sentence-only", "phrase-only", "shared")[int(atlases["hftp"].get(post, "label")[n])]
         assert c.hftp_z["phrase"] == pytest.approx(float(atlases["hftp"].get(post, "z.phrase")[n]))
         assert (c.description, c.pmi) == (("names of cities", 1.5) if (layer, n) == (7, 5) else (None, None))
+        spectrum = atlases["hftp"].get(post, "spectrum.experiment")[:, n].float() \
+            - atlases["hftp"].get(post, "spectrum.control")[:, n].float()
+        assert c.hftp_spectrum == pytest.approx(spectrum.tolist(), abs=2e-3)
+        if layer == 7:
+            assert c.foxp2 == {1: "target", 4: "both", 9: "english"}.get(n, "")
+            assert c.foxp2_mean_diff == pytest.approx(float(atlases["foxp2"].get(post, "mean_diff")[n]))
+        else:
+            assert c.foxp2 is None and c.foxp2_mean_diff is None  # outside the localisation window: no field
+        assert c.shared == {name: bool(atlases["shared"].tensors[f"blocks.{layer}.up/{name}"][n])
+                            for name in ("llm", "vlm", "shared")}
 
 
 def test_absent_analyses_leave_fields_empty_and_merging_one_more_touches_only_its_fields(sources, tmp_path):
@@ -113,7 +140,7 @@ def test_absent_analyses_leave_fields_empty_and_merging_one_more_touches_only_it
     after = load_atlas(index).tensors
     assert all(torch.equal(after[k], v) for k, v in before.items())  # lm-head fields untouched
     assert sorted(set(after) - set(before)) == sorted(f"blocks.{layer}.mlp.hook_post/hftp.{n}" for layer in LAYERS
-                                                      for n in ("label", "z.sentence", "z.phrase"))
+                                                      for n in ("label", "z.sentence", "z.phrase", "spectrum"))
     merge_atlases(index, [folders["hftp"]])  # again: the same index
     assert all(torch.equal(load_atlas(index).tensors[k], v) for k, v in after.items())
 
@@ -127,7 +154,7 @@ def test_an_atlas_of_another_model_or_shape_is_refused_in_one_line(sources, tmp_
     assert "\n" not in str(err.value)
     assert not (tmp_path / "index").exists()  # nothing half-written
     narrow = _hftp(g)
-    narrow.tensors = {k: v[:8] for k, v in narrow.tensors.items()}
+    narrow.tensors = {k: v[..., :8] for k, v in narrow.tensors.items()}
     with pytest.raises(AtlasError, match="8 neurons at layer 3; this index has 12"):
         merge_atlases(tmp_path / "index", [folders["stats"], narrow.save(tmp_path / "narrow")])
     with pytest.raises(AtlasError, match="no per-neuron fields"):
