@@ -33,6 +33,17 @@ def add_parser(sub) -> None:
                                      "only its analysis's fields). Written atomically.")
     m.add_argument("out", help="the index folder")
     m.add_argument("atlases", nargs="+", help="atlas folders")
+    s = atsub.add_parser("cards", help="write a neuron-card index as a static site (opens from disk, no server)",
+                         description="Write the neuron-card index INDEX (interp atlas merge) as a self-contained static "
+                                     "site: a search box, a layer strip, one card per neuron. Data loads per layer on "
+                                     "demand. With the model (default: the index's), exemplars are highlighted at "
+                                     "their token and cards link neighbours by write direction.")
+    s.add_argument("index", help="a neuron-card index folder")
+    s.add_argument("--out", required=True, help="the site folder to write (replaced atomically)")
+    s.add_argument("--model", default=None, help="the model to tokenize exemplars and find neighbours with "
+                                                 "(default: the index's model)")
+    s.add_argument("--no-model", action="store_true", help="do not load a model: exemplars as plain text, "
+                                                            "no neighbours")
 
 
 def parse_neuron(text: str) -> tuple[int, int]:
@@ -53,6 +64,8 @@ def command(args) -> int:
         print(f"# {args.out}: neuron cards of {index.model}, {len(index.sites)} layers, from {kinds}")
         return 0
 
+    if args.atlas_command == "cards":
+        return _cards(args)
     if args.atlas_command == "compare":
         a, b = load_atlas(args.a), load_atlas(args.b)
         agreement = compare(a, b, direction=args.direction)
@@ -81,3 +94,21 @@ def command(args) -> int:
         print(f"{t.token!r}\t{t.prob:.4g}\t{t.logit:.3f}")
     return 0
 
+
+
+def _cards(args) -> int:
+    import time
+
+    import interp
+    from atlases.cards import CardIndex
+    from atlases.cards_site import write_site
+
+    if args.no_model and args.model:
+        raise error("give --model or --no-model, not both")
+    start = time.perf_counter()
+    index = CardIndex.load(args.index)
+    model = None if args.no_model else interp.load_model(args.model or index.atlas.model)
+    site = write_site(index, args.out, model=model)
+    print(f"# {site.folder}: {site.cards} neuron cards of {index.atlas.model} in {site.files} files, "
+          f"{site.bytes / 2**20:.1f} MB, {time.perf_counter() - start:.1f} s; open {site.folder / 'index.html'}")
+    return 0

@@ -1,5 +1,5 @@
 """Neuron cards (issue 29), the join: atlases in each analyzer's own format (keys as probes/stats.py,
-atlases/lm_head_store.py, cli/language.py, cli/hftp.py and cli/milan.py write them) merged into one index whose
+atlases/lm_head_store.py, cli/language.py, cli/hftp.py, cli/milan.py, cli/foxp2.py and cli/shared_neurons.py write them; tests/card_sources.py) merged into one index whose
 `card()` returns each source's values for a neuron, refusing another model's atlas, incremental and atomic."""
 
 from __future__ import annotations
@@ -9,89 +9,14 @@ import torch
 
 from atlases import Atlas, load_atlas
 from atlases.cards import CardIndex, merge_atlases
+from card_sources import LAYERS, VOCAB, all_atlases, hftp_atlas, lm_atlas
 from interp.errors import AtlasError
-
-LAYERS, W, K, G = (3, 7), 12, 4, 2
-VOCAB = [f"tok{i}" for i in range(50)]
-
-
-def _stats(g) -> Atlas:
-    t = {}
-    for layer in LAYERS:
-        s = f"blocks.{layer}.mlp.hook_post"
-        t[f"{s}/counts"] = torch.randint(0, 9, (G, W), generator=g)
-        t[f"{s}/tokens"] = torch.tensor([40, 30])
-        t[f"{s}/frequency"] = t[f"{s}/counts"] / t[f"{s}/tokens"].unsqueeze(1)
-        t[f"{s}/mean"], t[f"{s}/std"], t[f"{s}/mean_abs"] = (torch.rand(G, W, generator=g) for _ in range(3))
-        t[f"{s}/topk_values"] = torch.rand(W, 3, generator=g).sort(1, descending=True).values
-        t[f"{s}/topk_doc"] = torch.randint(0, 5, (W, 3), generator=g)
-        t[f"{s}/topk_doc"][0, 2] = -1  # unfilled
-        t[f"{s}/topk_pos"] = torch.randint(0, 6, (W, 3), generator=g)
-    docs = [{"index": i, "text": f"document {i}", "group": "en"} for i in range(5)]
-    return Atlas("m", [f"blocks.{layer}.mlp.hook_post" for layer in LAYERS], "activation-statistics", t,
-                 {"groups": ["en", "fr"]}, documents=docs)
-
-
-def _lm(g, model="m") -> Atlas:
-    t = {}
-    for layer in LAYERS:
-        for d in ("write", "up"):
-            t[f"blocks.{layer}.mlp.hook_post/{d}.top_ids"] = torch.randint(0, len(VOCAB), (W, 4), generator=g)
-            t[f"blocks.{layer}.mlp.hook_post/{d}.top_probs"] = torch.rand(W, 4, generator=g)
-    return Atlas(model, [f"blocks.{layer}.mlp.hook_post" for layer in LAYERS], "lm-head", t,
-                 {"directions": ["write", "up"], "d_mlp": W}, vocab=VOCAB)
-
-
-def _lang(g) -> Atlas:
-    t = {}
-    for layer in LAYERS:
-        s = f"blocks.{layer}.mlp.hook_pre"
-        t[f"{s}/counts"] = torch.randint(0, 20, (K, W), generator=g)
-        t[f"{s}/masks"] = torch.rand(K, W, generator=g) < torch.tensor([0.0, 0.3, 0.6, 1.0]).repeat(3)[:W]
-        n = t[f"{s}/masks"].sum(0)
-        t[f"{s}/n_langs"] = torch.where(n > 0, n, -1)
-        t[f"{s}/agnostic"] = n == K
-    return Atlas("m", [f"blocks.{layer}.mlp.hook_pre" for layer in LAYERS], "language-neurons/zhang2025", t,
-                 {"langs": ["en", "es", "fr", "zh"], "tokens_per_language": [100, 50, 80, 20]})
-
-
-def _hftp(g) -> Atlas:
-    t = {}
-    for layer in LAYERS:
-        s = f"blocks.{layer}.mlp.hook_post"
-        t[f"{s}/label"] = torch.randint(0, 4, (W,), generator=g).to(torch.int8)
-        t[f"{s}/z.sentence"], t[f"{s}/z.phrase"] = torch.randn(W, generator=g), torch.randn(W, generator=g)
-        for cond in ("experiment", "control"):
-            t[f"{s}/spectrum.{cond}"] = torch.rand(9, W, generator=g).half()  # 4n = 16 words: 9 bins
-    return Atlas("m", [f"blocks.{layer}.mlp.hook_post" for layer in LAYERS], "hftp", t,
-                 {"rates": {"sentence": 0.25, "phrase": 0.5}})
-
-
-def _foxp2(g) -> Atlas:
-    s = "blocks.7.mlp.hook_post"  # a window of one layer
-    t = {f"{s}/directions": torch.randn(W, 2, generator=g), f"{s}/mean_diff": torch.randn(W, generator=g)}
-    return Atlas("m", [s], "foxp2", t, {"target": "es", "window": [7],
-                                        "layers": {"7": {"target_neurons": [1, 4], "english_neurons": [4, 9]}}})
-
-
-def _shared(g) -> Atlas:
-    t = {f"blocks.{layer}.{module}/{name}": (torch.rand(W if module == "up" else 5, generator=g) < 0.4).to(torch.int8)
-         for layer in LAYERS for module in ("q", "up") for name in ("llm", "vlm", "shared")}
-    return Atlas("m", sorted({k.split("/")[0] for k in t}), "shared-neurons", t, {"vlm": "m", "llm": "m-llm"})
-
-
-def _milan() -> Atlas:
-    return Atlas("m", ["blocks.7.mlp.hook_post"], "milan", {"blocks.7.mlp.hook_post/threshold": torch.zeros(W)},
-                 {"descriptions": {"blocks.7.mlp.hook_post": {"5": {"text": "names of cities", "pmi": 1.5,
-                                                                     "argmax": "names"}}}})
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
     root = tmp_path_factory.mktemp("atlases")
-    atlases = {"stats": _stats(g), "lm": _lm(g), "lang": _lang(g), "hftp": _hftp(g), "milan": _milan(),
-               "foxp2": _foxp2(g), "shared": _shared(g)}
+    atlases = all_atlases()
     return {name: a.save(root / name) for name, a in atlases.items()}, atlases
 
 
@@ -148,12 +73,12 @@ def test_absent_analyses_leave_fields_empty_and_merging_one_more_touches_only_it
 def test_an_atlas_of_another_model_or_shape_is_refused_in_one_line(sources, tmp_path):
     folders, _ = sources
     g = torch.Generator().manual_seed(1)
-    other = _lm(g, model="other").save(tmp_path / "other")
+    other = lm_atlas(g, model="other").save(tmp_path / "other")
     with pytest.raises(AtlasError, match="made for model 'other'; this index is of 'm'") as err:
         merge_atlases(tmp_path / "index", [folders["stats"], other])
     assert "\n" not in str(err.value)
     assert not (tmp_path / "index").exists()  # nothing half-written
-    narrow = _hftp(g)
+    narrow = hftp_atlas(g)
     narrow.tensors = {k: v[..., :8] for k, v in narrow.tensors.items()}
     with pytest.raises(AtlasError, match="8 neurons at layer 3; this index has 12"):
         merge_atlases(tmp_path / "index", [folders["stats"], narrow.save(tmp_path / "narrow")])
@@ -172,7 +97,7 @@ def test_interp_atlas_merge_builds_the_index_and_refuses_another_model_in_one_li
     ok = run(tmp_path / "index", folders["stats"], folders["milan"])
     assert ok.returncode == 0 and "from milan, stats" in ok.stdout, ok.stderr
     assert CardIndex.load(tmp_path / "index").card(7, 5).description == "names of cities"
-    other = _lm(torch.Generator().manual_seed(2), model="other").save(tmp_path / "other")
+    other = lm_atlas(torch.Generator().manual_seed(2), model="other").save(tmp_path / "other")
     bad = run(tmp_path / "index", other)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "made for model 'other'" in bad.stderr
 
