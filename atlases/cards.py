@@ -13,6 +13,7 @@ analysis's per-neuron fields under a prefix that names it; `W` is d_mlp, `G` the
 | milan | — | `milan[layer][neuron] = {text, pmi}` |
 | foxp2 | `foxp2.member` [W] int8 (`FOXP2_MEMBERS`: target-language / English neuron of the localisation), `foxp2.mean_diff` [W] | `foxp2_target` |
 | shared-neurons | `shared.llm`, `shared.vlm`, `shared.shared` [W] bool (the up_proj unit = the MLP neuron, of the VLM's text backbone) | `shared_pair` |
+| brain-axes (with adapters) | `brain.loading` [A, W]: per recovered axis, how far one unit of the neuron's activation moves the layer's adapter score, (coef / scale) · its write direction (needs the model) | `brain_axes` |
 
 Absent analyses leave their fields out; nothing is filled in. Merging an atlas replaces only its analysis's
 fields (`params["sources"]` records which atlas each came from), so adding one more atlas is incremental.
@@ -38,7 +39,7 @@ LANGUAGE_CLASSES = ("", "specific", "related", "agnostic")  # lang.class codes
 HFTP_LABELS = ("", "sentence-only", "phrase-only", "shared")  # hftp.label codes (the hftp atlas's own)
 FOXP2_MEMBERS = ("", "target", "english", "both")  # foxp2.member codes: bit 1 target-language, bit 2 English
 KINDS = {"activation-statistics": "stats", "lm-head": "lm", "hftp": "hftp", "milan": "milan", "foxp2": "foxp2",
-         "shared-neurons": "shared"}
+         "shared-neurons": "shared", "brain-axes": "brain"}
 _LAYER = re.compile(r"blocks\.(\d+)\.")
 
 
@@ -60,11 +61,36 @@ def _layer(site: str) -> int | None:
     return int(m[1]) if m and site.endswith(("mlp.hook_post", "mlp.hook_pre")) else None
 
 
-def _fields(atlas: Atlas) -> tuple[dict[str, torch.Tensor], dict]:
+def _model_of(atlas: Atlas) -> str:
+    """The language model an atlas describes (a brain-axes atlas describes recordings; its adapters, a model)."""
+    if atlas.method == "brain-axes":
+        if "adapters" not in atlas.params:
+            raise AtlasError("this brain-axes atlas has no adapters (no axis was recovered), so nothing joins neurons")
+        return atlas.params["adapters"]["model"]
+    return atlas.model
+
+
+def _brain_fields(atlas: Atlas, model) -> tuple[dict[str, torch.Tensor], dict]:
+    """Each adapter layer's loadings [A, W]: (coef / scale) [A, d] @ the MLP write weights [d, W] of that layer."""
+    if model is None:
+        raise AtlasError("joining brain-axes adapters needs the model (their loading on each neuron's write "
+                         "direction): give --model")
+    adapters = atlas.params["adapters"]
+    tensors = {}
+    for layer in adapters["layers"]:
+        get = lambda name: atlas.tensors[f"blocks.{layer}.{adapters['site']}/adapter.{name}"].double()  # noqa: E731,B023
+        write = model.adapter.write_weights(int(layer)).detach().double()  # [d, W]
+        tensors[f"{_site(int(layer))}/brain.loading"] = ((get("coef") / get("scale")) @ write).float()
+    return tensors, {"brain_axes": [int(a) for a in adapters["axes"]]}
+
+
+def _fields(atlas: Atlas, model=None) -> tuple[dict[str, torch.Tensor], dict]:
     """The per-neuron tensors (keyed `blocks.L.mlp.hook_post/<prefix>.<name>`) and params one atlas contributes."""
     kind = _kind(atlas.method)
     tensors: dict[str, torch.Tensor] = {}
     params: dict = {}
+    if kind == "brain":
+        return _brain_fields(atlas, model)
     if kind == "milan":
         described = atlas.params.get("descriptions", {})
         params["milan"] = {str(_layer(site)): {unit: {"text": d["text"], "pmi": d.get("pmi")} for unit, d in units.items()}
@@ -135,18 +161,21 @@ def _width(tensors: dict[str, torch.Tensor]) -> dict[int, int]:
     return widths
 
 
-def merge(index: Atlas | None, atlas: Atlas, source: str = "") -> Atlas:
+def merge(index: Atlas | None, atlas: Atlas, source: str = "", model=None) -> Atlas:
     """`index` with `atlas`'s analysis joined in (its earlier fields replaced); AtlasError, in one line, for an
-    atlas of another model or shape."""
+    atlas of another model or shape. `model` (an `interp.Model`) is needed for brain-axes adapters only."""
     kind = _kind(atlas.method)
-    tensors, params = _fields(atlas)
+    described = _model_of(atlas)
+    if model is not None and kind == "brain" and model.name != described:
+        raise AtlasError(f"the adapters of {source or 'the atlas'} were fitted on {described!r}, not {model.name!r}")
     if index is None:
-        index = Atlas(model=atlas.model, revision=atlas.revision, sites=[], method=METHOD, tensors={},
+        index = Atlas(model=described, revision=atlas.revision, sites=[], method=METHOD, tensors={},
                       params={"sources": {}, "widths": {}})
     elif index.method != METHOD:
         raise AtlasError(f"{source or 'the index'} is a {index.method!r} atlas, not a neuron-card index")
-    if atlas.model != index.model:
-        raise AtlasError(f"{source or 'the atlas'} was made for model {atlas.model!r}; this index is of {index.model!r}")
+    if described != index.model:
+        raise AtlasError(f"{source or 'the atlas'} was made for model {described!r}; this index is of {index.model!r}")
+    tensors, params = _fields(atlas, model)
     widths = {int(k): v for k, v in index.params["widths"].items()}
     for layer, w in _width(tensors).items():
         if widths.get(layer, w) != w:
@@ -169,12 +198,13 @@ def merge(index: Atlas | None, atlas: Atlas, source: str = "") -> Atlas:
                  params=merged_params, documents=documents, vocab=vocab)
 
 
-def merge_atlases(out: str | Path, folders: list[str | Path]) -> Path:
-    """Join the atlases in `folders` into the index at `out` (made if absent), written atomically once."""
+def merge_atlases(out: str | Path, folders: list[str | Path], model=None) -> Path:
+    """Join the atlases in `folders` into the index at `out` (made if absent), written atomically once; `model`
+    for brain-axes adapters."""
     out = Path(out)
     index = load_atlas(out) if (out / "atlas.json").exists() else None
     for folder in folders:
-        index = merge(index, load_atlas(folder), str(folder))
+        index = merge(index, load_atlas(folder), str(folder), model)
     if index is None:
         raise AtlasError("nothing to merge: give at least one atlas")
     return index.save(out)
@@ -202,6 +232,7 @@ class NeuronCard:
     foxp2: str | None = None  # target / english / both ("" : not localised; None: no foxp2 atlas at this layer)
     foxp2_mean_diff: float | None = None  # target − English mean activation
     shared: dict[str, bool] = field(default_factory=dict)  # llm / vlm / shared: in that model's task set
+    brain: dict[int, float] = field(default_factory=dict)  # recovered MEG axis → adapter loading of the neuron
 
 
 class CardIndex:
@@ -259,6 +290,8 @@ class CardIndex:
             c.foxp2_mean_diff = float(get("foxp2.mean_diff")[neuron])
         if get("shared.shared") is not None:
             c.shared = {n: bool(get(f"shared.{n}")[neuron]) for n in ("llm", "vlm", "shared")}
+        if get("brain.loading") is not None:
+            c.brain = {axis: float(v) for axis, v in zip(p["brain_axes"], get("brain.loading")[:, neuron])}
         described = p.get("milan", {}).get(str(layer), {}).get(str(neuron))
         if described is not None:
             c.description, c.pmi = described["text"], described.get("pmi")

@@ -115,6 +115,8 @@ def _layer_data(index: CardIndex, layer: int, write: torch.Tensor | None) -> dic
         d["foxp2"] = {"member": get("foxp2.member").tolist(), "diff": _round(get("foxp2.mean_diff"), 3)}
     if get("shared.shared") is not None:
         d["shared"] = [get(f"shared.{n}").to(torch.int8).tolist() for n in ("llm", "vlm", "shared")]
+    if get("brain.loading") is not None:
+        d["brain"] = _round(get("brain.loading"))
     described = p.get("milan", {}).get(str(layer), {})
     if described:
         d["milan"] = {unit: [v["text"], v.get("pmi")] for unit, v in described.items()}
@@ -207,7 +209,7 @@ def _meta(index: CardIndex, with_model: bool) -> dict:
             "lang_names": {code: LANGUAGE_NAMES.get(code, code) for code in langs},
             "classes": list(LANGUAGE_CLASSES), "hftp_labels": list(HFTP_LABELS), "foxp2": list(FOXP2_MEMBERS),
             "foxp2_target": p.get("foxp2_target"), "hftp_rates": p.get("hftp_rates") or {},
-            "sources": sorted(p.get("sources", {})), "shards": SHARDS, "neighbours": with_model,
+            "brain_axes": p.get("brain_axes") or [], "sources": sorted(p.get("sources", {})), "shards": SHARDS, "neighbours": with_model,
             "tokenized": with_model, "strip": [_strip(index, layer) for layer in index.layers()]}
 
 

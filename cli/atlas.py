@@ -28,11 +28,14 @@ def add_parser(sub) -> None:
     c.add_argument("--direction", default="up", help="write, up or gate (default up, as in the paper)")
     c.add_argument("--show", type=count, default=20, help="moved neurons to list (default 20)")
     m = atsub.add_parser("merge", help="join atlases of one model into a neuron-card index",
-                         description="Join the atlases of one model (stats, lm-head, language-neurons, hftp, milan, foxp2, shared-neurons) "
-                                     "into the neuron-card index OUT (made if absent; merging an atlas again replaces "
-                                     "only its analysis's fields). Written atomically.")
+                         description="Join the atlases of one model (stats, lm-head, language-neurons, hftp, milan, "
+                                     "foxp2, shared-neurons, brain-axes adapters) into the neuron-card index OUT "
+                                     "(made if absent; merging an atlas again replaces only its analysis's fields). "
+                                     "Written atomically.")
     m.add_argument("out", help="the index folder")
     m.add_argument("atlases", nargs="+", help="atlas folders")
+    m.add_argument("--model", default=None, help="brain-axes atlases only: the model their adapters were fitted on, "
+                                                 "for each neuron's loading (default: loaded by the adapters' name)")
     s = atsub.add_parser("cards", help="write a neuron-card index as a static site (opens from disk, no server)",
                          description="Write the neuron-card index INDEX (interp atlas merge) as a self-contained static "
                                      "site: a search box, a layer strip, one card per neuron. Data loads per layer on "
@@ -59,7 +62,7 @@ def command(args) -> int:
     if args.atlas_command == "merge":
         from atlases.cards import CardIndex, merge_atlases
 
-        index = CardIndex.load(merge_atlases(args.out, args.atlases)).atlas
+        index = CardIndex.load(merge_atlases(args.out, args.atlases, model=_model_for_adapters(args))).atlas
         kinds = ", ".join(sorted(index.params["sources"]))
         print(f"# {args.out}: neuron cards of {index.model}, {len(index.sites)} layers, from {kinds}")
         return 0
@@ -94,6 +97,23 @@ def command(args) -> int:
         print(f"{t.token!r}\t{t.prob:.4g}\t{t.logit:.3f}")
     return 0
 
+
+
+def _model_for_adapters(args):
+    """The model a merge needs when one of its atlases is brain-axes (adapters on the residual stream), else None."""
+    import json
+    from pathlib import Path
+
+    import interp
+
+    for folder in args.atlases:
+        try:
+            header = json.loads((Path(folder) / "atlas.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # load_atlas says what is wrong with it
+        if header.get("method") == "brain-axes" and "adapters" in header.get("params", {}):
+            return interp.load_model(args.model or header["params"]["adapters"]["model"])
+    return None
 
 
 def _cards(args) -> int:

@@ -88,3 +88,28 @@ def all_atlases(seed: int = 0) -> dict[str, Atlas]:
     g = torch.Generator().manual_seed(seed)
     return {"stats": stats_atlas(g), "lm": lm_atlas(g), "lang": lang_atlas(g), "hftp": hftp_atlas(g),
             "milan": milan_atlas(), "foxp2": foxp2_atlas(g), "shared": shared_atlas(g)}
+
+
+D_MODEL = 6
+
+
+def brain_atlas(g) -> Atlas:
+    """A brain-axes atlas (model "meg") with adapters fitted on "m" at layer 7: axes 2 and 5 of the recordings."""
+    s = "blocks.7.hook_resid_post"
+    t = {"meg/scores": torch.zeros(3, 2), f"{s}/adapter.coef": torch.randn(2, D_MODEL, generator=g),
+         f"{s}/adapter.scale": torch.rand(D_MODEL, generator=g) + 0.5, f"{s}/adapter.mean": torch.zeros(D_MODEL),
+         f"{s}/adapter.intercept": torch.zeros(2)}
+    return Atlas("meg", ["meg", s], "brain-axes", t, {"adapters": {"model": "m", "axes": [2, 5], "site": "hook_resid_post",
+                                                                    "layers": {"7": {"alpha": 1.0}}}})
+
+
+class StandIn:
+    """What merging brain-axes adapters reads of a model: its name and each layer's MLP write weights [d, W]."""
+
+    def __init__(self, name: str = "m", seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.name, self.weights = name, {layer: torch.randn(D_MODEL, W, generator=g) for layer in LAYERS}
+        self.adapter = self
+
+    def write_weights(self, layer: int) -> torch.Tensor:
+        return self.weights[layer]

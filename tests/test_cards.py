@@ -9,7 +9,7 @@ import torch
 
 from atlases import Atlas, load_atlas
 from atlases.cards import CardIndex, merge_atlases
-from card_sources import LAYERS, VOCAB, all_atlases, hftp_atlas, lm_atlas
+from card_sources import LAYERS, VOCAB, StandIn, all_atlases, brain_atlas, hftp_atlas, lm_atlas
 from interp.errors import AtlasError
 
 
@@ -83,8 +83,35 @@ def test_an_atlas_of_another_model_or_shape_is_refused_in_one_line(sources, tmp_
     with pytest.raises(AtlasError, match="8 neurons at layer 3; this index has 12"):
         merge_atlases(tmp_path / "index", [folders["stats"], narrow.save(tmp_path / "narrow")])
     with pytest.raises(AtlasError, match="no per-neuron fields"):
-        merge_atlases(tmp_path / "index", [Atlas("m", ["meg"], "brain-axes", {"meg/scores": torch.zeros(2)}, {})
+        merge_atlases(tmp_path / "index", [Atlas("m", ["blocks.3.mlp.hook_post"], "sae-features",
+                                                 {"blocks.3.mlp.hook_post/x": torch.zeros(2)}, {})
+                                           .save(tmp_path / "sae")])
+    with pytest.raises(AtlasError, match="has no adapters"):
+        merge_atlases(tmp_path / "index", [Atlas("meg", ["meg"], "brain-axes", {"meg/scores": torch.zeros(2)}, {})
                                            .save(tmp_path / "brain")])
+    brain = brain_atlas(g).save(tmp_path / "brain-adapters")
+    with pytest.raises(AtlasError, match="needs the model"):
+        merge_atlases(tmp_path / "index", [brain])
+    with pytest.raises(AtlasError, match="fitted on 'm', not 'other'"):
+        merge_atlases(tmp_path / "index", [brain], model=StandIn("other"))
+    assert not (tmp_path / "index").exists()
+
+
+def test_brain_axis_loadings_are_each_neurons_write_direction_through_the_adapter(sources, tmp_path):
+    folders, _ = sources
+    g = torch.Generator().manual_seed(4)
+    brain, model = brain_atlas(g), StandIn()
+    merge_atlases(tmp_path / "index", [folders["lm"], brain.save(tmp_path / "brain")], model=model)
+    cards = CardIndex.load(tmp_path / "index")
+    coef = brain.tensors["blocks.7.hook_resid_post/adapter.coef"]
+    scale = brain.tensors["blocks.7.hook_resid_post/adapter.scale"]
+    for n in (0, 6, 11):
+        # the adapter's score moves by coef · ((h + a·w) − mean) / scale − coef · (h − mean) / scale = a · coef · w / scale
+        h, w = torch.randn(6, generator=g), model.write_weights(7)[:, n]
+        moved = (coef @ ((h + w) / scale)) - (coef @ (h / scale))
+        assert list(cards.card(7, n).brain) == [2, 5]
+        assert list(cards.card(7, n).brain.values()) == pytest.approx(moved.tolist(), rel=1e-4, abs=1e-5)
+        assert cards.card(3, n).brain == {}  # no adapter at layer 3
 
 
 def test_interp_atlas_merge_builds_the_index_and_refuses_another_model_in_one_line(sources, tmp_path):
