@@ -2,7 +2,8 @@
 
     make app            # or: .venv/bin/python app.py [--port 7860]
 
-Tabs: the neuron atlas (token → neurons, neuron → tokens, clamp and generate), language
+Tabs: the neuron atlas (token → neurons, neuron → tokens, clamp and generate), neuron cards
+(search, open a card, clamp / scale / ablate, collect the edits into a recipe to download), language
 neurons, the steering playground, HFTP spectra and MILAN descriptions. The work is done by
 `demo.actions`; this file lays it out. Bad input shows a one-line message (`gr.Error`); an internal
 error shows one line with a reference and its traceback goes to the server's log (`demo.errors`).
@@ -97,6 +98,72 @@ def build() -> gr.Blocks:
             show.click(_shown(lambda m, n: actions.neuron_tokens(m, n)), [model, neuron], top)
             clamp.click(_shown(lambda m, p, n, v, k: _pair(actions.clamp_generate(m, p, n, v, k))),
                         [model, prompt, neuron, value, tokens], [plain, steered, note])
+
+        with gr.Tab("Neuron cards"):
+            gr.Markdown("One card per MLP neuron: its firing rates and top exemplars on the demo corpus, its LM-head "
+                        "tokens, and whatever an uploaded atlas adds (language, HFTP, MILAN; `interp atlas merge` "
+                        "makes a full index). Search, open a card, then clamp, scale or ablate the neuron; *Add to "
+                        "recipe* collects the edits into a recipe file for `interp steer --recipe` and `interp serve`.")
+            with gr.Row():
+                cby = gr.Radio(list(actions.CARD_SEARCHES), value="token", label="search by", elem_id="cards-by")
+                cquery = gr.Textbox(label="token (' dog', with its space), words, language (es, Spanish) or label "
+                                          "(shared, specific, …)", elem_id="cards-query")
+                clayer = gr.Textbox(label="layer (optional; empty: all)", elem_id="cards-layer")
+                csearch = gr.Button("Search", elem_id="cards-search")
+            with gr.Accordion("optional: upload an index or an analysis atlas", open=False):
+                cindex = gr.File(label=f"the files of an index (interp atlas merge) or of a language-neurons, HFTP, "
+                                       f"MILAN, stats or lm-head atlas to join (atlas.json, tensors.safetensors, …; "
+                                       f"≤ {actions.MAX_ATLAS_BYTES // 2**20} MB)",
+                                 file_count="multiple", type="filepath", elem_id="cards-index")
+            cfound = gr.Dataframe(headers=["neuron", "top write tokens", "class", "description"],
+                                  elem_id="cards-results", interactive=False)
+            with gr.Row():
+                cneuron = gr.Textbox(label="neuron LAYER:NEURON (or pick a row above)", elem_id="card-neuron")
+                copen = gr.Button("Open card", elem_id="card-open")
+            card = gr.HTML(elem_id="card")
+            with gr.Row():
+                caction = gr.Radio(list(actions.NEURON_ACTIONS), value="clamp", label="action", elem_id="card-action")
+                cvalue = gr.Number(value=20, label="value: clamp to / scale by (ablate: unused)", elem_id="card-value")
+                cprompt = gr.Textbox(value="My favourite animal is", label="prompt", elem_id="card-prompt")
+                csteer = gr.Button("Steer", elem_id="card-steer")
+            cplain, csteered, cnote = _side_by_side("card-")
+            recipe_state = gr.State(None)
+            with gr.Row():
+                cadd = gr.Button("Add to recipe", elem_id="card-add")
+                crun = gr.Button("Steer with the recipe", elem_id="card-recipe-run")
+                cclear = gr.Button("Clear recipe", elem_id="card-recipe-clear")
+                cdownload = gr.DownloadButton("Download recipe", value=None, interactive=False,
+                                              elem_id="card-recipe-download")
+            csummary = gr.Markdown(actions.recipe_summary(None), elem_id="card-recipe")
+
+            @_shown
+            def on_cards_search(m, by, q, layer, index, progress=TRACK):
+                return actions.search_cards(m, by, q, layer, index)
+
+            @_shown
+            def on_open(m, n, index, progress=TRACK):
+                return actions.card_html(actions.open_card(m, n, index))
+
+            @_shown
+            def on_pick(m, rows, index, evt: gr.SelectData, progress=TRACK):
+                row = evt.row_value if getattr(evt, "row_value", None) else rows.iloc[evt.index[0]].tolist()
+                return row[0], actions.card_html(actions.open_card(m, row[0], index))
+
+            @_shown
+            def on_add(m, recipe, n, a, v):
+                recipe, path, summary = actions.add_to_recipe(m, recipe, n, a, v)
+                return recipe, gr.DownloadButton(value=path, interactive=True), summary
+
+            csearch.click(on_cards_search, [model, cby, cquery, clayer, cindex], cfound)
+            cfound.select(on_pick, [model, cfound, cindex], [cneuron, card])
+            copen.click(on_open, [model, cneuron, cindex], card)
+            csteer.click(_shown(lambda m, p, n, a, v, k: _pair(actions.neuron_generate(m, p, n, a, v, k))),
+                         [model, cprompt, cneuron, caction, cvalue, tokens], [cplain, csteered, cnote])
+            cadd.click(on_add, [model, recipe_state, cneuron, caction, cvalue], [recipe_state, cdownload, csummary])
+            crun.click(_shown(lambda m, p, r, k: _pair(actions.recipe_generate(m, p, r, k))),
+                       [model, cprompt, recipe_state, tokens], [cplain, csteered, cnote])
+            cclear.click(lambda: (None, gr.DownloadButton(value=None, interactive=False), actions.recipe_summary(None)),
+                         None, [recipe_state, cdownload, csummary])
 
         with gr.Tab("Language neurons"):
             gr.Markdown("Language-specific neurons from the parallel Bible (en, es, fr, de).")

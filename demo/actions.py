@@ -4,7 +4,7 @@ Long steps show tqdm progress bars, which the app forwards to the page (`gr.Prog
 
 Every function checks its inputs first and raises `DemoError` (an `InterpError`) with a message
 a person can act on; `app.py` shows it and keeps serving. Models, LM-head atlases, language-
-neuron results and MILAN exemplar indexes are computed once per model and kept in memory.
+neuron results, MILAN exemplar indexes and neuron-card indexes are computed once per model and kept in memory.
 Limits keep a public Space responsive: prompts ≤ 400 characters, ≤ 64 new tokens, bounded
 strengths.
 
@@ -13,7 +13,9 @@ A public Space is used by strangers, so the demo reads nothing the server did no
   offline names, `interp.offline_names()`); a path or any other hub id is refused;
 - atlases and recipes: only uploads (the app's file boxes), at most MAX_RECIPE_BYTES and
   MAX_ATLAS_BYTES, read by the public loaders (`interp.recipes.read_recipe` + `check_fits`,
-  `atlases.load_atlas`), which check checksums and the model before anything is applied.
+  `atlases.load_atlas`), which check checksums and the model before anything is applied;
+- recipes to download (the neuron-cards tab) are written by `interp.recipes.save_recipe` from the
+  session's edits into a temporary folder the server chose; nothing is pickled.
 """
 
 from __future__ import annotations
@@ -273,13 +275,250 @@ def neuron_tokens(name: str, neuron: str, k: int = 10) -> list[list]:
 
 def clamp_generate(name: str, prompt: str, neuron: str, value, tokens) -> SideBySide:
     """Hold one MLP neuron at `value` at every position and generate beside the unsteered text."""
-    from steering.clamps import concept_clamp
+    return neuron_generate(name, prompt, neuron, "clamp", value, tokens)
 
-    prompt, value, tokens = check_prompt(prompt), check_number(value, "Clamp value", MAX_CLAMP), check_tokens(tokens)
+
+NEURON_ACTIONS = ("clamp", "scale", "ablate")
+
+
+def neuron_edit(model: interp.Model, layer: int, n: int, action: str, value=None) -> tuple[object, str]:
+    """One MLP neuron's edit at every position, and a line saying what it does: clamp (hold it at `value`),
+    scale (multiply it by `value`) or ablate (remove it: its unit direction projected out; `value` unused)."""
+    from steering.clamps import concept_clamp, neuron_site
+
+    site = neuron_site(layer)
+    if action == "clamp":
+        value = check_number(value, "Clamp value", MAX_CLAMP)
+        return concept_clamp(layer, n, value), f"clamp {site}[{n}] = {value:g}"
+    if action == "scale":
+        value = check_number(value, "Scale factor", MAX_SCALE)
+        return interp.Scale(site, [n], [value]), f"scale {site}[{n}] × {value:g}"
+    if action == "ablate":
+        import torch
+
+        unit = torch.zeros(model.adapter.d_mlp)
+        unit[n] = 1.0
+        return interp.Ablate(site, unit), f"ablate {site}[{n}] (held at 0)"
+    raise DemoError(f"Choose what to do with the neuron: {', '.join(NEURON_ACTIONS)}.")
+
+
+def neuron_generate(name: str, prompt: str, neuron: str, action: str, value, tokens) -> SideBySide:
+    """Clamp, scale or ablate one MLP neuron (`neuron_edit`) and generate beside the unsteered text."""
+    prompt, tokens = check_prompt(prompt), check_tokens(tokens)
     model = model_for(name)
     layer, n = parse_neuron(neuron, model)
-    return compare(model, prompt, [concept_clamp(layer, n, value)], tokens,
-                   f"clamp blocks.{layer}.mlp.hook_post[{n}] = {value:g}")
+    edit, note = neuron_edit(model, layer, n, action, value)
+    return compare(model, prompt, [edit], tokens, note)
+
+
+# ---------------------------------------------------------------------------- neuron cards
+
+CARD_SEARCHES = ("token", "words", "language", "label")
+CARD_CORPUS_LENGTH = 64  # tokens per demo-corpus document for the cards' exemplars
+CARD_EXEMPLARS = 8
+MAX_RECIPE_EDITS = 64
+RECIPE_NAME = "neuron-cards-recipe.safetensors"
+_RECIPES: Path | None = None  # where recipe files for download are written (one sub-folder per file)
+
+
+@lru_cache(maxsize=2)
+def _card_stats(name: str, layers: tuple[int, ...]):
+    """Activation statistics of the layers' MLP neurons on the demo corpus (the cards' rates and exemplars):
+    `interp analyze --corpus demo --sites mlp.hook_post` at a short length (~20-40 s on a CPU)."""
+    from atlases import Atlas
+    from interp.corpora import demo_corpus
+    from probes.stats import activation_statistics
+
+    model = model_for(name)
+    sites = [f"blocks.{layer}.mlp.hook_post" for layer in layers]
+    with _LOCK:
+        result = activation_statistics(model, demo_corpus(), sites, top_k=CARD_EXEMPLARS, batch_size=8,
+                                       max_length=CARD_CORPUS_LENGTH, progress=True)
+    return Atlas(model=model.name, revision=model.revision, sites=result.sites, method="activation-statistics",
+                 tensors=result.tensors, params={**result.params, "corpus": "demo"}, documents=result.documents)
+
+
+@lru_cache(maxsize=2)
+def _cards(name: str, layers: tuple[int, ...]):
+    """The demo's card index: the LM-head atlas (the atlas tab's) joined with the demo corpus's statistics."""
+    from atlases.cards import CardIndex, merge
+
+    index = merge(None, _atlas(name, layers), "the LM-head atlas")
+    return CardIndex(merge(index, _card_stats(name, layers), "the demo corpus's statistics"))
+
+
+@lru_cache(maxsize=2)
+def _uploaded_cards(name: str, uploads: tuple[tuple[str, int, int], ...]):
+    from atlases.cards import METHOD, CardIndex, merge
+
+    atlas = uploaded_atlas([path for path, _, _ in uploads], name)
+    try:
+        if atlas.method == METHOD:
+            return CardIndex(atlas)
+        return CardIndex(merge(cards_for(name).atlas, atlas, "the uploaded atlas"))
+    except InterpError as exc:
+        raise DemoError(str(exc)) from None
+
+
+def cards_for(name: str, uploads: Sequence[str] | None = None):
+    """The card index: with `uploads`, an uploaded index (`interp atlas merge`) or one analysis's atlas (stats,
+    lm-head, language neurons, HFTP, MILAN) joined with the demo's; else the demo's own, computed once."""
+    model = model_for(name)
+    if uploads:
+        if isinstance(uploads, (str, os.PathLike)):
+            uploads = [uploads]
+        key = tuple((str(p), _size(Path(p)), Path(p).stat().st_mtime_ns) for p in uploads)
+        return _uploaded_cards(check_model(name), key)
+    return _cards(check_model(name), tuple(demo_layers(model)))
+
+
+def _card_class(card) -> str:
+    parts = []
+    if card.language:
+        parts.append(card.language + (f" ({', '.join(card.languages)})" if card.languages else ""))
+    if card.hftp:
+        parts.append(card.hftp)
+    return "; ".join(parts)
+
+
+def search_cards(name: str, by: str, query: str, layer=None, uploads=None, k: int = 20) -> list[list]:
+    """Cards matching `query` read as a token (' dog'), words, a language ('es', 'Spanish') or a label
+    (sentence-only, phrase-only, shared; specific, related, agnostic), optionally in one layer: rows
+    [neuron, top write tokens, class, description], best first."""
+    if by not in CARD_SEARCHES:
+        raise DemoError(f"Search by one of: {', '.join(CARD_SEARCHES)}.")
+    if not (query or "").strip():
+        raise DemoError({"token": "Enter a token, e.g. ' dog' (with its leading space).",
+                         "words": "Enter words, e.g. 'dog cat'.", "language": "Enter a language, e.g. es or Spanish.",
+                         "label": "Enter a label: sentence-only, phrase-only, shared, specific, related or "
+                                  "agnostic."}[by])
+    query = query if by == "token" else query.strip()
+    if layer is None or str(layer).strip() == "":
+        layer = None
+    elif not str(layer).strip().isdigit():
+        raise DemoError(f"Layer must be a layer number, or empty for all layers (got {layer!r}).")
+    else:
+        layer = int(str(layer).strip())
+    index = cards_for(name, uploads)
+    kwargs = {"words": "text"}.get(by, by)
+    try:
+        found = index.search(**{kwargs: query}, layer=layer, k=int(k))
+    except InterpError as exc:
+        hint = " Upload that atlas in the index box to add it." if "merged in" in str(exc) else ""
+        raise DemoError(str(exc) + hint) from None
+    if not found:
+        raise DemoError(f"No neuron in this index matches {query!r}" + (f" in layer {layer}." if layer is not None
+                                                                           else "."))
+    return [[f"{c.layer}:{c.neuron}", " ".join(repr(t) for t, _ in c.tokens.get("write", [])[:5]), _card_class(c),
+             c.description or ""] for c in found]
+
+
+def open_card(name: str, neuron: str, uploads=None):
+    """The card (`atlases.cards.NeuronCard`) of a neuron given as LAYER:NEURON, exemplars highlighted."""
+    model = model_for(name)
+    layer, n = parse_neuron(neuron, model)
+    try:
+        return cards_for(name, uploads).card(layer, n, tokenizer=model.tokenizer)
+    except InterpError as exc:
+        raise DemoError(str(exc)) from None
+
+
+def card_html(card) -> str:
+    """A card as HTML (every value from the index escaped): rates, exemplars with the token the activation was
+    read at marked, LM-head tokens, language, HFTP and description; absent analyses say so."""
+    from html import escape
+
+    e = lambda x: escape(str(x))  # noqa: E731
+    out = [f"<h3>Neuron {card.layer}:{card.neuron} <small>blocks.{card.layer}.mlp.hook_post</small></h3>"]
+    if card.frequency:
+        rows = "".join(f"<tr><td>{e(g)}</td><td>{card.frequency[g]:.4f}</td><td>{card.mean.get(g, 0):.4f}</td>"
+                       f"<td>{card.std.get(g, 0):.4f}</td></tr>" for g in card.frequency)
+        out.append("<h4>Activation</h4><table><tr><th>group</th><th>firing rate</th><th>mean</th><th>std</th></tr>"
+                   f"{rows}</table>")
+    else:
+        out.append("<p><i>No activation statistics in this index.</i></p>")
+    if card.exemplars:
+        items = []
+        for x in card.exemplars:
+            if "context" in x:
+                left, tok, right = x["context"]
+                text = f"…{e(left)}<mark><b>{e(tok)}</b></mark>{e(right)}…"
+            else:
+                text = e(x.get("text") or f"document {x['doc']}")
+            items.append(f"<li><code>{x['value']:.3g}</code> {text}</li>")
+        out.append(f"<h4>Top exemplars</h4><ol class='card-exemplars'>{''.join(items)}</ol>")
+    for direction, toks in card.tokens.items():
+        shown = ", ".join(f"<code>{e(repr(t))}</code> {p:.3f}" for t, p in toks)
+        out.append(f"<h4>LM-head tokens ({e(direction)})</h4><p>{shown}</p>")
+    if not card.tokens:
+        out.append("<p><i>No LM-head atlas in this index.</i></p>")
+    if card.language is not None:
+        rates = ", ".join(f"{e(k)} {v:.4f}" for k, v in card.language_rates.items())
+        out.append(f"<h4>Language</h4><p>{e(card.language or 'none')}"
+                   f"{' — ' + e(', '.join(card.languages)) if card.languages else ''}; firing rates: {rates}</p>")
+    if card.hftp is not None:
+        z = ", ".join(f"{e(k)} z = {v:.2f}" for k, v in card.hftp_z.items())
+        out.append(f"<h4>HFTP</h4><p>{e(card.hftp or 'none')} ({z})</p>")
+    if card.description:
+        pmi = f" (PMI {card.pmi:.2f})" if card.pmi is not None else ""
+        out.append(f"<h4>Description</h4><p>{e(card.description)}{pmi}</p>")
+    return "<div class='neuron-card'>" + "".join(out) + "</div>"
+
+
+def _recipe_edits(model: interp.Model, recipe: dict) -> list:
+    return [neuron_edit(model, layer, n, action, value)[0] for layer, n, action, value in recipe["edits"]]
+
+
+def add_to_recipe(name: str, recipe: dict | None, neuron: str, action: str, value) -> tuple[dict, str, str]:
+    """`recipe` (a session's {model, edits: [[layer, neuron, action, value]]}) with this neuron's edit added (an
+    earlier edit of the same neuron is replaced), written as a recipe file (`interp.recipes.save_recipe`, the
+    format `interp steer --recipe` and `interp serve` load): (new recipe, the file's path, a summary)."""
+    from interp.recipes import save_recipe
+
+    model = model_for(name)
+    layer, n = parse_neuron(neuron, model)
+    neuron_edit(model, layer, n, action, value)  # checks the action and the value
+    value = None if action == "ablate" else float(value)
+    recipe = recipe or {"model": model.name, "edits": []}
+    if recipe["model"] != model.name:
+        raise DemoError(f"This recipe holds edits of {recipe['model']}; clear it to collect edits of {model.name}.")
+    edits = [e for e in recipe["edits"] if (e[0], e[1]) != (layer, n)] + [[layer, n, action, value]]
+    if len(edits) > MAX_RECIPE_EDITS:
+        raise DemoError(f"A recipe here holds at most {MAX_RECIPE_EDITS} edits; download it and clear it.")
+    recipe = {"model": model.name, "edits": edits}
+    global _RECIPES
+    with _LOCK:
+        if _RECIPES is None:
+            _RECIPES = Path(tempfile.mkdtemp(prefix="interp-demo-recipes-"))
+        path = Path(tempfile.mkdtemp(dir=_RECIPES)) / RECIPE_NAME
+    lines = [f"{layer}:{n} {action}" + ("" if value is None else f" {value:g}") for layer, n, action, value in edits]
+    save_recipe(path, _recipe_edits(model, recipe), model,
+                {"writer": "interp demo: neuron cards", "edits": lines, "generation": dict(GENERATION)})
+    return recipe, str(path), recipe_summary(recipe)
+
+
+def recipe_summary(recipe: dict | None) -> str:
+    if not recipe or not recipe["edits"]:
+        return "The recipe is empty: open a card and press *Add to recipe*."
+    lines = [f"- `{layer}:{n}` {action}" + ("" if value is None else f" {value:g}")
+             for layer, n, action, value in recipe["edits"]]
+    return (f"Recipe for {recipe['model']} ({len(lines)} edit(s)):\n" + "\n".join(lines) +
+            f"\n\nApply it with `interp steer --model {recipe['model']} --recipe {RECIPE_NAME} --prompt '…' "
+            f"--repetition-penalty {GENERATION['repetition_penalty']:g}` (the tab's setting) or load it in "
+            f"`interp serve`.")
+
+
+def recipe_generate(name: str, prompt: str, recipe: dict | None, tokens) -> SideBySide:
+    """The whole session recipe's continuation beside the unsteered one."""
+    prompt, tokens = check_prompt(prompt), check_tokens(tokens)
+    model = model_for(name)
+    if not recipe or not recipe["edits"]:
+        raise DemoError("The recipe is empty: add an edit first.")
+    if recipe["model"] != model.name:
+        raise DemoError(f"This recipe holds edits of {recipe['model']}, not {model.name}.")
+    return compare(model, prompt, _recipe_edits(model, recipe), tokens,
+                   f"the recipe's {len(recipe['edits'])} edit(s): " +
+                   "; ".join(f"{l}:{n} {a}" + ("" if v is None else f" {v:g}") for l, n, a, v in recipe["edits"]))
 
 
 # ---------------------------------------------------------------------------- language neurons

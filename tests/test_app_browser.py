@@ -170,3 +170,49 @@ def test_recipes_and_atlases_are_uploads_checked_before_use(page, tmp_path) -> N
     page.click("#play-run")
     assert "'lm-head' atlas, not a brain-axes atlas" in _error(page, "not a brain-axes atlas")
     page.get_by_role("tab", name="Neuron atlas").click()
+
+
+def test_neuron_cards_search_open_clamp_and_download_a_recipe_the_cli_applies(page, tmp_path) -> None:
+    """The "Neuron cards" tab: search ' dog', pick the first row (its card opens with a highlighted exemplar and
+    its LM-head tokens), clamp it, see both texts; "Add to recipe" gives a file to download, and `interp steer
+    --recipe` with it prints the steered text the tab showed (greedy, the tab's repetition penalty)."""
+    page.get_by_role("tab", name="Neuron cards").click()
+    _fill(page, "cards-query", " dog")
+    page.click("#cards-search")
+    # the first search builds the index: the atlas tab's LM-head atlas and the demo corpus's statistics
+    page.wait_for_function(r"() => /^\d+:\d+$/m.test(document.querySelector('#cards-results').innerText)",
+                           timeout=300_000)
+    neuron = re.search(r"^\d+:\d+$", page.locator("#cards-results").inner_text(), re.M)[0]
+    page.locator("#cards-results .body-cell", has_text=neuron).first.click()  # picking a row opens its card
+    page.wait_for_function(f"() => document.querySelector('#card').innerText.includes('Neuron {neuron}')",
+                           timeout=120_000)
+    assert _text(page, "card-neuron") == neuron
+    card = page.locator("#card").inner_text()
+    assert re.search("dog", card, re.I) and "firing rate" in card and page.locator("#card mark").count() > 0
+    _fill(page, "card-prompt", "My favourite animal is")
+    page.locator("#card-value input").fill("20")
+    page.get_by_role("radio", name="clamp").check()
+    page.click("#card-steer")
+    page.wait_for_function("() => document.querySelector('#card-steered textarea').value.length > 0",
+                           timeout=120_000)
+    plain, steered = _text(page, "card-unsteered"), _text(page, "card-steered")
+    assert plain.strip() and steered.strip() and plain != steered
+    page.click("#card-add")
+    page.wait_for_function(f"() => document.querySelector('#card-recipe').innerText.includes('{neuron}')",
+                           timeout=60_000)
+    with page.expect_download(timeout=60_000) as download:
+        page.click("#card-recipe-download")
+    recipe = tmp_path / "recipe.safetensors"
+    download.value.save_as(recipe)
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "cards-clamp.png"), full_page=True)
+    assert (SHOTS / "cards-clamp.png").stat().st_size > 10_000
+    tokens = page.locator("#tokens input[type=number]").first.input_value()
+    env = {**os.environ, "COLUMNS": "1000", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "cli.main", "steer", "--model", "smollm2-135m", "--recipe", str(recipe),
+                          "--prompt", "My favourite animal is", "--max-new-tokens", tokens, "--repetition-penalty",
+                          "1.3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    printed = out.stdout.split("] My favourite animal is\n", 1)[1]
+    assert " ".join(printed.split()) == " ".join(steered.split())
+    page.get_by_role("tab", name="Neuron atlas").click()
