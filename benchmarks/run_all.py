@@ -47,6 +47,7 @@ SPEED: list[str] = [
     "scale.py",
     "serve.py",
     "vllm.py",
+    "cards.py",
 ]
 ACCEPTANCE: list[str] = [  # longest first, so that runs side by side end together
     "snrf.py",
