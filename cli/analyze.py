@@ -10,11 +10,11 @@ from cli.argtypes import positive
 from cli.base import error
 from cli.loading import load
 
-PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes", "shared-neurons", "milan")
+PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes", "shared-neurons", "milan", "all")
 
 
 def add_parser(sub) -> None:
-    from cli import brain_axes, foxp2, hftp, language, lm_head, milan, runs, shared_neurons
+    from cli import analyze_all, brain_axes, foxp2, hftp, language, lm_head, milan, runs, shared_neurons
     from cli.loading import add_options as placement_options
 
     a = sub.add_parser("analyze", help=f"run a probe ({', '.join(PROBES)}) and write an atlas",
@@ -24,12 +24,14 @@ def add_parser(sub) -> None:
                                    "language and writes a steering recipe; hftp finds syntax neurons by frequency "
                                    "tagging (and compares them with brain recordings); brain-axes builds an MEG "
                                    "word atlas and fits the model's adapters to its axes; milan describes neurons "
-                                   "in words.")
+                                   "in words; all runs every analysis that applies and merges them into one "
+                                   "neuron-card index.")
     a.add_argument("--model", default="smollm2-135m", help="offline name, folder, .gguf file or hub id")
     a.add_argument("--corpus", default=None,
                    help="'demo', 'bible:en,fr[:N]', or a .txt (blank-line separated) / .jsonl file "
                         "(needed by --probe stats)")
-    a.add_argument("--out", required=True, help="atlas folder to write (replaced atomically)")
+    a.add_argument("--out", required=True, help="atlas folder to write (replaced atomically); with --probe all, a "
+                                                "folder: OUT/index (the card index), OUT/steps/STEP, OUT/logs")
     a.add_argument("--probe", default="stats", choices=PROBES,
                    help="stats: activation statistics over a corpus; lm-head: decode every MLP neuron "
                         "through the unembedding (weights only, no corpus); language-neurons: language-specific, "
@@ -37,7 +39,8 @@ def add_parser(sub) -> None:
                         "localisation, spectra and recipe (--target); hftp: sentence- and phrase-rate neurons; "
                         "brain-axes: MEG word atlas, ICA axes and adapters (--meg, --words); shared-neurons: "
                         "the units a VLM (--model) shares with its LLM (--pair); milan: natural-language "
-                        "descriptions of neurons by pointwise mutual information with their exemplars")
+                        "descriptions of neurons by pointwise mutual information with their exemplars; "
+                        + analyze_all.HELP.replace("%", "%%"))
     a.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
                    help="stats only: transformers (default), or vllm: stream the corpus through vLLM, the reducers "
                         "filled inside its workers (needs vLLM: make install-vllm; --tensor-parallel-size for "
@@ -73,6 +76,10 @@ def command(args) -> int:
     from cli.runs import DATA_PARALLEL, checkpoint_for, launch, output_lock
     from interp.distributed import init_from_env
 
+    if args.probe == "all":
+        from cli import analyze_all
+
+        return analyze_all.command(args)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "atlas.json").exists())):
         raise interp.InterpError(f"{out} exists and is not an atlas folder; choose another --out")
