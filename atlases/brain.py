@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from interp.errors import InterpError
+from interp.paper import PaperSettings, differs
 
 from .words import BUILT_IN, Words, WordsError, family, lexicon, word_features
 
@@ -52,7 +53,7 @@ class BrainAtlasError(InterpError):
 
 
 @dataclass
-class BrainAtlasSettings:
+class BrainAtlasSettings(PaperSettings):
     band: tuple[float, float] = (4.0, 7.0)  # Hz, theta
     window: float = 2.0  # s
     step: float = 0.5  # s
@@ -66,10 +67,16 @@ class BrainAtlasSettings:
     n_folds: int = 5
     n_perm: int = 100
     perm_quantile: float = 0.95
-    word_vector: str = "own"  # "windows": the mean prediction over the word's lag-0 windows (the paper);
+    word_vector: str = differs(  # "windows": the mean prediction over the word's lag-0 windows (the paper);
+        "own", paper="windows", why="in the mean over windows a rare word's one or two contexts count as much as "
+        "the word itself")
     # "own": the same with the other lags' words held at their mean, so the context does not enter the vector
-    min_count: int = 2  # words heard fewer times than this (over all recordings) get no vector (the paper: 1)
-    subspace: str = "reliable"  # ICA over the state dimensions the brain supports; "all": the paper (every PC)
+    min_count: int = differs(  # words heard fewer times than this (over all recordings) get no vector
+        2, paper=1, why="a word heard once has a vector made of one context")
+    subspace: str = differs(  # ICA over the state dimensions the brain supports; "all": the paper (every PC)
+        "reliable", paper="all", why="word vectors are linear in the word features and ICA's whitening undoes the "
+        "map, so ICA over every PC finds the features in pure noise", effect="simulated MEG: pure noise gives "
+        "axes with |r| > 0.6 to the word features over all PCs, none over the reliable ones")
     families: tuple[str, ...] | None = None  # feature families (None: built-in + every user column)
     lang: str = "en"
     seed: int = 0

@@ -14,7 +14,7 @@ PROBES = ("stats", "lm-head", "language-neurons", "foxp2", "hftp", "brain-axes",
 
 
 def add_parser(sub) -> None:
-    from cli import analyze_all, brain_axes, foxp2, hftp, language, lm_head, milan, runs, shared_neurons
+    from cli import analyze_all, brain_axes, foxp2, hftp, language, lm_head, milan, paper, runs, shared_neurons
     from cli.loading import add_options as placement_options
 
     a = sub.add_parser("analyze", help=f"run a probe ({', '.join(PROBES)}) and write an atlas",
@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
                    help="exemplars kept per unit (stats, default 16) / top tokens per neuron (lm-head, default 10)")
     a.add_argument("--limit", type=positive, default=None, help="use only the first N documents")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    paper.add_option(a)
     runs.add_options(a.add_argument_group("long runs (stats, language-neurons, milan): processes, checkpoints, resume"))
     placement_options(a.add_argument_group("large models"))
     lm_head.add_options(a.add_argument_group("lm-head options"))

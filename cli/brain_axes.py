@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli import paper
 from cli.argtypes import count, finite
 from cli.loading import load
 
@@ -40,7 +41,7 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     group.add_argument("--brain-permutations", type=count, default=100, metavar="N",
                        help="timeline shifts for the recovery threshold (default 100)")
     group.add_argument("--paper-axes", action="store_true",
-                       help="the paper's choices: ICA over every PC, window-mean word vectors, every word "
+                       help="the same as --paper here: the paper's choices: ICA over every PC, window-mean word vectors, every word "
                             "(finds the word features even in noise; see README)")
 
 
@@ -80,12 +81,12 @@ def analyze_command(args, out: Path) -> int:
         raise InterpError(f"--words has no rows for recording(s) {', '.join(missing[:3])} (column 'recording')")
     raws = [read_raw(p) for p in paths]
     settings = BrainAtlasSettings(n_perm=args.brain_permutations)
-    if args.paper_axes:
-        settings = BrainAtlasSettings(n_perm=args.brain_permutations, subspace="all", word_vector="windows",
-                                      min_count=1)
+    if args.paper_axes or args.paper:
+        settings = settings.as_paper()
     atlas = build_brain_atlas(raws, words, settings, names=names, lexica=lexica, progress=not args.quiet)
     text = atlas.table()
     disk = atlas.to_atlas()
+    disk.params["paper_mode"] = settings.provenance()
     axes = [int(k) for k in np.flatnonzero(atlas.recovered)]
     if axes:
         model = load(args)

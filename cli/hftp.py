@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli import paper
 from cli.argtypes import positive
 from cli.loading import load
 
@@ -24,7 +25,7 @@ def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--sentences", type=positive, default=60, help="sentences per stream (default 60: 240 words)")
     group.add_argument("--permutations", type=positive, default=1000, help="time permutations in stage 1 (default 1000)")
     group.add_argument("--paper-z", action="store_true",
-                       help="stage 2 as in the paper: z-score the differences against themselves (marks the top few "
+                       help="(one of --paper's choices) stage 2 as in the paper: z-score the differences against themselves (marks the top few "
                             "per cent even without any effect); default: against a second, independent control")
     group.add_argument("--brain", metavar="EPOCHS",
                        help="epochs file (.fif) with the six conditions, or a BIDS dataset folder (mne-bids), for RSA")
@@ -86,6 +87,7 @@ def analyze_command(args, out: Path) -> int:
     sites = model.adapter.expand(args.sites, args.layers)
     settings = HftpSettings(lang=args.lang, site=args.sites, n_sentences=args.sentences, n_streams=args.streams,
                             n_groups=args.groups, n_perm=args.permutations, null_control=not args.paper_z)
+    settings = paper.apply(settings, args)
     result = run_hftp(model, settings, sites)
     tensors = {}
     for site in sites:
@@ -96,7 +98,7 @@ def analyze_command(args, out: Path) -> int:
             tensors[f"{site}/z.{name}"] = result.z[name][site].contiguous()
         for cond, by_site in result.spectra.items():  # [F, N] mean amplitude, F = 2n + 1 bins of 1/(4n) per word
             tensors[f"{site}/spectrum.{cond}"] = by_site[site].to(torch.float16).contiguous()
-    params = summary(result, settings)
+    params = {**summary(result, settings), "paper_mode": settings.provenance()}
     binary = {"spectra.png": spectra_png(result, 4 * settings.n_sentences), "counts.png": counts_png(result)}
     rsa_text = ""
     if epochs is not None:

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli import paper
 from cli.argtypes import finite, positive
 from cli.loading import load
 
@@ -106,7 +107,7 @@ def _sets(vlm, llm, args):
     from probes.shared_neurons import SharedSettings, neuron_sets
 
     v_in, l_in = samples(vlm, llm, args)
-    settings = SharedSettings(ratio_ffn=args.ratio, ratio_attn=args.ratio)
+    settings = paper.apply(SharedSettings(ratio_ffn=args.ratio, ratio_attn=args.ratio), args)
     progress = not getattr(args, "quiet", False)
     return neuron_sets(llm, l_in, settings, progress=progress), neuron_sets(vlm, v_in, settings, progress=progress)
 
@@ -144,7 +145,7 @@ def analyze_command(args, out: Path) -> int:
 
         evaluate = tb.image_task_evaluator(vlm, args.held_out)  # one question set, the base row scored once
     for beta in betas:
-        table = snrf_table(vlm, llm, shared, evaluate, SnrfSettings(rank=args.snrf_rank, beta=beta))
+        table = snrf_table(vlm, llm, shared, evaluate, paper.apply(SnrfSettings(rank=args.snrf_rank, beta=beta), args))
         text += f"\n\nSNRF, held-out accuracy ({args.held_out} questions per task)\n" + table.text()
         tables[f"snrf beta={beta:g}"] = table.accuracy
     tensors = {}
@@ -153,7 +154,7 @@ def analyze_command(args, out: Path) -> int:
             for l, mask in by_layer.items():
                 tensors[f"blocks.{l}.{module}/{name}"] = mask.to(torch.int8).contiguous()
     params = {"vlm": vlm.name, "llm": llm.name, "task": args.task, "samples": args.samples, "ratio": args.ratio,
-              "tables": tables,
+              "tables": tables, "paper_mode": _paper_mode(args),
               "overlap": {m: {"layers": o.layers, "overlap": o.overlap, "random": o.random_overlap}
                           for m, o in overlaps.items()}}
     report = (f"<!doctype html><html><head><meta charset='utf-8'><title>interp shared neurons</title></head><body>"
@@ -167,6 +168,14 @@ def analyze_command(args, out: Path) -> int:
     return 0
 
 
+def _paper_mode(args) -> dict:
+    from probes.shared_neurons import SharedSettings
+    from steering.snrf import SnrfSettings
+
+    return {"shared": paper.apply(SharedSettings(), args).provenance(),
+            "snrf": paper.apply(SnrfSettings(), args).provenance()}
+
+
 def steer_edits(args, model, notes: list[str]) -> list:
     """interp steer snrf: shared neurons of --model and --donor, then the SNRF edits (or the merged folder)."""
     import interp
@@ -176,7 +185,10 @@ def steer_edits(args, model, notes: list[str]) -> list:
     donor = load(args, args.donor)
     llm_sets, vlm_sets = _sets(model, donor, args)
     shared = shared_sets(llm_sets, vlm_sets)
-    edits = snrf_edits(model, donor, shared, SnrfSettings(rank=args.rank, beta=args.beta))
+    settings = paper.apply(SnrfSettings(rank=args.rank, beta=args.beta), args)
+    edits = snrf_edits(model, donor, shared, settings)
+    if settings.is_paper():
+        notes.append("paper mode: " + ", ".join(f"{k}={v}" for k, v in settings.provenance()["choices"].items()))
     n = sum(int(m.sum()) for by_layer in shared.values() for m in by_layer.values())
     notes.append(f"SNRF from {donor.name}: rank {args.rank}, β {args.beta:g}, {n} shared units, {len(edits)} edits")
     if args.save_merged:

@@ -84,10 +84,17 @@ def _generic_options(p: argparse.ArgumentParser) -> None:
                    help="which tokens the --clamp/--add/--contrast edits act on (recipes keep their own)")
 
 
+PAPER_METHODS = ("snrf",)  # methods whose settings have choices that differ from their paper (cli/paper.py)
+
+
 def _method_options(name: str, p: argparse.ArgumentParser) -> None:
     from cli import brain_axes, dopamine, foxp2, shared_neurons
 
+    from cli import paper
+
     group = p.add_argument_group(f"{name} options")
+    if name in PAPER_METHODS:
+        paper.add_option(group)
     {"foxp2": lambda: foxp2.add_options(group, steer=True),
      "brain-axis": lambda: brain_axes.add_options(group, steer=True),
      "snrf": lambda: shared_neurons.add_options(group, steer=True),

@@ -33,6 +33,7 @@ import torch
 
 import interp
 from interp.errors import InterpError
+from interp.paper import PaperSettings, differs
 
 MODULES = ("q", "k", "v", "o", "up")
 ATTENTION = ("q", "k", "v", "o")
@@ -43,12 +44,15 @@ class SharedNeuronsError(InterpError):
 
 
 @dataclass
-class SharedSettings:
+class SharedSettings(PaperSettings):
     ratio_ffn: float = 0.3  # the paper: 0.3 for Llama-family models, 0.1 for Qwen
     ratio_attn: float = 0.3
     modules: tuple[str, ...] = MODULES
-    swap_ratios: bool = False  # public-code quirk: FFN and attention keep counts swapped
-    pool_layers: bool = False  # public-code quirk: pool indices across layers before intersecting
+    swap_ratios: bool = differs(  # public-code quirk: FFN and attention keep counts swapped
+        False, paper=True, why="a bug in the public code's Llama paths (the paper's numbers were made with it)")
+    pool_layers: bool = differs(  # public-code quirk: pool indices across layers before intersecting
+        False, paper=True, why="the public code pools indices across layers before intersecting; the method "
+        "intersects per layer")
 
 
 def _layout(model: interp.Model) -> dict[str, int]:

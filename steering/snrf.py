@@ -27,6 +27,7 @@ import torch
 
 import interp
 from interp.errors import InterpError
+from interp.paper import PaperSettings, differs
 
 ROW_MODULES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "up": "up_proj"}
 COL_MODULES = {"o": "o_proj", "down": "down_proj"}
@@ -37,12 +38,13 @@ class SnrfError(InterpError):
 
 
 @dataclass
-class SnrfSettings:
+class SnrfSettings(PaperSettings):
     rank: int | None = 4  # None: the full ΔW (no truncation)
     beta: float = 0.5
     modules: tuple[str, ...] = ("q", "k", "v", "o", "up", "down")
     gate: bool = False  # also gate_proj's rows with the up set (the paper leaves gate untouched)
-    beta_quirk: bool = False  # public-code quirk: β never applied (β = 1)
+    beta_quirk: bool = differs(  # public-code quirk: β never applied (β = 1)
+        False, paper=True, why="the public code never applies β (a bug; the paper's numbers were made with it)")
 
 
 def _module(model: interp.Model, layer: int, key: str) -> torch.nn.Linear:

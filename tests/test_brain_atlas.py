@@ -43,8 +43,9 @@ def test_noise_only_meg_recovers_nothing_above_the_permutation_threshold(story) 
     print("\n" + atlas.table())
     assert not atlas.kept.any() and atlas.n_axes == 0 and not atlas.recovered.any()
     # the paper's ICA over every PC finds the word features in noise just as well: only reliability tells
-    paper = build_brain_atlas([raw], {None: w}, BrainAtlasSettings(n_perm=30, subspace="all", word_vector="windows",
-                                                                   min_count=1), stability=False)
+    settings = BrainAtlasSettings.paper(n_perm=30)  # `interp analyze --probe brain-axes --paper`
+    assert settings.provenance()["choices"] == {"word_vector": "windows", "min_count": 1, "subspace": "all"}
+    paper = build_brain_atlas([raw], {None: w}, settings, stability=False)
     assert max(np.abs(paper.validation["frequency"])) > 0.6 and not paper.recovered.any()
 
 

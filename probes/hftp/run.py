@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import interp
+from interp.paper import PaperSettings, differs
 
 from .brain import CONDITIONS
 from .probe import HftpResult, amplitude, frequencies, hftp_test, word_series
@@ -22,7 +23,7 @@ from .stimuli import control, experiment, phrases, random_words
 
 
 @dataclass
-class HftpSettings:
+class HftpSettings(PaperSettings):
     lang: str = "en"
     site: str = "mlp.hook_post"  # per-layer site names or full names (adapter.expand)
     n_sentences: int = 60  # per stream: 4 × n_sentences words
@@ -32,7 +33,10 @@ class HftpSettings:
     alpha: float = 0.05
     z: float = 2.0
     seed: int = 0
-    null_control: bool = True  # z against a second independent control (False: the paper's self z-score)
+    null_control: bool = differs(  # z against a second independent control (False: the paper's self z-score)
+        True, paper=False, why="the self z-score marks the top few per cent of neurons whether or not there is an "
+        "effect", effect="smollm2: 1,285 neurons for sentences and 1,235 for a shuffled control (paper); 44,804 vs "
+        "1,092 against an independent control (ours)")
 
 
 def run_hftp(model: interp.Model, settings: HftpSettings, sites: Sequence[str] | None = None) -> HftpResult:
