@@ -290,16 +290,18 @@ class Sweep:
         r2 = 1 - float(((within - slope * (x - x.mean())) ** 2).sum()) / total if total > 0 else 1.0
         return Steerability(layer, slope, (lo, hi), consistency, r2)
 
-    def admissible(self, bounds: dict[str, float]) -> list[Setting]:
-        """Settings whose every bounded cost (a ratio for perplexity with a reference) is within its bound; a
-        `distinct-2`-like bound given as a negative number is a floor: value ≥ −bound."""
+    def admissible(self, bounds: dict[str, float], floors: dict[str, float] | None = None) -> list[Setting]:
+        """Settings whose every bounded cost (a ratio for perplexity with a reference) is at most its bound and
+        every floored score (e.g. distinct-2) at least its floor."""
         def ok(s: Setting) -> bool:
-            return all((self.value(s, n) >= -b) if b < 0 else (self.value(s, n) <= b) for n, b in bounds.items())
+            return (all(self.value(s, n) <= b for n, b in bounds.items())
+                    and all(self.value(s, n) >= f for n, f in (floors or {}).items()))
         return [s for s in self.settings if ok(s)]
 
-    def recommend(self, effect: str, bounds: dict[str, float]) -> Setting | None:
+    def recommend(self, effect: str, bounds: dict[str, float], floors: dict[str, float] | None = None
+                  ) -> Setting | None:
         """The admissible setting with the largest mean effect (ties: the weaker strength, then the lower layer)."""
-        pool = self.admissible(bounds)
+        pool = self.admissible(bounds, floors)
         return max(pool, key=lambda s: (self.value(s, effect), -abs(s.strength), -s.layer)) if pool else None
 
     def pareto(self, effect: str, costs: Sequence[str]) -> list[Setting]:
