@@ -136,35 +136,42 @@ def generic_edits(args, model) -> tuple[list, list[str]]:
 
 
 def concept_edit(args, model, notes: list[str]):
-    """--concept: the neuron whose write direction gives TOKEN the highest probability; sweep values; pick one."""
+    """--concept: the neuron whose --direction (write: down_proj column, default; up: up_proj row) gives TOKEN the
+    highest probability; sweep values at the site that direction clamps at (`steering.clamps.clamp_site`); pick one."""
     import torch
 
     from atlases import load_atlas
     from atlases.lm_head import site_of
     from probes.lm_head import LMHeadOptions, concept_neurons, lm_head_map
-    from steering.clamps import DEFAULT_SWEEP, clamp_sweep, concept_clamp, pick_value, single_token_ids
+    from steering.clamps import (DEFAULT_SWEEP, clamp_site, clamp_sweep, concept_clamp, neuron_site, pick_value,
+                                 single_token_ids)
 
+    direction = getattr(args, "direction", None) or "write"
+    site = clamp_site(model, direction)
     ids = single_token_ids(model.tokenizer, args.concept)  # one clear error before any heavy work
     if args.atlas:
         atlas = load_atlas(args.atlas, model=model.name)
-        if atlas.method != "lm-head" or "write" not in atlas.params.get("directions", []):
-            raise error(f"--atlas {args.atlas} is not an lm-head atlas with the write direction")
+        if atlas.method != "lm-head" or direction not in atlas.params.get("directions", []):
+            raise error(f"--atlas {args.atlas} is not an lm-head atlas with the {direction} direction")
         p = atlas.params
-        layers, lse = list(p["layers"]), torch.stack([atlas.get(site_of(l), "write.lse") for l in p["layers"]])
+        layers = list(p["layers"])
+        lse = torch.stack([atlas.get(site_of(l), f"{direction}.lse") for l in layers])
         final_norm, unit = p["final_norm"], p["unit"]
     else:
-        print(f"# decoding {model.adapter.n_layers} × {model.adapter.d_mlp} write directions to find "
+        print(f"# decoding {model.adapter.n_layers} × {model.adapter.d_mlp} {direction} directions to find "
               f"{args.concept!r} (pass --atlas DIR from `interp analyze --probe lm-head` to skip this)")
-        lm_map = lm_head_map(model, None, LMHeadOptions(directions=("write",)), progress=True)
-        layers, lse, final_norm, unit = lm_map.layers, lm_map.get("write", "lse"), True, False
-    layer, neuron, prob = concept_neurons(model, ids, lse, layers, final_norm=final_norm, unit=unit, k=1)[0]
+        lm_map = lm_head_map(model, None, LMHeadOptions(directions=(direction,)), progress=True)
+        layers, lse, final_norm, unit = lm_map.layers, lm_map.get(direction, "lse"), True, False
+    layer, neuron, prob = concept_neurons(model, ids, lse, layers, direction=direction, final_norm=final_norm,
+                                          unit=unit, k=1)[0]
     values = args._sweep or list(DEFAULT_SWEEP)
-    sweep = clamp_sweep(model, args.concept, layer, neuron, values)
-    print(f"# concept neuron: {site_of(layer)}[{neuron}], p({args.concept!r}) = {prob:.3g} from its write direction")
+    sweep = clamp_sweep(model, args.concept, layer, neuron, values, site=site)
+    where = neuron_site(layer, site)
+    print(f"# concept neuron: {where}[{neuron}], p({args.concept!r}) = {prob:.3g} from its {direction} direction")
     print(textwrap.indent(sweep.table(), "# "))
     value = args.clamp_value if args.clamp_value is not None else pick_value(sweep)
-    notes.append(f"clamp {site_of(layer)}[{neuron}] = {value:g} (the {args.concept!r} neuron)")
-    return concept_clamp(layer, neuron, value, positions=args.positions)
+    notes.append(f"clamp {where}[{neuron}] = {value:g} (the {args.concept!r} neuron)")
+    return concept_clamp(layer, neuron, value, positions=args.positions, site=site)
 
 
 def wrap(text: str, width: int) -> list[str]:

@@ -20,6 +20,12 @@ def add_options(group: argparse._ArgumentGroup) -> None:
                        help="Bible verses per language for the counts (default 300)")
     group.add_argument("--method", default="zhang2025", choices=["zhang2025", "lape"],
                        help="zhang2025: the three-way classification with the λ search; lape: the LAPE baseline")
+    group.add_argument("--answers", metavar="FILE.jsonl",
+                       help='count on answer tokens only, from prompt/answer pairs: one JSON object per line, '
+                            '{"lang": "en", "prompt": "Question: ... Answer:", "answer": " ..."} (full text = prompt + '
+                            'answer); the prompt is masked in one capture run (--paper: full minus prefix, two runs); '
+                            '--langs defaults to the file\'s languages; the grid holds out each language\'s last '
+                            '--grid-verses examples')
     group.add_argument("--grid-verses", type=count, default=16,
                        help="held-out texts per language for the ablation grid (default 16; 0: no grid)")
 
@@ -38,19 +44,42 @@ def lang_map(spec: str, option: str) -> dict[str, str]:
 def analyze_command(args, out: Path) -> int:
     from atlases import Atlas
     from atlases.language_report import distribution_png, render_language_report
-    from probes.language_counts import active_means, bible_texts, file_texts, language_counts
-    from probes.language_neurons import RHO, identify, lape, layer_distribution, phases
+    from cli.paper import apply
+    from probes.language_counts import (active_means, answer_counts, bible_texts, file_texts, language_counts,
+                                        read_answers)
+    from probes.language_neurons import RHO, LanguageNeuronSettings, identify, lape, layer_distribution, phases
     from steering.language import ablation_grid
 
+    settings = apply(LanguageNeuronSettings(), args)
+    examples = None
+    if args.answers:
+        if args.lang_files:
+            raise error("--answers and --lang-files are two sources of text; give one")
+        examples = read_answers(args.answers)  # a CorpusError is an InterpError: one line, exit 2
+        if args.langs is None:
+            args.langs = ",".join(examples)
     if args.langs is None:
         raise error("--probe language-neurons needs --langs, e.g. en,es,fr,de")
     langs = [l.strip() for l in args.langs.split(",") if l.strip()]
     if len(langs) < 2 or len(set(langs)) != len(langs):
         raise error(f"--langs needs at least two different languages, got {args.langs!r}")
     if args.corpus not in (None, "bible"):
-        raise error("--probe language-neurons reads the parallel Bible (default) or --lang-files LANG=FILE,...")
+        raise error("--probe language-neurons reads the parallel Bible (default), --lang-files LANG=FILE,... "
+                    "or --answers FILE.jsonl")
     versions = None
-    if args.lang_files:
+    if examples is not None:
+        if sorted(examples) != sorted(langs):
+            raise error(f"--answers has languages {sorted(examples)}, but --langs is {langs}")
+        g = args.grid_verses
+        short = [l for l in langs if len(examples[l]) <= g]
+        if short:
+            raise error(f"--answers: {', '.join(short)} has no more than --grid-verses {g} examples; the grid "
+                        "holds out each language's last examples, so give more or lower --grid-verses")
+        held = {l: [pr + an for pr, an in examples[l][len(examples[l]) - g:]] for l in langs}  # never counted
+        examples = {l: examples[l][:len(examples[l]) - g] for l in langs}
+        corpus = (f"answers {Path(args.answers).name} (answer tokens only, {settings.answer_counts}), "
+                  + ", ".join(f"{l} {len(examples[l])}" for l in langs) + " examples")
+    elif args.lang_files:
         files = lang_map(args.lang_files, "--lang-files")
         if sorted(files) != sorted(langs):
             raise error(f"--lang-files covers {sorted(files)}, but --langs is {langs}")
@@ -74,15 +103,20 @@ def analyze_command(args, out: Path) -> int:
     checkpoint = checkpoint_for(args, out)
     dtype = compute_dtype(args)
     model = load(args, dtype=dtype)
-    counts, freq = language_counts(model, texts, batch_size=args.batch_size, max_length=args.max_length,
-                                   progress=not args.quiet and world()[0] == 0, checkpoint=checkpoint)
+    progress = not args.quiet and world()[0] == 0
+    if examples is not None:
+        counts, freq = answer_counts(model, examples, mode=settings.answer_counts, batch_size=args.batch_size,
+                                     max_length=args.max_length, progress=progress, checkpoint=checkpoint)
+    else:
+        counts, freq = language_counts(model, texts, batch_size=args.batch_size, max_length=args.max_length,
+                                       progress=progress, checkpoint=checkpoint)
     if world()[0] != 0:
         return 0  # rank 0 holds the merged counts and writes the atlas
-    result = identify(counts) if args.method == "zhang2025" else lape(counts)
+    result = identify(counts, full_at=settings.full_at) if args.method == "zhang2025" else lape(counts)
     dist, ph = layer_distribution(result), phases(result)
     grid = None
     if args.grid_verses:
-        if not args.lang_files:
+        if not args.lang_files and examples is None:
             held = bible_texts(langs, limit=args.grid_verses, offset=args.verses, versions=versions)
         grid = ablation_grid(model, {l: result.neurons(l) for l in langs}, held, max_length=args.max_length)
     means = active_means(freq, langs)
@@ -94,7 +128,13 @@ def analyze_command(args, out: Path) -> int:
         tensors[f"{site}/n_langs"] = result.n_langs[layer].contiguous()
         tensors[f"{site}/agnostic"] = result.agnostic[layer].contiguous()
         tensors[f"{site}/active_mean"] = means[:, layer].contiguous()
-    params = {"method": result.method, "langs": langs, "corpus": corpus, "dtype": dtype, "dtype_requested": args.dtype, "tau": result.tau, "lam": result.lam,
+    answers = counts.prefix_tokens is not None  # "subtract": the counts saved are full-text counts; keep both
+    if answers:
+        for layer, site in enumerate(sites):
+            tensors[f"{site}/prefix_counts"] = counts.prefix_counts[:, layer].contiguous()
+    params = {"method": result.method, "langs": langs, "corpus": corpus, "paper_mode": settings.provenance(),
+              **({"prefix_tokens_per_language": counts.prefix_tokens.tolist()} if answers else {}),
+              "dtype": dtype, "dtype_requested": args.dtype, "tau": result.tau, "lam": result.lam,
               "rho": RHO, "tokens_per_language": counts.tokens.tolist(), "per_language": result.per_language(),
               "count_by_languages": result.count_by_languages(), "agnostic": int(result.agnostic.sum()),
               "distribution": dist, "phases": ph,

@@ -25,6 +25,7 @@ LAYER_SITES: tuple[str, ...] = (
     "hook_attn_out",
     "hook_resid_mid",
     "mlp.hook_pre",
+    "mlp.hook_pre_linear",
     "mlp.hook_post",
     "hook_mlp_out",
     "hook_resid_post",
@@ -154,12 +155,19 @@ class Adapter:
                 return mod
         raise UnsupportedArchitectureError("no unembedding (lm_head) found")
 
+    @property
+    def gated(self) -> bool:
+        """Gated MLP (act(gate) · up): has an up projection apart from the gate, hence `mlp.hook_pre_linear`."""
+        return self.family.gate is not None or self.family.fused_gate_up
+
     # ---- sites -----------------------------------------------------------
     def site_names(self) -> list[str]:
         names = []
         for l in range(self.n_layers):
             for s in LAYER_SITES:
                 if s == "hook_resid_mid" and self.parallel_residual:
+                    continue
+                if s == "mlp.hook_pre_linear" and not self.gated:
                     continue
                 names.append(f"blocks.{l}.{s}")
         return names
@@ -194,6 +202,13 @@ class Adapter:
             if f.fused_gate_up:
                 return SitePoint(site, l, getattr(mlp, f.up), "output", span=(0, self.d_mlp), order=order)
             return SitePoint(site, l, getattr(mlp, f.gate or f.up), "output", order=order)
+        if kind == "mlp.hook_pre_linear":
+            if not self.gated:
+                raise SiteError(f"{site}: {f.name} MLPs are not gated, so there is no up projection apart from "
+                                f"mlp.hook_pre (which is {f.up}'s output here); use blocks.{l}.mlp.hook_pre")
+            if f.fused_gate_up:
+                return SitePoint(site, l, getattr(mlp, f.up), "output", span=(self.d_mlp, 2 * self.d_mlp), order=order)
+            return SitePoint(site, l, getattr(mlp, f.up), "output", order=order)
         if kind == "mlp.hook_post":
             return SitePoint(site, l, getattr(mlp, f.down), "input", order=order)
         # hook_mlp_out

@@ -45,6 +45,13 @@ def _check_sites(model: Model, sites: Sequence[str]) -> list:
     return [model.adapter.resolve(s) for s in dict.fromkeys(sites)]
 
 
+def _last_last(points: list, last) -> list:
+    """`points` with the one that stops the forward registered last: sites that share a module (Phi-3's fused
+    gate_up_proj holds mlp.hook_pre and mlp.hook_pre_linear) run in registration order, and none may come after
+    the stop."""
+    return [p for p in points if p is not last] + [last]
+
+
 def forward(model: Model, batch: Batch) -> None:
     """Run the model on a batch (inference mode); a StopForward ends it quietly."""
     kwargs = dict(input_ids=batch.input_ids.to(model.device),
@@ -79,7 +86,8 @@ def run_with_cache(
 
         return fn
 
-    regs = [lambda p=p: site_hook(p, keep(p.name), stop_after=stop_early and p is last) for p in points]
+    regs = [lambda p=p: site_hook(p, keep(p.name), stop_after=stop_early and p is last)
+            for p in _last_last(points, last)]
     with hooks(regs):
         forward(model, batch)
     return {p.name: cache[p.name] for p in points}
@@ -206,6 +214,7 @@ def capture(
     run = CaptureRun(model, points, list(reducers), list(groups or ["all"]), words=words,
                      by_group=groups is not None)
     last = max(points, key=lambda p: (p.layer, p.order))
-    regs = [lambda p=p: site_hook(p, run._on_site(p.name), stop_after=stop_early and p is last) for p in points]
+    regs = [lambda p=p: site_hook(p, run._on_site(p.name), stop_after=stop_early and p is last)
+            for p in _last_last(points, last)]
     with hooks(regs):
         yield run

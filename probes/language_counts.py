@@ -11,6 +11,9 @@ grow with the corpus.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
@@ -69,6 +72,7 @@ def language_counts(model: interp.Model, texts: Mapping[str, list[str]], *, site
     Data-parallel under torch.distributed (the counts are complete on rank 0); `checkpoint`: an
     `interp.runs.Checkpoint` to save progress to and resume from.
 
+    `checkpoint`: as for `language_counts` ("subtract" keeps its second run's in a subfolder).
     Returns the counts and the reducer (whose `active_mean` gives each neuron's mean
     active value per language, for the activation writer).
     """
@@ -80,6 +84,92 @@ def language_counts(model: interp.Model, texts: Mapping[str, list[str]], *, site
     with interp.capture(model, sites, [freq], groups=langs) as run:
         stream(run, docs, batch_size=batch_size, max_length=max_length, progress=progress, checkpoint=checkpoint)
     return counts_from_reducer(freq, langs, sites), freq
+
+
+ANSWER_FIELDS = ("lang", "prompt", "answer")
+ANSWER_MODES = ("mask", "subtract")
+
+
+def read_answers(path: str | Path, langs: Sequence[str] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """A prompt/answer JSONL -> {lang: [(prompt, answer), ...]} (languages in first-seen order, or `langs`).
+
+    One JSON object per line: {"lang": "en", "prompt": "Question: ... Answer:", "answer": " 42 ..."}. The full
+    text is `prompt + answer` exactly as written (put the separating space or newline in one of them); both
+    must be non-empty strings. Blank lines are skipped. With `langs`, every language must have examples and
+    examples of other languages are an error (so a typo cannot silently drop a language).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CorpusError(f"answers file not found: {p}")
+    out: dict[str, list[tuple[str, str]]] = {}
+    for n, line in enumerate(p.read_text(encoding="utf-8").removeprefix("\ufeff").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{p}:{n}: bad JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(obj, dict) or any(not isinstance(obj.get(k), str) or not obj[k] for k in ANSWER_FIELDS):
+            raise CorpusError(f"{p}:{n}: each line must be an object with non-empty strings "
+                              f"{', '.join(repr(k) for k in ANSWER_FIELDS)}")
+        out.setdefault(obj["lang"], []).append((obj["prompt"], obj["answer"]))
+    if langs is not None:
+        extra, missing = sorted(set(out) - set(langs)), [l for l in langs if l not in out]
+        if extra or missing:
+            raise CorpusError(f"{p}: languages {sorted(out)} do not match --langs {list(langs)}"
+                              + (f" (no examples for {', '.join(missing)})" if missing else ""))
+        out = {l: out[l] for l in langs}
+    if len(out) < 2:
+        raise CorpusError(f"{p}: answers in at least two languages are needed, found {sorted(out)}")
+    return out
+
+
+def answer_counts(model: interp.Model, examples: Mapping[str, Sequence[tuple[str, str]]], *, mode: str = "mask",
+                  site: str = SITE, batch_size: int = 8, max_length: int = 256, progress: bool = False,
+                  checkpoint=None) -> tuple[LanguageCounts, interp.ActivationFrequency]:
+    """Counts on answer tokens only, from (prompt, answer) pairs per language (METHODS.md §A.1).
+
+    mode "mask" (default): one capture run over the full texts `prompt + answer`, with the prompt masked by the
+    capture engine (a token counts when it starts at or after the end of the prompt): C and T are counted on
+    answer tokens directly.
+    mode "subtract" (the paper's public code): two runs, full texts and prompts alone;
+    p = max(0, C_full − C_prefix) / max(1, T_full − T_prefix) (`LanguageCounts` with prefix counts).
+
+    The two agree exactly when the prompt tokenizes alone as it does at the start of the full text and
+    the model computes the prompt's tokens alike in both runs (causal attention: it does, up to float
+    rounding, which can flip a gate within ~1e-6 of 0). They differ where a token straddles the boundary
+    (a prompt ending in a space that the answer's first word absorbs, " 42" → the prefix run counts a lone
+    " " the full run never had): "subtract" then counts against tokens that are not there, and "mask" puts
+    the straddling token with the prompt. Also when the full text is cut at `max_length` and the prompt is
+    not. Padding never counts in either.
+
+    `checkpoint`: as for `language_counts` ("subtract" keeps its second run's in a subfolder).
+    Returns the counts and the reducer of the (full-text) run, for `active_means` (in "subtract" mode its
+    means include prompt tokens).
+    """
+    if mode not in ANSWER_MODES:
+        raise CorpusError(f"answer counting mode must be one of {', '.join(ANSWER_MODES)}, not {mode!r}")
+    langs = list(examples)
+    sites = model.adapter.expand(site)
+    masked = mode == "mask"
+    full = [Document(text=pr + an, prompt=pr if masked else None, group=lang)
+            for lang in langs for pr, an in examples[lang]]
+
+    def run(docs, ckpt):
+        freq = interp.ActivationFrequency(active_sums=True)
+        with interp.capture(model, sites, [freq], groups=langs) as r:
+            stream(r, docs, batch_size=batch_size, max_length=max_length, progress=progress, checkpoint=ckpt)
+        return freq
+
+    freq = run(full, checkpoint)
+    counts = counts_from_reducer(freq, langs, sites)
+    if masked:
+        return counts, freq
+    # the prefix run checkpoints inside the full run's folder (discarded with it)
+    ckpt = None if checkpoint is None else dataclasses.replace(checkpoint, folder=checkpoint.folder / "prefix")
+    prefix = counts_from_reducer(run([Document(text=pr, group=lang) for lang in langs for pr, _ in examples[lang]],
+                                     ckpt), langs, sites)
+    return LanguageCounts(langs, counts.counts, counts.tokens, prefix.counts, prefix.tokens), freq
 
 
 def active_means(freq: interp.ActivationFrequency, langs: Sequence[str]) -> torch.Tensor:

@@ -25,9 +25,28 @@ from typing import Sequence
 import torch
 
 from interp.errors import InterpError
+from interp.paper import PaperSettings, differs
 
 RHO = 0.01
 PERCENTILE = 0.95
+
+
+@dataclass(frozen=True)
+class LanguageNeuronSettings(PaperSettings):
+    """Choices of `interp analyze --probe language-neurons` where ours differ from the paper's public code."""
+
+    full_at: int | None = differs(
+        None, paper=10,
+        why="the λ bisection must keep out neurons of every language (c = K); the public code checks position 10 "
+            "of the count by c, i.e. hard-codes K = 10 (METHODS.md §A.6); None: K",
+        effect="none at K = 10 (the paper's setting); for K < 10 no neuron has c = 10, so the check never fires "
+               "and λ runs to the top of [0, 0.2]")
+    answer_counts: str = differs(
+        "mask", paper="subtract",
+        why="answer-only counts (--answers) from one run with the prompt masked, not full minus prefix from two "
+            "runs (half the compute; no count against prompt tokens that the full text tokenizes differently)",
+        effect="equal counts when the prompt tokenizes alone as inside the full text (tested on smollm2-135m); "
+               "differs only at tokens straddling the prompt/answer boundary")
 
 
 @dataclass
@@ -140,15 +159,18 @@ def _classify(method: str, langs, p, selected, tau, lam=None, path=()) -> Langua
 
 
 def identify(counts: LanguageCounts, *, lam: float | None = None, rho: float = RHO, lo: float = 0.0,
-             hi: float = 0.2, tol: float = 1e-3) -> LanguageNeurons:
-    """The paper's method; λ given, or found by bisection on [lo, hi] (see module docstring)."""
+             hi: float = 0.2, tol: float = 1e-3, full_at: int | None = None) -> LanguageNeurons:
+    """The paper's method; λ given, or found by bisection on [lo, hi] (see module docstring).
+
+    full_at: the bisection keeps out selected neurons of exactly this many languages (None: K, every
+    language; the public code's hard-coded 10 is `LanguageNeuronSettings.paper().full_at`)."""
     p = counts.probabilities()
     K = p.shape[0]
     tau = threshold(p)
     entropy = normalised_entropy(p)
     c_k = sum(1.0 / j for j in range(1, K + 1)) / K
     peak = p.max(0).values / c_k
-    above_all = (p > tau).all(0)
+    above_all = (p > tau).sum(0) == (K if full_at is None else full_at)
 
     def select(l):
         return _select(entropy - l * peak, rho)

@@ -1,10 +1,20 @@
 """Neuron clamps (Davies 2025, METHODS.md §B step 5): fix one neuron's value and watch a concept.
 
 A concept neuron (found by LM-head decoding: `atlas.neurons_for(" dog")`) is
-clamped to a value c at every position of `blocks.L.mlp.hook_post` (the input
-of down_proj, so the neuron writes c · its write direction into the residual
-stream). The writer returns `interp.Clamp` edits; `clamp_sweep` measures
-P(concept) as the next token after neutral prompts over a sweep of values.
+clamped to a value c at every position. Where depends on the direction it was
+found by (the paper's option "site: the product feeding down_proj, or up_proj
+output"):
+
+- `write` (default): `blocks.L.mlp.hook_post`, the input of down_proj, so the
+  neuron writes c · its write direction into the residual stream;
+- `up`: the neuron found by its read direction (row of up_proj) is clamped where
+  that direction is read, `blocks.L.mlp.hook_pre_linear` (the up_proj output;
+  the neuron then writes act(gate) · c · its write direction). On ungated MLPs
+  (GPT-2, NeoX) the up projection's output is `mlp.hook_pre` (before the
+  activation), so `up` clamps there.
+
+The writer returns `interp.Clamp` edits; `clamp_sweep` measures P(concept) as
+the next token after neutral prompts over a sweep of values.
 """
 
 from __future__ import annotations
@@ -31,15 +41,29 @@ NEUTRAL_PROMPTS: tuple[str, ...] = (
 DEFAULT_SWEEP: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0)
 
 
-def neuron_site(layer: int) -> str:
-    return f"blocks.{layer}.mlp.hook_post"
+CLAMP_DIRECTIONS: tuple[str, ...] = ("write", "up")
 
 
-def concept_clamp(layer: int, neuron: int, value: float, *, positions: str = "all") -> interp.Clamp:
-    """The edit: neuron `neuron` of layer `layer` held at `value` (positions: all / prompt / generated)."""
+def neuron_site(layer: int, site: str = "mlp.hook_post") -> str:
+    return f"blocks.{layer}.{site}"
+
+
+def clamp_site(model: interp.Model, direction: str = "write") -> str:
+    """The per-layer site a concept neuron found by `direction` is clamped at (module docstring)."""
+    if direction not in CLAMP_DIRECTIONS:
+        raise EditError(f"concept direction must be one of {', '.join(CLAMP_DIRECTIONS)}, not {direction!r}")
+    if direction == "write":
+        return "mlp.hook_post"
+    return "mlp.hook_pre_linear" if model.adapter.gated else "mlp.hook_pre"
+
+
+def concept_clamp(layer: int, neuron: int, value: float, *, positions: str = "all",
+                  site: str = "mlp.hook_post") -> interp.Clamp:
+    """The edit: neuron `neuron` of layer `layer` held at `value` at `site` (`clamp_site`; positions: all /
+    prompt / generated)."""
     if positions not in POSITIONS:
         raise EditError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
-    return interp.Clamp(neuron_site(layer), [int(neuron)], [float(value)], positions)
+    return interp.Clamp(neuron_site(layer, site), [int(neuron)], [float(value)], positions)
 
 
 def single_token_ids(tokenizer, token: str) -> list[int]:
@@ -74,6 +98,7 @@ class ClampSweep:
     probs: torch.Tensor
     baseline: torch.Tensor
     prompts: list[str] = field(default_factory=list)
+    site: str = "mlp.hook_post"
 
     def mean(self) -> torch.Tensor:
         """Mean P(concept) per value: [n_values]."""
@@ -84,7 +109,9 @@ class ClampSweep:
         return self.mean() / self.baseline.mean().clamp_min(1e-12)
 
     def table(self) -> str:
-        lines = [f"{self.token!r}: layer {self.layer} neuron {self.neuron}; baseline P = {self.baseline.mean():.3g}",
+        at = "" if self.site == "mlp.hook_post" else f" at {self.site}"
+        lines = [f"{self.token!r}: layer {self.layer} neuron {self.neuron}{at}; "
+                 f"baseline P = {self.baseline.mean():.3g}",
                  f"{'value':>8} {'P(concept)':>11} {'× baseline':>11}"]
         for v, p, g in zip(self.values, self.mean().tolist(), self.gain().tolist()):
             lines.append(f"{v:8.3g} {p:11.3g} {g:11.3g}")
@@ -92,16 +119,16 @@ class ClampSweep:
 
 
 def clamp_sweep(model: interp.Model, token: str, layer: int, neuron: int, values: Sequence[float],
-                prompts: Sequence[str] = NEUTRAL_PROMPTS) -> ClampSweep:
-    """Clamp (layer, neuron) to each value in turn; P(token) as the next token after each prompt."""
+                prompts: Sequence[str] = NEUTRAL_PROMPTS, *, site: str = "mlp.hook_post") -> ClampSweep:
+    """Clamp (layer, neuron) at `site` to each value in turn; P(token) as the next token after each prompt."""
     ids = single_token_ids(model.tokenizer, token)
     prompts = list(prompts)
     if not prompts or not values:
         raise EditError("clamp sweep needs at least one prompt and one value")
     base = next_token_probability(model, prompts, ids)
-    probs = torch.stack([next_token_probability(model, prompts, ids, [concept_clamp(layer, neuron, v)])
+    probs = torch.stack([next_token_probability(model, prompts, ids, [concept_clamp(layer, neuron, v, site=site)])
                          for v in values])
-    return ClampSweep(token, layer, neuron, [float(v) for v in values], probs, base, prompts)
+    return ClampSweep(token, layer, neuron, [float(v) for v in values], probs, base, prompts, site)
 
 
 def pick_value(sweep: ClampSweep, target_gain: float = 10.0) -> float:

@@ -13,8 +13,8 @@ import torch
 
 import interp
 from probes.lm_head import LMHeadOptions, brute_force_top, lm_head_map, map_concept_neurons
-from steering.clamps import (NEUTRAL_PROMPTS, ClampSweep, clamp_sweep, concept_clamp, next_token_probability,
-                             pick_value, single_token_ids)
+from steering.clamps import (NEUTRAL_PROMPTS, ClampSweep, clamp_site, clamp_sweep, concept_clamp,
+                             next_token_probability, pick_value, single_token_ids)
 
 NOUNS = [" dog", " water", " city", " book", " house"]
 VALUE = 20.0  # hook_post activations of smollm2 are mostly within ±5; 20 is a strong but finite clamp
@@ -98,3 +98,28 @@ def test_clamp_errors(smollm2) -> None:
         concept_clamp(3, 4, 1.0, positions="later")
     with pytest.raises(interp.EditError, match="at least one"):
         clamp_sweep(smollm2, " dog", 29, 808, [])
+
+
+def test_clamp_site_by_direction(smollm2) -> None:
+    """write: the product feeding down_proj; up: the up_proj output (mlp.hook_pre on ungated MLPs)."""
+    from tiny_models import tiny_model
+
+    assert clamp_site(smollm2) == "mlp.hook_post" and clamp_site(smollm2, "up") == "mlp.hook_pre_linear"
+    assert clamp_site(tiny_model("gpt2"), "up") == "mlp.hook_pre"
+    assert concept_clamp(29, 7, 3.0, site="mlp.hook_pre_linear").site == "blocks.29.mlp.hook_pre_linear"
+    with pytest.raises(interp.EditError, match="direction"):
+        clamp_site(smollm2, "gate")
+
+
+def test_up_concept_neuron_clamped_at_the_up_proj_output(smollm2) -> None:
+    """The layer-29 neuron whose up_proj row decodes best to " book", clamped at its up_proj output: the edit sits
+    at mlp.hook_pre_linear, the sweep repeats the single measurement, and a large clamp moves P(" book")."""
+    ids = single_token_ids(smollm2.tokenizer, " book")
+    layer, neuron, _ = map_concept_neurons(smollm2, lm_head_map(smollm2, [29], LMHeadOptions(directions=("up",))),
+                                           ids, direction="up", k=1)[0]
+    site = clamp_site(smollm2, "up")
+    sweep = clamp_sweep(smollm2, " book", layer, neuron, [0.0, 20.0], prompts=NEUTRAL_PROMPTS[:2], site=site)
+    edit = concept_clamp(layer, neuron, 20.0, site=site)
+    assert edit.site == f"blocks.{layer}.mlp.hook_pre_linear"
+    torch.testing.assert_close(sweep.probs[1], next_token_probability(smollm2, NEUTRAL_PROMPTS[:2], ids, [edit]))
+    assert not torch.allclose(sweep.probs[1], sweep.baseline) and "at mlp.hook_pre_linear" in sweep.table()

@@ -92,6 +92,20 @@ def test_steer_concept_clamps_the_dog_neuron(lm_atlas, smollm2, capsys):
     assert "the ' dog' neuron" in out
 
 
+@pytest.mark.slow
+def test_steer_concept_by_the_up_direction_clamps_the_up_proj_output(lm_atlas, smollm2, capsys):
+    """--direction up (issue 30): the neuron whose read (up_proj row) direction most means the token, clamped at
+    mlp.hook_pre_linear, the up_proj output."""
+    out = _run(["steer", "--prompt", "My favourite animal is the", "--concept", " dog", "--direction", "up",
+                "--atlas", str(lm_atlas), "--sweep", "0,10", "--max-new-tokens", "4"], capsys)
+    ids = smollm2.tokenizer.encode(" dog", add_special_tokens=False)
+    m = lm_head_map(smollm2, [28, 29], LMHeadOptions(directions=("up",)))
+    layer, neuron, _ = map_concept_neurons(smollm2, m, ids, direction="up", k=1)[0]
+    assert f"concept neuron: blocks.{layer}.mlp.hook_pre_linear[{neuron}]" in out, out
+    assert "from its up direction" in out and "at mlp.hook_pre_linear" in out
+    assert re.search(rf"clamp blocks\.{layer}\.mlp\.hook_pre_linear\[{neuron}\] = (0|10) ", out), out
+
+
 BAD = [
     (["analyze", "--probe", "lm-head", "--directions", "sideways"], "directions must be among"),
     (["analyze", "--probe", "lm-head", "--corpus", "demo"], "drop --corpus"),
@@ -103,6 +117,7 @@ BAD = [
     (["atlas", "query", "{missing}", "--token", " dog"], "not an atlas"),
     (["steer", "--prompt", "Hi", "--concept", " dogcatcherhood"], "tokens for this tokenizer"),
     (["steer", "--prompt", "Hi", "--clamp-value", "3", "--clamp", "blocks.1.mlp.hook_post:1=2"], "--concept"),
+    (["steer", "--prompt", "Hi", "--direction", "up", "--clamp", "blocks.1.mlp.hook_post:1=2"], "--direction goes"),
 ]
 SUBPROCESS = {"not in this atlas"}  # run through a real `python -m cli.main`
 

@@ -13,7 +13,7 @@ def test_default_model_shape_and_sites(smollm2):
     a = smollm2.adapter
     assert (a.family.name, a.n_layers, a.d_model, a.d_mlp, a.n_heads) == ("llama", 30, 576, 1536, 9)
     assert smollm2.hf.config.vocab_size == 49152
-    assert len(smollm2.sites()) == 30 * 8
+    assert len(smollm2.sites()) == 30 * 9  # 8 + mlp.hook_pre_linear (gated)
     assert smollm2.dtype == torch.float32
 
 

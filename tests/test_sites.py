@@ -158,11 +158,12 @@ def reference(hf: nn.Module, spec: dict, batch: interp.Batch, layers) -> dict[st
         attn_out, mlp_out = g("attn_out"), g("mlp_out")
         # HF's last hidden state has the final norm applied: take the last layer's output from a hook.
         resid_post = hs[l + 1] if l + 1 < n_layers else g("layer_out")
+        up = None  # the up projection's own output (gated MLPs only): mlp.hook_pre_linear
         if spec["gate_up"]:
             gate, up = g("gate_up").chunk(2, dim=-1)
             pre, post = gate, act(gate) * up
         elif spec["gate"]:
-            pre, post = g("gate"), act(g("gate")) * g("up")
+            pre, post, up = g("gate"), act(g("gate")) * g("up"), g("up")
         else:
             pre, post = g("up"), act(g("up"))
         z = g("o_in")
@@ -172,6 +173,8 @@ def reference(hf: nn.Module, spec: dict, batch: interp.Batch, layers) -> dict[st
         if not parallel:
             ref[site("hook_resid_mid")] = resid_pre + attn_out
         ref[site("mlp.hook_pre")] = pre
+        if up is not None:
+            ref[site("mlp.hook_pre_linear")] = up
         ref[site("mlp.hook_post")] = post
         ref[site("hook_mlp_out")] = mlp_out
         ref[site("hook_resid_post")] = resid_post
@@ -226,7 +229,10 @@ def test_tiny_sites_match_reference(family: str, batch: interp.Batch) -> None:
     layers = range(model.adapter.n_layers)
     sites = model.sites()
     parallel = family == "gpt_neox_parallel"
-    per_layer = [s for s in LAYER_SITES if not (parallel and s == "hook_resid_mid")]
+    gated = bool(spec["gate"] or spec["gate_up"])
+    per_layer = [s for s in LAYER_SITES if not (parallel and s == "hook_resid_mid")
+                 and not (not gated and s == "mlp.hook_pre_linear")]
+    assert model.adapter.gated == gated
     assert sites == [f"blocks.{l}.{s}" for l in layers for s in per_layer]
 
     got = interp.run_with_cache(model, batch, sites)
@@ -325,6 +331,63 @@ def test_no_hooks_left_after_run_with_cache(family: str, batch: interp.Batch) ->
     with pytest.raises(IndexError):
         interp.run_with_cache(model, broken, model.sites())
     assert no_hooks(model.hf) == []
+
+
+GATED = [f for f in TINY_FAMILIES if SPECS[f]["gate"] or SPECS[f]["gate_up"]]
+
+
+@pytest.mark.parametrize("family", GATED)
+def test_tiny_up_proj_site_reads_and_clamps_like_a_plain_hook(family: str, batch: interp.Batch) -> None:
+    """mlp.hook_pre_linear (issue 30) is the up projection's output on every gated family: it reads what a plain
+    forward hook on up_proj (Phi-3: the second half of gate_up_proj) sees, and a Clamp there changes the model's
+    output exactly as overwriting those columns of that module's output by hand does."""
+    model, spec = shared_tiny(family), SPECS[family]
+    hf, d_mlp = model.hf, model.adapter.d_mlp
+    blocks = get(hf, spec["layers"])
+    module, start = (spec["gate_up"], d_mlp) if spec["gate_up"] else (spec["up"], 0)
+    neurons, values = [3, 50, d_mlp - 1], [2.5, -1.0, 0.0]
+    for l in range(model.adapter.n_layers):
+        site = f"blocks.{l}.mlp.hook_pre_linear"
+        seen = []
+        h = get(blocks[l], module).register_forward_hook(lambda m, a, o: seen.append(o.detach().clone()))
+        try:
+            with torch.no_grad():
+                hf(**forward_kwargs(hf, batch))
+        finally:
+            h.remove()
+        got = interp.run_with_cache(model, batch, site)[site]
+        assert_same(got, seen[0][..., start:start + d_mlp], f"{family} {site} vs a hook on {module}")
+        # both sites on one module, in either order, each read in full (the stop comes after both)
+        pair = interp.run_with_cache(model, batch, [site, f"blocks.{l}.mlp.hook_pre"])
+        assert_same(pair[site], got, f"{family} {site} beside mlp.hook_pre")
+
+        def set_by_hand(m, a, o):
+            o = o.clone()
+            o[..., [start + n for n in neurons]] = torch.tensor(values)
+            return o
+
+        h = get(blocks[l], module).register_forward_hook(set_by_hand)
+        try:
+            with torch.no_grad():
+                want = hf(**forward_kwargs(hf, batch)).logits
+        finally:
+            h.remove()
+        with interp.edit(model, [interp.Clamp(site, neurons, values)]), torch.no_grad():
+            edited = hf(**forward_kwargs(hf, batch)).logits
+        with torch.no_grad():
+            plain = hf(**forward_kwargs(hf, batch)).logits
+        real = batch.attention_mask.bool()
+        assert_same(edited[real], want[real], f"{family} clamp at {site} vs setting {module}'s output")
+        assert not torch.allclose(edited[real], plain[real]), f"{family} {site}: the clamp changed nothing"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox_parallel"])
+def test_ungated_families_have_no_up_proj_site(family: str) -> None:
+    model = shared_tiny(family)
+    assert not any(s.endswith("mlp.hook_pre_linear") for s in model.sites())
+    with pytest.raises(SiteError) as e:
+        model.adapter.resolve("blocks.0.mlp.hook_pre_linear")
+    assert "not gated" in one_line(e) and "blocks.0.mlp.hook_pre" in str(e.value)
 
 
 # ----------------------------------------------------------------------------- errors
