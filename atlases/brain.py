@@ -42,7 +42,7 @@ import torch
 from interp.errors import InterpError
 from interp.paper import PaperSettings, differs
 
-from .words import BUILT_IN, Words, WordsError, family, lexicon, word_features
+from .words import BUILT_IN, EMBEDDING_CHANGE, Words, WordsError, family, lexicon, word_features
 
 METHOD = "brain-axes"
 MODEL_ID = "meg"  # the atlas describes recordings, not a language model
@@ -77,6 +77,10 @@ class BrainAtlasSettings(PaperSettings):
         "reliable", paper="all", why="word vectors are linear in the word features and ICA's whitening undoes the "
         "map, so ICA over every PC finds the features in pure noise", effect="simulated MEG: pure noise gives "
         "axes with |r| > 0.6 to the word features over all PCs, none over the reliable ones")
+    embedding_change: bool = differs(  # the model-computed word feature (atlases.words.embedding_change)
+        False, paper=True, why="computed from a model's hidden states, it makes the atlas depend on that model, and "
+        "the adapters fitted on the same model's hidden states then predict the axes it drives by construction",
+        effect="not measured")
     families: tuple[str, ...] | None = None  # feature families (None: built-in + every user column)
     lang: str = "en"
     seed: int = 0
@@ -304,6 +308,10 @@ def prepare(raws: Sequence, words: Mapping[str | None, Words], settings: BrainAt
         if w is None:
             raise WordsError(f"the words file has no rows for recording {name!r} (and no shared rows)")
         check_onsets(w, raw.times[-1], name)
+        if settings.embedding_change and EMBEDDING_CHANGE not in w.user_names:
+            raise BrainAtlasError("embedding_change is on but the words have no embedding_change column: add it with "
+                                  "atlases.words.add_embedding_change(model, words) (interp analyze --probe "
+                                  "brain-axes --embedding-change does)")
         plv, starts = plv_matrix(raw, settings)
         f, fnames = word_features(w, settings.families, settings.lang)
         feats.append(f)

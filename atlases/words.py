@@ -8,7 +8,10 @@ numeric column is a user feature (family = the column name up to its first "_", 
 
 Built-in features, each its own family: "frequency" (Zipf log frequency from `wordfreq`),
 "function" (1 for a closed-class word of our list, else 0), "length" (log of the letter
-count); see `interp.lexicon`.
+count); see `interp.lexicon`. One more is built in but needs a model, so it is added to the
+words before the atlas is built (`add_embedding_change`; `interp analyze --probe brain-axes
+--embedding-change`): "embedding_change" (family "embedding"), the paper's embedding-change
+feature computed from the loaded model (`embedding_change`, defined there).
 """
 
 from __future__ import annotations
@@ -112,3 +115,61 @@ def word_features(words: Words, families: Sequence[str] | None = None,
     if not cols:
         raise WordsError(f"no features left (families {list(families or [])})")
     return np.stack(cols, axis=1), names
+
+
+EMBEDDING_CHANGE = "embedding_change"  # the model-computed built-in feature's column name (family "embedding")
+
+
+def embedding_change(model, words: Sequence[str], *, layers: Sequence[int] | None = None, chunk: int = 48,
+                     batch_size: int = 4) -> np.ndarray:
+    """The embedding-change feature of a heard word stream, from the model's own hidden states: [n_words].
+
+    The words are read in order, in consecutive chunks of `chunk` words (each chunk one forward pass,
+    the words joined by spaces). Word t's contextual embedding e_t is its hidden state
+    `blocks.{l}.hook_resid_post` averaged over the word's tokens and over `layers` (default: every
+    layer, as the dataset's GPT word embeddings the paper used average their layers). The feature is
+    ‖e_t − e_{t−1}‖₂, the change of the embedding from the word before, in the stream's order across
+    chunk boundaries; the first word takes the second's value (as the paper's public code does).
+    Offline and deterministic: the model in eval mode, no sampling."""
+    import torch
+
+    import interp
+    from interp.batching import pool_words
+
+    words = list(words)
+    if len(words) < 2:
+        raise WordsError("the embedding change needs at least two words")
+    layers = list(range(model.adapter.n_layers)) if layers is None else list(layers)
+    sites = [f"blocks.{l}.hook_resid_post" for l in layers]
+    chunks = [words[i:i + chunk] for i in range(0, len(words), chunk)]
+    emb = []
+    with torch.inference_mode():
+        for b in range(0, len(chunks), batch_size):
+            group = chunks[b:b + batch_size]
+            batch = interp.tokenize(model.tokenizer, [" ".join(c) for c in group], words=True,
+                                    max_length=16 * chunk)
+            cache = interp.run_with_cache(model, batch, sites)
+            for i, c in enumerate(group):
+                ids = batch.word_ids[i]
+                if int(ids.max()) + 1 != len(c):
+                    raise WordsError(f"tokenisation lost words in chunk {b + i} ({int(ids.max()) + 1} of {len(c)})")
+                pooled = [pool_words(cache[s][i].float().cpu(), ids, len(c)) for s in sites]
+                emb.append(torch.stack(pooled).mean(0).double().numpy())
+    e = np.concatenate(emb)
+    diff = np.linalg.norm(np.diff(e, axis=0), axis=1)
+    return np.concatenate([diff[:1], diff])
+
+
+def with_feature(words: Words, name: str, values: np.ndarray) -> Words:
+    """`words` with one more user feature column (replacing a column of that name)."""
+    values = np.asarray(values, dtype=float).reshape(-1)
+    if len(values) != len(words.words):
+        raise WordsError(f"feature {name!r} has {len(values)} values for {len(words.words)} words")
+    keep = [j for j, n in enumerate(words.user_names) if n != name]
+    user = np.concatenate([words.user[:, keep], values[:, None]], axis=1)
+    return Words(words.onsets, list(words.words), user, [words.user_names[j] for j in keep] + [name])
+
+
+def add_embedding_change(model, words: dict, **kw) -> dict:
+    """{recording: Words} with the "embedding_change" column computed from `model` (see `embedding_change`)."""
+    return {rec: with_feature(w, EMBEDDING_CHANGE, embedding_change(model, w.words, **kw)) for rec, w in words.items()}

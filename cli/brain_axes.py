@@ -7,13 +7,16 @@ every fifth layer and the last). One atlas folder: the brain tensors ("meg/…")
 adapters ("blocks.{l}.hook_resid_post/adapter.…"), table.txt and report.html.
 
 steer: adds strength × (norm fraction × the layer's mean residual norm) × the axis's unit
-direction at `blocks.{layer}.hook_resid_post` (`steering.axes`).
+direction at `blocks.{layer}.hook_resid_post` (`steering.axes`); --raw-strength,
+--public-code-direction, --adapter-layer last and --paper give the paper's choices
+(`steering.axes.AxisSteerSettings`), recorded in the printed notes as paper_mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import json
 import math
 from pathlib import Path
 
@@ -33,6 +36,15 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
                            help="brain-axis: the adapter layer to steer at (default: its best held-out R² for --axis)")
         group.add_argument("--norm-fraction", type=finite, default=0.25, metavar="F",
                            help="brain-axis: strength 1 adds F × the layer's mean residual norm (default 0.25)")
+        group.add_argument("--raw-strength", action="store_true",
+                           help="brain-axis: (one of --paper's choices) --strength S adds S × the unit direction, "
+                                "no residual-norm unit (the paper's s ∈ {-2..2})")
+        group.add_argument("--public-code-direction", action="store_true",
+                           help="brain-axis: (one of --paper's choices) the direction coef × scale as the public "
+                                "code has it; default coef / scale, the direction that raises the axis score")
+        group.add_argument("--adapter-layer", choices=["same", "last"], default=None,
+                           help="brain-axis: the adapter whose direction is added: the steering layer's own "
+                                "(same, default) or the last layer's (last: the paper's; needs it in the atlas)")
         return
     group.add_argument("--meg", metavar="DIR", help="raw MEG: a .fif file, a folder of them, or a BIDS dataset")
     group.add_argument("--words", metavar="TSV", help="word onsets: columns onset, word [, recording, features…]")
@@ -40,9 +52,14 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
                        help="an extra lexicon to validate axes against (word,value per row; repeatable)")
     group.add_argument("--brain-permutations", type=count, default=100, metavar="N",
                        help="timeline shifts for the recovery threshold (default 100)")
+    group.add_argument("--embedding-change", action="store_true",
+                       help="(one of --paper's choices) add the built-in word feature 'embedding_change': per "
+                            "word, the L2 change of the model's own contextual word embedding from the word "
+                            "before (atlases.words.embedding_change; the atlas then depends on --model)")
     group.add_argument("--paper-axes", action="store_true",
-                       help="the same as --paper here: the paper's choices: ICA over every PC, window-mean word vectors, every word "
-                            "(finds the word features even in noise; see README)")
+                       help="the same as --paper here: the paper's choices: ICA over every PC, window-mean word "
+                            "vectors, every word, the embedding-change feature (finds the word features even in "
+                            "noise; see README)")
 
 
 def check_analyze(args) -> None:
@@ -63,6 +80,8 @@ def check_analyze(args) -> None:
 
 
 def analyze_command(args, out: Path) -> int:
+    from dataclasses import replace
+
     import numpy as np
 
     import interp
@@ -83,13 +102,24 @@ def analyze_command(args, out: Path) -> int:
     settings = BrainAtlasSettings(n_perm=args.brain_permutations)
     if args.paper_axes or args.paper:
         settings = settings.as_paper()
+    if args.embedding_change:
+        settings = replace(settings, embedding_change=True)
+    model = None
+    if settings.embedding_change:
+        from atlases.words import EMBEDDING_CHANGE, add_embedding_change
+
+        model = load(args)
+        missing = {rec: w for rec, w in words.items() if EMBEDDING_CHANGE not in w.user_names}
+        words = {**words, **add_embedding_change(model, missing)}  # a column of the TSV's own is kept
     atlas = build_brain_atlas(raws, words, settings, names=names, lexica=lexica, progress=not args.quiet)
     text = atlas.table()
     disk = atlas.to_atlas()
     disk.params["paper_mode"] = settings.provenance()
+    if settings.embedding_change:
+        disk.params["embedding_change_model"] = model.name  # the word feature came from this model
     axes = [int(k) for k in np.flatnonzero(atlas.recovered)]
     if axes:
-        model = load(args)
+        model = model or load(args)
         n = model.adapter.n_layers
         layers = sorted(set(model.adapter.parse_layers(args.layers) if args.layers else [*range(0, n, 5), n - 1]))
         stream = [w for ws in words.values() for w in ws.words]
@@ -129,10 +159,26 @@ def steer_edits(args, model, prompts, notes: list[str]) -> list:
     from steering.axes import atlas_axis_edits
 
     atlas = load_atlas(args.atlas)
+    settings = steer_settings(args)
     try:  # atlas_axis_edits checks the atlas's kind, model and axis
         edits, note = atlas_axis_edits(model, atlas, args.axis, args._strength, prompts, layer=args.layer,
-                                       norm_fraction=args.norm_fraction)
+                                       settings=settings)
     except InterpError as exc:
         raise InterpError(f"--atlas {args.atlas}: {exc}") from None
     notes.append(note)
+    notes.append("paper_mode: " + json.dumps(settings.provenance()))
     return edits
+
+
+def steer_settings(args):
+    """`steering.axes.AxisSteerSettings` from the options (--paper first, the explicit switches on top)."""
+    from dataclasses import replace
+
+    from steering.axes import AxisSteerSettings
+
+    settings = paper.apply(AxisSteerSettings(norm_fraction=args.norm_fraction), args)
+    changes = {k: True for k, flag in (("raw_strength", args.raw_strength),
+                                       ("public_code", args.public_code_direction)) if flag}
+    if args.adapter_layer is not None:
+        changes["adapter"] = args.adapter_layer
+    return replace(settings, **changes)

@@ -15,6 +15,8 @@ import math
 from interp.errors import InterpError
 from cli.argtypes import finite, positive
 
+SITES = {"post": "mlp.hook_post", "pre": "mlp.hook_pre"}  # --gate-site → the per-layer site name
+
 
 def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--train", metavar="MODE.jsonl|switch:LANG",
@@ -25,6 +27,10 @@ def add_options(group: argparse._ArgumentGroup) -> None:
                        "(default: all)")
     group.add_argument("--gate-steps", type=positive, default=80, metavar="N", help="dopamine: training steps (default 80)")
     group.add_argument("--gate-lr", type=finite, default=0.02, metavar="LR", help="dopamine: Adam step (default 0.02)")
+    group.add_argument("--gate-site", choices=sorted(SITES), default="post",
+                       help="dopamine: where the gates sit on the MLP neurons: post (default: the activation "
+                            "act(gate)·up, mlp.hook_post) or pre (the pre-activation, mlp.hook_pre); the paper "
+                            "does not say")
 
 
 def check(args) -> None:
@@ -59,7 +65,8 @@ def train_edits(args, model, notes: list[str]) -> list:
 
     examples = args._mode if args._mode is not None else code_switch_examples(args.train.split(":", 1)[1])
     layers = model.adapter.parse_layers(args.gate_layers) if args.gate_layers else None
-    settings = LmGateSettings(layers=layers, steps=args.gate_steps, lr=args.gate_lr)
+    settings = LmGateSettings(layers=layers, steps=args.gate_steps, lr=args.gate_lr,
+                              site=SITES[getattr(args, "gate_site", "post")])
     with output_lock(Path(args.out)):  # one training writes this recipe at a time
         trained = train_lm_gates(model, examples, settings, progress=True)
         edits = trained.edits()

@@ -1,5 +1,8 @@
 """`interp analyze --probe hftp [--brain EPOCHS]`: syntax neurons by frequency tagging, and RSA with brain data.
 
+--natural N: natural N-word sentences from --corpus instead of the four-word ones; --rsa-raw: the
+paper's uncentred RSA distance (both recorded in atlas.json's settings and paper_mode).
+
 Writes an atlas folder: per site `z.sentence`, `z.phrase` [width] and `label` [width] (0 none,
 1 sentence-only, 2 phrase-only, 3 shared); atlas.json holds the settings and the per-layer
 counts (and the RSA summary with --brain); spectra.png, counts.png, rsa.png, report.html.
@@ -36,6 +39,13 @@ def add_options(group: argparse._ArgumentGroup) -> None:
                        help="RSA uses the N syntax neurons with the highest z (default 1000; the random controls "
                             "draw as many from all neurons and from the non-syntax neurons)")
     group.add_argument("--regions", metavar="JSON", help="{region: [channel, ...]} for per-region RSA summaries")
+    group.add_argument("--rsa-raw", action="store_true",
+                       help="(one of --paper's choices) RSA with the raw, uncentred cosine distance between the "
+                            "conditions' spectra, as the paper; default: each unit centred over the conditions")
+    group.add_argument("--natural", type=positive, metavar="N",
+                       help="natural N-word sentences cut from --corpus (default bible:LANG) instead of the "
+                            "four-word ones: tagged at 4/N Hz (sentence) and 4/k Hz (phrase<k>, k = 2..N-1), "
+                            "against the same sentences word-shuffled; --sentences per stream")
 
 
 def _check(args) -> None:
@@ -53,6 +63,15 @@ def _check(args) -> None:
         raise InterpError(f"--regions {args.regions} does not exist")
     if (args.regions or args.bids) and not args.brain:
         raise InterpError("--regions and --bids go with --brain")
+    if args.rsa_raw and not args.brain:
+        raise InterpError("--rsa-raw goes with --brain")
+    if args.natural is not None:
+        from probes.hftp.run import HftpSettings, check_natural, natural_texts
+        from probes.hftp.stimuli import natural
+
+        check_natural(args.natural, args.sentences)
+        texts = natural_texts(HftpSettings(lang=args.lang, corpus=getattr(args, "corpus", None)))
+        natural(texts, args.natural, n_sentences=args.sentences, n_streams=1)  # enough sentences? (one line if not)
 
 
 def _bids_entities(text: str | None) -> dict[str, str] | None:
@@ -65,6 +84,8 @@ def _bids_entities(text: str | None) -> dict[str, str] | None:
 
 
 def analyze_command(args, out: Path) -> int:
+    from dataclasses import replace
+
     import torch
 
     import interp
@@ -86,8 +107,11 @@ def analyze_command(args, out: Path) -> int:
     model = load(args)
     sites = model.adapter.expand(args.sites, args.layers)
     settings = HftpSettings(lang=args.lang, site=args.sites, n_sentences=args.sentences, n_streams=args.streams,
-                            n_groups=args.groups, n_perm=args.permutations, null_control=not args.paper_z)
+                            n_groups=args.groups, n_perm=args.permutations, null_control=not args.paper_z,
+                            natural=args.natural, corpus=getattr(args, "corpus", None) if args.natural else None)
     settings = paper.apply(settings, args)
+    if args.rsa_raw:
+        settings = replace(settings, rsa_center=False)
     result = run_hftp(model, settings, sites)
     tensors = {}
     for site in sites:
@@ -99,7 +123,8 @@ def analyze_command(args, out: Path) -> int:
         for cond, by_site in result.spectra.items():  # [F, N] mean amplitude, F = 2n + 1 bins of 1/(4n) per word
             tensors[f"{site}/spectrum.{cond}"] = by_site[site].to(torch.float16).contiguous()
     params = {**summary(result, settings), "paper_mode": settings.provenance()}
-    binary = {"spectra.png": spectra_png(result, 4 * settings.n_sentences), "counts.png": counts_png(result)}
+    binary = {"spectra.png": spectra_png(result, (settings.natural or 4) * settings.n_sentences),
+              "counts.png": counts_png(result)}
     rsa_text = ""
     if epochs is not None:
         spectra, freqs = condition_spectra(model, settings, sites)
@@ -107,7 +132,7 @@ def analyze_command(args, out: Path) -> int:
         if not selected.any():
             raise InterpError("no syntax neurons were found, so there is nothing to compare with the brain data")
         r = model_brain_rsa(spectra, freqs, selected.numpy(), epochs, regions=regions,
-                            significant=result.any_rate(sites).numpy())
+                            significant=result.any_rate(sites).numpy(), center=settings.rsa_center)
         params["rsa"] = {"by_region": r.by_region(), "rho": r.rho.tolist(), "channels": r.channels}
         binary["rsa.png"] = rsa_png(r.model_rdm, r.brain_rdm, list(CONDITIONS), r.by_region())
         rsa_text = ("\n\nRSA (Spearman ρ): syntax neurons vs random neurons of the same count, drawn from all "

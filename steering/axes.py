@@ -1,12 +1,14 @@
 """Steering along brain-grounded axes (Andric 2025; METHODS.md §G steps 5–6).
 
 Direction: the adapter's row for the axis turned into a unit hidden-state direction
-(`AxisAdapter.direction`: coef / scale, the gradient; the public code's coef × scale is a
-switch), added as `s · unit · v` to `blocks.{layer}.hook_resid_post` (the block output) at
-every position. `unit` is `norm_fraction` × the mean residual norm at that layer on the
-prompts, so strengths mean the same on any model (the paper's raw s ∈ {−2..2} on a unit
-vector is ~1 % of smollm2's residual norm); `sign` orients the axis (e.g. +1 when its
-scores rise with log frequency).
+(`AxisAdapter.direction`: coef / scale, the gradient; the public code's coef × scale is
+`AxisSteerSettings.public_code`), added as `s · unit · v` to `blocks.{layer}.hook_resid_post`
+(the block output) at every position. `unit` is `norm_fraction` × the mean residual norm at
+that layer on the prompts, so strengths mean the same on any model (the paper's raw
+s ∈ {−2..2} on a unit vector, `AxisSteerSettings.raw_strength`, is ~1 % of smollm2's
+residual norm); `sign` orients the axis (e.g. +1 when its scores rise with log frequency).
+The adapter is the steering layer's own by default; the paper's is fitted at the last layer
+(`AxisSteerSettings.adapter`, its direction then added at the steering layer).
 
 Evaluation (`evaluate_axis`): sampled continuations (T 0.7, top-p 0.9) of neutral prompts
 per strength; each is re-encoded (mean hidden state over its tokens, given its prompt)
@@ -30,6 +32,7 @@ import torch
 
 import interp
 from interp.errors import InterpError
+from interp.paper import PaperSettings, differs
 
 STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 40}
@@ -76,14 +79,41 @@ def axis_edits(direction: np.ndarray | torch.Tensor, layer: int, strength: float
     return [interp.Add(f"blocks.{layer}.hook_resid_post", v / v.norm(), float(strength * unit))]
 
 
+@dataclass
+class AxisSteerSettings(PaperSettings):
+    """How `interp steer brain-axis` turns an atlas axis into an edit (METHODS.md §G step 5)."""
+
+    norm_fraction: float = 0.25  # strength 1 adds this × the layer's mean residual norm (unless raw_strength)
+    public_code: bool = differs(  # the direction coef × scale (the public code) instead of coef / scale
+        False, paper=True, why="coef × scale is not the direction that raises the axis score: the score is "
+        "((h − mean) / scale) · coef, whose gradient is coef / scale; × scale favours the dimensions with the "
+        "largest spread (the attention-sink ones)", effect="not measured (the two agree only where every "
+        "hidden dimension has the same spread)")
+    raw_strength: bool = differs(  # strength s adds s · v, v unit-norm (no residual-norm unit)
+        False, paper=True, why="the paper's s ∈ {−2..2} on a unit vector is ~1 % of smollm2's residual norm: the "
+        "same s means a different push on every model and layer", effect="not measured")
+    adapter: str = differs(  # "same": the steering layer's adapter; "last": the last layer's (the paper)
+        "same", paper="last", why="the last layer's adapter direction is read in another layer's space than the "
+        "one the edit writes into; the steering layer's own adapter reads the space it steers",
+        effect="not measured")
+
+
 def atlas_axis_edits(model: interp.Model, atlas, axis: int, strength: float, prompts: Sequence[str], *,
-                     layer: int | None = None, norm_fraction: float = 0.25) -> tuple[list[interp.Add], str]:
+                     layer: int | None = None, norm_fraction: float | None = None,
+                     settings: AxisSteerSettings | None = None) -> tuple[list[interp.Add], str]:
     """The Add edit along `axis` of a brain-axes atlas (`interp analyze --probe brain-axes`) and a note.
 
-    layer None: the adapter layer with the best held-out R² for the axis. Raises InterpError for an atlas
-    of another kind or model, or an axis it did not recover."""
+    layer None: the adapter layer with the best held-out R² for the axis (the steering layer). settings:
+    the direction, strength units and adapter layer (`AxisSteerSettings`; `norm_fraction`, when given,
+    overrides its field). Raises InterpError for an atlas of another kind or model, an axis it did not
+    recover, or an adapter layer it lacks."""
     from probes.brain_axes import load_adapter
 
+    settings = settings or AxisSteerSettings()
+    if norm_fraction is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, norm_fraction=norm_fraction)
     if atlas.method != "brain-axes":
         raise InterpError(f"this is a {atlas.method!r} atlas, not a brain-axes atlas")
     info = atlas.params.get("adapters")
@@ -93,15 +123,29 @@ def atlas_axis_edits(model: interp.Model, atlas, axis: int, strength: float, pro
         raise InterpError(f"the atlas's adapters were fitted on {info['model']!r}, not {model.name!r}")
     if axis not in info["axes"]:
         raise InterpError(f"axis {axis} is not a recovered axis; recovered: {', '.join(map(str, info['axes']))}")
+    if settings.adapter not in ("same", "last"):
+        raise InterpError(f"adapter {settings.adapter!r}: use 'same' or 'last'")
     k = info["axes"].index(axis)
     if layer is None:
         layer = max((int(l) for l in info["layers"]), key=lambda l: info["layers"][str(l)]["r2"][k])
-    adapter = load_adapter(atlas.tensors, info, layer)
-    unit = norm_fraction * residual_norm(model, layer, prompts)
-    r2 = info["layers"][str(layer)]["r2"][k]
-    note = (f"brain axis {axis} at layer {layer} (adapter held-out R² {r2:.2f}), strength {strength:g} × {unit:.2f} "
-            f"(= {norm_fraction:g} × mean residual norm)")
-    return axis_edits(np.asarray(adapter.direction(k)), layer, strength, unit), note
+    source = layer
+    if settings.adapter == "last":
+        source = model.adapter.n_layers - 1
+        if str(source) not in info["layers"]:
+            raise InterpError(f"the atlas has no adapter at the last layer ({source}); it has layers "
+                              f"{', '.join(info['layers'])} (interp analyze --probe brain-axes --layers ...)")
+    adapter = load_adapter(atlas.tensors, info, source)
+    direction = np.asarray(adapter.direction(k, public_code=settings.public_code))
+    r2 = info["layers"][str(source)]["r2"][k]
+    if settings.raw_strength:
+        unit, how = 1.0, "raw units (s · unit vector)"
+    else:
+        unit = settings.norm_fraction * residual_norm(model, layer, prompts)
+        how = f"× {unit:.2f} (= {settings.norm_fraction:g} × mean residual norm)"
+    src = "" if source == layer else f", direction from the layer-{source} adapter"
+    note = (f"brain axis {axis} at layer {layer} (adapter held-out R² {r2:.2f}{src}), strength {strength:g} {how}, "
+            f"direction {'coef × scale (public code)' if settings.public_code else 'coef / scale'}")
+    return axis_edits(direction, layer, strength, unit), note
 
 
 # --------------------------------------------------------------------------- text metrics

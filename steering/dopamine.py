@@ -33,6 +33,9 @@ class GateSettings:
     #                              smooth one passes every activation above ~3T0 (a τ far below, e.g. −3, leaves
     #                              σ' ≈ 0 there: τ then never moves and the gates learn gains only — measured)
     init_gain: float = 1.0
+    site: str = "post"  # where a gate sits on an MLP unit (the paper does not say): "post" gates the activation
+    #                     act(z), "pre" the pre-activation z before act (used by the digits MLP; the language model
+    #                     names its sites in `LmGateSettings.site`)
     steps: int = 300
     lr: float = 0.02
     batch_size: int = 128
@@ -131,16 +134,17 @@ def train_gates(forward, gates: list[UnitGates], x: torch.Tensor, y: torch.Tenso
                before_step=anneal, before_validate=harden)
 
 
-def attributions(gates: UnitGates, base: torch.Tensor) -> dict[str, list[int]]:
+def attributions(gates: UnitGates, base: torch.Tensor, pre: torch.Tensor | None = None) -> dict[str, list[int]]:
     """Which units the mode turns off or keeps, on activations `base` [n, width] of the frozen network.
 
     A unit fires on an input when its activation is nonzero; the hard gate passes it when it fires
-    and clears the threshold. turned_off: fires on most inputs in the base, passed on fewer than
-    half; kept_on: fires and is passed on most. (A gate cannot turn on a unit the base leaves at 0.)
+    and clears the threshold (on `pre`, the pre-activations [n, width], for gates at the "pre" site).
+    turned_off: fires on most inputs in the base, passed on fewer than half; kept_on: fires and is
+    passed on most. (A gate cannot turn on a unit the base leaves at 0.)
     """
     fires = base != 0
     usual = fires.float().mean(0) > 0.5
-    passed = (gates.mask(base) & fires).float().mean(0) > 0.5
+    passed = (gates.mask(base if pre is None else pre) & fires).float().mean(0) > 0.5
     return {"turned_off": (usual & ~passed).nonzero().flatten().tolist(),
             "kept_on": (usual & passed).nonzero().flatten().tolist()}
 

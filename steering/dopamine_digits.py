@@ -10,20 +10,23 @@ nothing to learn but noise (we measured it: gates then beat the frozen base on 2
    by 45°; freeze it.
 2. Specialise it to the rotated mode three ways, on the same rotated images, the same step
    budget and the same early stopping (the best of every 25 steps on validation accuracy, ties
-   broken by validation loss): nothing (the frozen base), Dopamine gates on both hidden layers (τ and g per unit, after the ReLU:
-   2 × h parameters per layer), and LoRA on every linear layer (the `peft` library, rank 4).
+   broken by validation loss): nothing (the frozen base), Dopamine gates on both hidden layers (τ and g per unit,
+   after the ReLU by default, before it with `gate_site="pre"`: 2 × h parameters per layer), and LoRA on every
+   linear layer (the `peft` library, rank 4).
 3. Score on held-out rotated digits: accuracy, trainable parameters, and the share of strongly
    active units (hidden activations above the mean positive activation of the base), for the
    gates smooth and hardened; and the images the hard gates fix and break against the frozen
    base (the discordant pairs of an exact McNemar test: one image is 0.19 points of accuracy).
 
-`run(seed)` is one seed; `benchmarks/dopamine_digits.py` runs five and writes RESULTS.md.
+`run(seed)` is one seed; `benchmarks/dopamine_digits.py` runs five and writes RESULTS.md;
+`python -m steering.dopamine_digits --gate-site pre --seeds 1` runs seeds and prints them as JSON
+(the gate site is a knob: the paper does not say whether its gates sit before or after the activation).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -32,6 +35,7 @@ from torch import nn
 from .dopamine import GateSettings, UnitGates, attributions, fit, train_gates
 
 HIDDEN = 128
+SITES = ("post", "pre")  # where the gates sit on the hidden units: after the ReLU (default) or before it
 
 
 def rotated_digits(angle: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,17 +74,20 @@ def mlp(hidden: int = HIDDEN) -> nn.Sequential:
 
 
 class Gated(nn.Module):
-    """The frozen MLP with a gate after each hidden ReLU."""
+    """The frozen MLP with a gate on each hidden layer: after its ReLU (site "post") or before it ("pre")."""
 
     def __init__(self, base: nn.Sequential, settings: GateSettings) -> None:
         super().__init__()
+        if settings.site not in SITES:
+            raise ValueError(f"gate site {settings.site!r}: use {' or '.join(SITES)}")
         self.base = base
+        self.site = settings.site
         width = base[0].out_features
         self.gates = nn.ModuleList([UnitGates(width, settings), UnitGates(width, settings)])
 
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The gated hidden activations [n, hidden] of both layers."""
-        return _hidden(self.base, x, list(self.gates))
+        """The gated hidden activations [n, hidden] of both layers (after their ReLU)."""
+        return _hidden(self.base, x, list(self.gates), self.site)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base[4](self.hidden(x)[1])
@@ -105,19 +112,31 @@ def _strong_share(hidden: list[torch.Tensor], level: list[float]) -> float:
     return float(torch.cat([(h > l).float().flatten() for h, l in zip(hidden, level)]).mean())
 
 
-def _hidden(base: nn.Sequential, x: torch.Tensor, gates: list[nn.Module] | None = None) -> list[torch.Tensor]:
-    """Both hidden layers' activations [n, hidden] after their ReLU, through `gates` when given."""
+def _hidden(base: nn.Sequential, x: torch.Tensor, gates: list[nn.Module] | None = None,
+            site: str = "post") -> list[torch.Tensor]:
+    """Both hidden layers' activations [n, hidden] after their ReLU, through `gates` when given: on the
+    ReLU's output (site "post": ReLU then gate) or on its input (site "pre": gate then ReLU)."""
     gate = gates or [nn.Identity(), nn.Identity()]
+    if site == "pre":
+        h1 = base[1](gate[0](base[0](x)))
+        return [h1, base[3](gate[1](base[2](h1)))]
     h1 = gate[0](base[1](base[0](x)))
     return [h1, gate[1](base[3](base[2](h1)))]
 
 
+def _pre_activations(base: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """Both hidden layers' pre-activations [n, hidden] in the frozen network (no gates)."""
+    z1 = base[0](x)
+    return [z1, base[2](base[1](z1))]
+
+
 def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adapt_steps: int = 300,
-        lora_rank: int = 4, gate_settings: GateSettings | None = None,
+        lora_rank: int = 4, gate_settings: GateSettings | None = None, gate_site: str | None = None,
         select: str = "accuracy+loss") -> DigitsResult:
     """One seed of the experiment (see the module docstring). select: the early-stopping score on the
     validation images: "accuracy", "accuracy+loss" (accuracy, ties broken by the lower cross-entropy:
-    ~130 images tie often) or "loss" (minus the cross-entropy alone)."""
+    ~130 images tie often) or "loss" (minus the cross-entropy alone). gate_site: "post" or "pre" (overrides
+    `gate_settings.site`; the paper does not say where its gates sit)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -151,6 +170,8 @@ def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adap
         return lambda: acc(model, xv, yv)
 
     settings = gate_settings or GateSettings(steps=adapt_steps, seed=seed)
+    if gate_site is not None:
+        settings = replace(settings, site=gate_site)
     gated = Gated(base, settings)
     train_gates(gated, list(gated.gates), x_tr, y_tr, settings, validate=on_validation(gated))
     with torch.no_grad():
@@ -172,7 +193,9 @@ def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adap
     level = [float(h[h > 0].mean()) for h in base_hidden]  # "strongly active": above the base's mean positive act.
     with torch.no_grad():
         lora_hidden = _hidden(lora.base_model.model, x_te)
-    att = [attributions(g, b) for g, b in zip(gated.gates, base_hidden)]
+    pre = _pre_activations(base, x_te) if gated.site == "pre" else [None, None]
+    with torch.no_grad():
+        att = [attributions(g, b, p) for g, b, p in zip(gated.gates, base_hidden, pre)]
     return DigitsResult(
         seed=seed,
         accuracy={"frozen (rotated)": float(base_right.float().mean()), "frozen (upright)": acc(base, up[sp.test], labels[sp.test]),
@@ -184,3 +207,28 @@ def run(seed: int = 0, *, hidden: int = HIDDEN, pretrain_steps: int = 1500, adap
         turned_off=sum(len(a["turned_off"]) for a in att),
         fixed=int((gates_right & ~base_right).sum()), broken=int((base_right & ~gates_right).sum()),
         test_images=len(y_te))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m steering.dopamine_digits [--seeds N] [--hidden H] [--gate-site post|pre]`: one JSON line per seed."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="The Dopamine digits experiment (frozen base vs gates vs LoRA), "
+                                            "one JSON line per seed.")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--hidden", type=int, default=HIDDEN)
+    p.add_argument("--pretrain-steps", type=int, default=1500)
+    p.add_argument("--adapt-steps", type=int, default=300)
+    p.add_argument("--gate-site", choices=SITES, default="post",
+                   help="where the gates sit on the hidden units: after the ReLU (post, default) or before it (pre)")
+    args = p.parse_args(argv)
+    for seed in range(args.seeds):
+        r = run(seed, hidden=args.hidden, pretrain_steps=args.pretrain_steps, adapt_steps=args.adapt_steps,
+                gate_site=args.gate_site)
+        print(json.dumps({"gate_site": args.gate_site, **r.to_json()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -43,8 +43,10 @@ def test_noise_only_meg_recovers_nothing_above_the_permutation_threshold(story) 
     print("\n" + atlas.table())
     assert not atlas.kept.any() and atlas.n_axes == 0 and not atlas.recovered.any()
     # the paper's ICA over every PC finds the word features in noise just as well: only reliability tells
-    settings = BrainAtlasSettings.paper(n_perm=30)  # `interp analyze --probe brain-axes --paper`
-    assert settings.provenance()["choices"] == {"word_vector": "windows", "min_count": 1, "subspace": "all"}
+    # `interp analyze --probe brain-axes --paper`, less the model-computed embedding-change feature
+    settings = BrainAtlasSettings.paper(n_perm=30, embedding_change=False)
+    assert settings.provenance()["choices"] == {"word_vector": "windows", "min_count": 1, "subspace": "all",
+                                                "embedding_change": False}
     paper = build_brain_atlas([raw], {None: w}, settings, stability=False)
     assert max(np.abs(paper.validation["frequency"])) > 0.6 and not paper.recovered.any()
 
@@ -92,3 +94,17 @@ def test_bad_meg_input_gets_clear_errors(tmp_path, story) -> None:
     (tmp_path / "w.tsv").write_text("onset\tword\nsoon\tthe\n1.0\tking\n")
     with pytest.raises(WordsError, match="must be numbers"):
         read_words(tmp_path / "w.tsv")
+
+
+def test_the_embedding_change_feature_is_required_when_on_and_enters_as_its_own_family() -> None:
+    from atlases.words import EMBEDDING_CHANGE, with_feature, word_features
+
+    words = story_words(300)
+    raw, w, _ = simulate_meg(words, {}, seed=1)
+    with pytest.raises(BrainAtlasError, match="no embedding_change column"):
+        build_brain_atlas([raw], {None: w}, BrainAtlasSettings.paper(n_perm=10), stability=False)
+    step = np.random.default_rng(0).uniform(1, 2, len(w.words))
+    w2 = with_feature(w, EMBEDDING_CHANGE, step)
+    feats, names = word_features(w2)
+    assert names[-1] == EMBEDDING_CHANGE and np.allclose(feats[:, -1], step)
+    assert with_feature(w2, EMBEDDING_CHANGE, 2 * step).user_names == [EMBEDDING_CHANGE]  # replaced, not doubled

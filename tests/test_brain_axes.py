@@ -85,3 +85,98 @@ def test_steering_along_the_frequency_axis_shifts_word_frequency_in_the_sign_of_
     c = next(c for c in table.contrasts if c.method == "brain axis" and c.metric == "log_freq")
     assert c.d > 0 and c.p < 0.05
     assert c.matched_pairs >= 8 and c.matched_diff > 0  # not just a side effect of perplexity
+
+
+# ----------------------------------------------------------------------------- issue 30: the paper's knobs
+
+
+def test_public_code_direction_differs_from_the_gradient_only_when_the_scale_is_not_constant() -> None:
+    rng = np.random.default_rng(1)
+    coef = rng.normal(size=(2, 6))
+    flat = AxisAdapter(3, "hook_resid_post", np.zeros(6), np.full(6, 2.5), coef, np.zeros(2), 1.0)
+    assert np.allclose(flat.direction(0, public_code=True), flat.direction(0))
+    varied = AxisAdapter(3, "hook_resid_post", np.zeros(6), rng.uniform(0.2, 5, 6), coef, np.zeros(2), 1.0)
+    pub, ours = varied.direction(0, public_code=True), varied.direction(0)
+    assert np.isclose(np.linalg.norm(pub), 1) and abs(pub @ ours) < 0.999
+    assert np.allclose(pub, coef[0] * varied.scale / np.linalg.norm(coef[0] * varied.scale))
+
+
+def _fake_axes_atlas(model, layers, seed=0):
+    """A brain-axes atlas with random adapters at `layers` for `model` (axes 2 and 5 recovered)."""
+    from atlases import Atlas
+    from probes.brain_axes import AdapterReport, adapter_params, adapter_tensors
+
+    rng = np.random.default_rng(seed)
+    d = model.adapter.d_model
+    adapters = {l: AxisAdapter(l, "hook_resid_post", rng.normal(size=d), rng.uniform(0.1, 3, d),
+                               rng.normal(size=(2, d)), np.zeros(2), 10.0) for l in layers}
+    report = AdapterReport(adapters, {l: np.array([0.3 + 0.01 * l, 0.2]) for l in layers},
+                           {l: np.zeros(2) for l in layers}, 80, 20, [2, 5])
+    return Atlas(model=model.name, sites=["meg"], method="brain-axes", tensors=adapter_tensors(report),
+                 params={"adapters": adapter_params(report, model.name)}), adapters
+
+
+def test_raw_strength_adds_exactly_s_times_the_unit_direction_and_paper_settings_change_the_edit(smollm2) -> None:
+    import torch
+
+    from interp.engine import apply_reference
+    from steering.axes import AxisSteerSettings, atlas_axis_edits
+
+    last = smollm2.adapter.n_layers - 1
+    atlas, adapters = _fake_axes_atlas(smollm2, [10, last])
+    prompts = ["Once upon a time"]
+    raw = AxisSteerSettings(raw_strength=True)
+    (edit,), note = atlas_axis_edits(smollm2, atlas, 5, 1.5, prompts, layer=10, settings=raw)
+    v = torch.tensor(adapters[10].direction(1), dtype=torch.float32)
+    x = torch.randn(1, 4, smollm2.adapter.d_model)
+    assert edit.site == "blocks.10.hook_resid_post" and "raw units" in note
+    assert torch.allclose(apply_reference([edit], x) - x, 1.5 * v, atol=1e-5)
+    # ours: strength in units of the residual norm, the gradient direction, the steering layer's adapter
+    (ours,), _ = atlas_axis_edits(smollm2, atlas, 5, 1.5, prompts, layer=10)
+    assert torch.allclose(ours.vector, v, atol=1e-6) and ours.scale > 10 * 1.5
+    # the paper: raw units, coef × scale, the last layer's adapter (added at the steering layer)
+    (paper,), note = atlas_axis_edits(smollm2, atlas, 5, 1.5, prompts, layer=10, settings=AxisSteerSettings.paper())
+    expected = torch.tensor(adapters[last].direction(1, public_code=True), dtype=torch.float32)
+    assert paper.site == "blocks.10.hook_resid_post" and paper.scale == 1.5
+    assert torch.allclose(paper.vector, expected, atol=1e-6) and f"layer-{last} adapter" in note
+    with pytest.raises(Exception, match="no adapter at the last layer"):
+        atlas_axis_edits(smollm2, _fake_axes_atlas(smollm2, [10])[0], 5, 1.0, prompts,
+                         settings=AxisSteerSettings(adapter="last"))
+
+
+def test_steer_brain_axis_paper_run_records_paper_mode_and_steers_differently(smollm2, tmp_path, capsys) -> None:
+    import json
+
+    from cli.main import main
+
+    atlas, _ = _fake_axes_atlas(smollm2, [10, smollm2.adapter.n_layers - 1])
+    atlas.save(tmp_path / "axes")
+    common = ["steer", "brain-axis", "--atlas", str(tmp_path / "axes"), "--axis", "5", "--layer", "10",
+              "--strength", "2", "--prompt", "Once upon a time", "--max-new-tokens", "4"]
+    runs = {}
+    for name, extra in (("ours", []), ("paper", ["--paper"])):
+        assert main(common + extra) == 0
+        out = capsys.readouterr().out
+        runs[name] = (json.loads(out.split("# paper_mode: ", 1)[1].splitlines()[0]),
+                      [l for l in out.splitlines() if l.startswith("# brain axis")][0])
+    assert runs["paper"][0] == {"paper": True, "choices": {"public_code": True, "raw_strength": True,
+                                                           "adapter": "last"}}
+    assert runs["ours"][0]["paper"] is False
+    assert runs["ours"][1] != runs["paper"][1] and "raw units" in runs["paper"][1]
+
+
+def test_embedding_change_is_the_model_word_embedding_step_and_deterministic(smollm2) -> None:
+    import interp
+    from atlases.words import Words, add_embedding_change, embedding_change
+    from interp.batching import pool_words
+
+    words = ["the", "cat", "sat", "on", "the", "mat"]
+    a = embedding_change(smollm2, words, layers=[3, 7], chunk=6)
+    assert a.shape == (6,) and np.array_equal(a, embedding_change(smollm2, words, layers=[3, 7], chunk=6))
+    batch = interp.tokenize(smollm2.tokenizer, [" ".join(words)], words=True)
+    cache = interp.run_with_cache(smollm2, batch, ["blocks.3.hook_resid_post", "blocks.7.hook_resid_post"])
+    e = sum(pool_words(cache[s][0].float(), batch.word_ids[0], 6).double().numpy() for s in cache) / 2
+    step = np.linalg.norm(e[1:] - e[:-1], axis=1)
+    assert np.allclose(a[1:], step, rtol=1e-4) and a[0] == a[1] and (a > 0).all()
+    w = add_embedding_change(smollm2, {None: Words(np.arange(6.0), words)}, layers=[3, 7], chunk=6)[None]
+    assert w.user_names == ["embedding_change"] and np.allclose(w.user[:, 0], a)

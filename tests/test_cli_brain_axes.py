@@ -84,3 +84,20 @@ def test_meg_without_gradiometers_fails_with_one_line(tmp_path, capsys) -> None:
     assert main(["analyze", "--probe", "brain-axes", "--meg", str(tmp_path / "mag_raw.fif"), "--words",
                  str(tmp_path / "words.tsv"), "--out", str(tmp_path / "out")]) == 2
     assert "gradiometer" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_analyze_brain_axes_paper_run_adds_the_model_embedding_change_and_records_paper_mode(smollm2, meg,
+                                                                                           tmp_path) -> None:
+    from atlases import load_atlas
+
+    common = ["analyze", "--probe", "brain-axes", "--meg", str(meg / "bids"), "--words", str(meg / "words.tsv"),
+              "--brain-permutations", "10", "--layers", "29", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "ours")]) == 0
+    assert main(common + ["--paper", "--out", str(tmp_path / "paper")]) == 0
+    ours, paper = load_atlas(tmp_path / "ours").params, load_atlas(tmp_path / "paper").params
+    assert paper["paper_mode"] == {"paper": True, "choices": {"word_vector": "windows", "min_count": 1,
+                                                              "subspace": "all", "embedding_change": True}}
+    assert ours["paper_mode"]["paper"] is False and "embedding_change_model" not in ours
+    assert paper["embedding_change_model"] == smollm2.name
+    assert "embedding_change" in paper["feature_names"] and "embedding_change" not in ours["feature_names"]

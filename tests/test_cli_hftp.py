@@ -53,6 +53,9 @@ def test_analyze_hftp_with_simulated_bids_meg_writes_labels_plots_and_rsa(smollm
     (["--bids", "subject=01"], "go with --brain"),
     (["--brain", ".", "--bids", "subject"], "KEY=VALUE"),
     (["--brain", ".", "--bids", "subjekt=01"], "unknown BIDS entity"),
+    (["--rsa-raw"], "--rsa-raw goes with --brain"),
+    (["--natural", "8"], "multiple of 105"),
+    (["--natural", "5", "--sentences", "12", "--corpus", "demo"], "distinct 5-word sentences"),
 ])
 def test_bad_hftp_input_is_one_line_and_exit_2(extra, message, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -69,3 +72,30 @@ def test_epochs_without_the_conditions_fail_before_the_model_loads(tmp_path, cap
     assert main(["analyze", "--probe", "hftp", "--model", "no-such-model", "--brain", str(tmp_path / "two-epo.fif"),
                  "--out", str(tmp_path / "h")]) == 2
     assert "lack condition" in capsys.readouterr().err
+
+
+def test_analyze_hftp_on_natural_five_word_sentences(smollm2, tmp_path, capsys) -> None:
+    out = tmp_path / "nat"
+    assert main(["analyze", "--probe", "hftp", "--natural", "5", "--sentences", "12", "--streams", "4", "--groups",
+                 "2", "--permutations", "50", "--layers", "29", "--out", str(out), "--quiet"]) == 0
+    p = load_atlas(out, model=smollm2.name).params
+    assert p["rates"] == {"sentence": 0.8, "phrase2": 2.0, "phrase3": 4 / 3, "phrase4": 1.0}
+    assert p["settings"]["natural"] == 5 and p["settings"]["corpus"] is None  # bible:en
+    assert list(p["counts"]) == ["blocks.29.mlp.hook_post"]
+
+
+@pytest.mark.slow
+def test_hftp_paper_run_records_the_raw_rsa_distance_and_gets_another_rsa(smollm2, tmp_path) -> None:
+    from probes.hftp.simulate import simulate_epochs
+
+    epochs, regions = simulate_epochs({"left": 3, "right": 3}, syntax_regions=("left",), ch_type="mag", seed=2)
+    epochs.save(tmp_path / "sim-epo.fif", verbose="error")
+    small = ["--probe", "hftp", "--layers", "29", "--streams", "4", "--groups", "2", "--sentences", "20",
+             "--permutations", "50", "--brain", str(tmp_path / "sim-epo.fif"), "--quiet"]
+    assert main(["analyze", *small, "--out", str(tmp_path / "ours")]) == 0
+    assert main(["analyze", *small, "--paper", "--out", str(tmp_path / "paper")]) == 0
+    assert main(["analyze", *small, "--rsa-raw", "--out", str(tmp_path / "raw")]) == 0
+    ours, paper, raw = (load_atlas(tmp_path / n).params for n in ("ours", "paper", "raw"))
+    assert paper["paper_mode"] == {"paper": True, "choices": {"null_control": False, "rsa_center": False}}
+    assert ours["paper_mode"]["choices"]["rsa_center"] is True and raw["paper_mode"]["choices"]["rsa_center"] is False
+    assert ours["rsa"]["rho"] != raw["rsa"]["rho"]  # the same neurons, the raw distance

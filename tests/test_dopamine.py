@@ -195,3 +195,64 @@ def test_gates_put_smollm2_in_the_spanish_mode(smollm2, tmp_path) -> None:
     assert all(torch.equal(a.thresholds, b.thresholds) and torch.equal(a.gains, b.gains) and b.hard
                for a, b in zip(edits, loaded))
     assert interp.generate(smollm2, prompts[:2], loaded, **GENERATION) == rows["gates"][2][:2]
+
+
+# ----------------------------------------------------------------------------- issue 30: the gate site
+
+
+def test_gates_at_the_pre_site_act_on_the_pre_activation() -> None:
+    """A planted MLP: unit 0's pre-activation is x0 − 1, unit 1's is −x0. A gain of −1 that passes everything
+    gives ReLU(−z) at the pre site (gate then ReLU) and −ReLU(z) at the post site (ReLU then gate); a threshold
+    of 0.5 closes the units whose pre-activation is at most 0.5."""
+    from torch import nn
+
+    from steering.dopamine_digits import Gated, _pre_activations
+
+    base = nn.Sequential(nn.Linear(64, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 10))
+    with torch.no_grad():
+        for layer in (base[0], base[2]):
+            layer.weight.zero_(), layer.bias.zero_()
+        base[0].weight[0, 0], base[0].bias[0], base[0].weight[1, 0] = 1.0, -1.0, -1.0
+        base[2].weight.copy_(torch.eye(2))
+    x = torch.zeros(5, 64)
+    x[:, 0] = torch.tensor([-2.0, 0.0, 1.2, 1.8, 3.0])
+    z = x[:, 0:1] * torch.tensor([1.0, -1.0]) + torch.tensor([-1.0, 0.0])  # the planted pre-activations
+    assert torch.allclose(_pre_activations(base, x)[0], z)
+    out = {}
+    for site in ("pre", "post"):
+        gated = Gated(base, GateSettings(site=site))
+        with torch.no_grad():
+            gated.gates[0].gain.fill_(-1.0)
+            gated.gates[0].threshold.fill_(-1e9)
+            gated.gates[0].hard = gated.gates[1].hard = True
+            out[site] = gated.hidden(x)[0]
+    assert torch.allclose(out["pre"], torch.relu(-z)) and torch.allclose(out["post"], -torch.relu(z))
+    gated = Gated(base, GateSettings(site="pre"))
+    with torch.no_grad():
+        gated.gates[0].threshold.fill_(0.5)
+        gated.gates[0].hard = True
+        h = gated.hidden(x)[0]
+    assert torch.allclose(h, torch.relu(z) * (z > 0.5))  # unit 0 at x0 = 1.2 (z = 0.2 > 0) is closed
+    assert h[2, 0] == 0 and torch.relu(z)[2, 0] > 0
+    with pytest.raises(ValueError, match="gate site"):
+        Gated(base, GateSettings(site="middle"))
+
+
+def test_digits_experiment_runs_with_gates_before_the_relu(capsys) -> None:
+    from steering.dopamine_digits import main
+
+    assert main(["--hidden", "8", "--pretrain-steps", "30", "--adapt-steps", "25", "--gate-site", "pre"]) == 0
+    import json
+
+    r = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert r["gate_site"] == "pre" and r["parameters"]["gates"] == 2 * 2 * 8 and 0 <= r["accuracy"]["gates hard"] <= 1
+
+
+def test_steer_dopamine_gate_site_option_names_the_lm_site() -> None:
+    from cli import dopamine
+    from cli.main import build_parser
+
+    args = build_parser().parse_args(["steer", "dopamine", "--train", "switch:es", "--out", "g.safetensors",
+                                      "--gate-site", "pre"])
+    assert dopamine.SITES[args.gate_site] == "mlp.hook_pre"
+    assert build_parser().parse_args(["steer", "dopamine", "--train", "x.jsonl", "--out", "g.st"]).gate_site == "post"

@@ -220,3 +220,53 @@ def test_probe_runs_on_tiny_gpt2_and_qwen2_configs(family) -> None:
     r = hftp_test(exp, ctl, {"sentence": 1.0, "phrase": 2.0}, n_perm=50)
     assert set(r.counts()) == set(sites) and all(set(c) == {"sentence-only", "phrase-only", "shared"}
                                                  for c in r.counts().values())
+
+
+# ----------------------------------------------------------------------------- issue 30: natural corpora, raw RSA
+
+
+def test_natural_streams_their_control_and_the_rates_that_need_a_bin() -> None:
+    from probes.hftp.run import check_natural
+    from probes.hftp.stimuli import natural_control, word_shuffle
+
+    text = [" ".join(f"w{i}{j}" for j in range(5)) + "." for i in range(30)]
+    exp = natural(text, 5, n_sentences=12, n_streams=2, seed=3)
+    ctl = natural_control(text, 5, n_sentences=12, n_streams=2, seed=3)
+    assert exp.rates == ctl.rates == {"sentence": 0.8, "phrase2": 2.0, "phrase3": 4 / 3, "phrase4": 1.0}
+    for e, c in zip(exp.streams, ctl.streams):
+        assert sorted(e) == sorted(c) and len(c) == 60
+        for k in range(0, 60, 5):  # each sentence's own words, no original neighbouring pair left
+            unit = c[k:k + 5]
+            assert len({w[:-1] for w in unit}) == 1
+            assert all(int(b[-1]) != int(a[-1]) + 1 for a, b in zip(unit, unit[1:]))
+    long = tuple(f"x{i}" for i in range(9))
+    out = word_shuffle(long, random.Random(0))
+    assert sorted(out) == sorted(long) and all(long.index(b) != long.index(a) + 1 for a, b in zip(out, out[1:]))
+    check_natural(5, 12)
+    with pytest.raises(Exception, match="multiple of 12"):
+        check_natural(5, 10)
+
+
+def test_phrase_labels_pool_the_natural_phrase_rates() -> None:
+    exp, ctrl = _planted()  # 1 Hz and 2 Hz planted: the sentence and phrase2 rates of 4-word natural sentences
+    r = hftp_test(exp, ctrl, {"sentence": 1.0, "phrase2": 2.0, "phrase3": 4 / 3}, n_perm=300)
+    lab = r.labels("blocks.0.mlp.hook_post")
+    assert lab["sentence-only"].nonzero().flatten().tolist() == list(range(0, 10))
+    phrase = set(lab["phrase-only"].nonzero().flatten().tolist())
+    assert set(range(10, 20)) <= phrase and len(phrase - set(range(10, 20))) <= 9  # noise passes at 4/3 Hz now and then
+    assert r.significant["phrase3"]["blocks.0.mlp.hook_post"][10:25].sum() <= 1  # the 2 Hz neurons not at 4/3 Hz
+    assert r.top(["blocks.0.mlp.hook_post"], 5).sum() == 5
+
+
+def test_raw_rsa_distance_differs_from_the_centred_one() -> None:
+    from probes.hftp.brain import model_brain_rsa, model_rdm
+    from probes.hftp.simulate import simulate_epochs
+
+    spectra, freqs, selected = _design_spectra()
+    assert not torch.allclose(torch.tensor(model_rdm(spectra, freqs)), torch.tensor(model_rdm(spectra, freqs,
+                                                                                                center=False)))
+    epochs, regions = simulate_epochs({"left": 3}, syntax_regions=("left",), seed=4)
+    kw = dict(regions=regions, n_controls=3, significant=selected)
+    ours = model_brain_rsa(spectra, freqs, selected, epochs, **kw)
+    raw = model_brain_rsa(spectra, freqs, selected, epochs, center=False, **kw)
+    assert not torch.allclose(torch.tensor(ours.rho), torch.tensor(raw.rho))

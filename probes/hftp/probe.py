@@ -109,8 +109,13 @@ class HftpResult:
     spectra: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # condition → site → [F, N] (mean)
 
     def labels(self, site: str) -> dict[str, torch.Tensor]:
-        """{label: bool [N]} for sentence-only, phrase-only and shared (rates "sentence" and "phrase")."""
-        s, p = self.significant["sentence"][site], self.significant["phrase"][site]
+        """{label: bool [N]} for sentence-only, phrase-only and shared (rate "sentence", and "phrase" or, for
+        natural n-word sentences, any of "phrase2" … "phrase{n−1}")."""
+        s = self.significant["sentence"][site]
+        p = torch.zeros_like(s)
+        for name in self.rates:
+            if name.startswith("phrase"):
+                p = p | self.significant[name][site]
         return {"sentence-only": s & ~p, "phrase-only": p & ~s, "shared": s & p}
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -126,7 +131,7 @@ class HftpResult:
         """The `n` significant neurons (at any rate) with the highest z, as a mask over `sites`'
         neurons concatenated in order: bool [Σ width]."""
         significant = self.any_rate(sites)
-        score = torch.cat([torch.maximum(self.z["sentence"][s], self.z["phrase"][s]) for s in sites])
+        score = torch.cat([torch.stack([self.z[r][s] for r in self.rates]).amax(0) for s in sites])
         score = torch.where(significant, score, torch.full_like(score, -torch.inf))
         mask = torch.zeros_like(significant)
         mask[score.topk(min(n, int(significant.sum()))).indices] = True

@@ -92,7 +92,14 @@ def _no_neighbours(order: Sequence[int]) -> bool:
 
 
 def word_shuffle(sentence: Sequence[str], rng: random.Random) -> tuple[str, ...]:
-    """The sentence's words in a random order in which no original neighbouring pair survives."""
+    """The sentence's words in a random order in which no original neighbouring pair survives
+    (beyond 7 words, by redrawing shuffles: the orders are too many to list)."""
+    if len(sentence) > 7:
+        order = list(range(len(sentence)))
+        while True:
+            rng.shuffle(order)
+            if _no_neighbours(order):
+                return tuple(sentence[i] for i in order)
     orders = [p for p in itertools.permutations(range(len(sentence))) if _no_neighbours(p)]
     if not orders:
         raise InterpError(f"a {len(sentence)}-word sentence has no order without its neighbouring pairs")
@@ -144,9 +151,7 @@ def random_words(lang: str = "en", n_words: int = 240, n_streams: int = 100, see
     return Condition("random", streams, {})
 
 
-def natural(texts: Sequence[str], n: int, *, n_sentences: int = 60, n_streams: int = 100,
-            seed: int = 0) -> Condition:
-    """Streams of n-word sentences cut from natural text (sentences of exactly n words)."""
+def _natural_sentences(texts: Sequence[str], n: int, n_sentences: int, seed: int) -> list[tuple[str, ...]]:
     if n < 2:
         raise InterpError("natural n-word sentences need n ≥ 2")
     pool = []
@@ -158,7 +163,26 @@ def natural(texts: Sequence[str], n: int, *, n_sentences: int = 60, n_streams: i
     pool = list(dict.fromkeys(pool))
     if len(pool) < n_sentences:
         raise InterpError(f"only {len(pool)} distinct {n}-word sentences in the texts; need {n_sentences}")
-    rng = random.Random(seed)
-    chosen = rng.sample(pool, n_sentences)
-    rates = {"sentence": WORD_RATE / n, **{f"phrase{k}": WORD_RATE / k for k in range(2, n)}}
-    return Condition(f"natural{n}", _streams(chosen, n_streams, seed), rates)
+    return random.Random(seed).sample(pool, n_sentences)
+
+
+def natural_rates(n: int) -> dict[str, float]:
+    """The rates an n-word sentence stream is tagged at: sentence 4/n Hz, phrase{k} 4/k Hz for k = 2 … n − 1."""
+    return {"sentence": WORD_RATE / n, **{f"phrase{k}": WORD_RATE / k for k in range(2, n)}}
+
+
+def natural(texts: Sequence[str], n: int, *, n_sentences: int = 60, n_streams: int = 100,
+            seed: int = 0) -> Condition:
+    """Streams of n-word sentences cut from natural text (sentences of exactly n words, split at . ! ?)."""
+    chosen = _natural_sentences(texts, n, n_sentences, seed)
+    return Condition(f"natural{n}", _streams(chosen, n_streams, seed), natural_rates(n))
+
+
+def natural_control(texts: Sequence[str], n: int, *, n_sentences: int = 60, n_streams: int = 100, seed: int = 0,
+                    shuffle_seed: int | None = None) -> Condition:
+    """`natural`'s sentences (same `seed`) with their words shuffled so that no neighbouring pair survives:
+    the same words at the same rate, no syntax (as `control` for the four-word sentences)."""
+    chosen = _natural_sentences(texts, n, n_sentences, seed)
+    shuffle = seed + 1 if shuffle_seed is None else shuffle_seed
+    return Condition(f"natural{n}-control", _streams(chosen, n_streams, shuffle, shuffle_words=True),
+                     natural_rates(n))
