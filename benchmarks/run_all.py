@@ -55,6 +55,7 @@ ACCEPTANCE: list[str] = [  # longest first, so that runs side by side end togeth
     "foxp2_hindi.py",
     "milan_known_roles.py",
     "language_ablation.py",
+    "milan_ood.py",
     "dopamine_lm.py",
     "hftp.py",
     "dopamine_digits.py",

@@ -3,7 +3,12 @@
 Samples: for the VLM testbed (`testbeds.vlm`, recognised by its metrics.json) the
 VLM answers `--task` from images and the LLM the same questions with each image replaced by its
 caption (`testbeds.vlm.text_twins`); for other model
-pairs, `--prompts FILE` (one prompt per line) goes to both text backbones as text.
+pairs, `--prompts FILE` (one prompt per line) goes to both text backbones as text, or with
+`--images DIR` (Llava and Qwen2-VL families) the VLM gets each prompt with an image through its
+own processor (`transformers.AutoProcessor` of its folder) and the LLM the same prompt as text:
+the images in DIR sorted by file name, paired with the prompts in order (as many prompts as
+images), or one prompt for every image; `--samples` pairs at most. The VLM's text-backbone
+activations are what the probe scores (image positions included).
 
 analyze writes an atlas: per module and layer the LLM set, the VLM set and the shared set
 (bool masks), the overlap table (against random sets of the same sizes), overlap.png, and
@@ -46,6 +51,32 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
     group.add_argument("--samples", type=positive, default=100, help="samples per model (default 100, as in the paper)")
     group.add_argument("--ratio", type=finite, default=0.3, help="top ratio kept per module and layer (default 0.3)")
     group.add_argument("--prompts", metavar="FILE", help="text prompts for both models (models other than the testbed)")
+    group.add_argument("--images", metavar="DIR", help="image files for the VLM (Llava, Qwen2-VL; through its own "
+                       "processor), sorted by name and paired in order with --prompts (as many prompts as images, "
+                       "or one prompt for all); the LLM gets the prompts as text")
+    for flag, (_, help_text) in QUIRKS.items():
+        group.add_argument(flag, action="store_true", help=help_text)
+
+
+# the public code's quirks one by one (--paper sets all four): flag → (the settings field, help)
+QUIRKS = {
+    "--swap-ratios": ("swap_ratios", "public-code quirk: FFN and attention keep ratios swapped (its Llama paths)"),
+    "--pool-layers": ("pool_layers", "public-code quirk: pool the kept indices across layers before intersecting"),
+    "--beta-quirk": ("beta_quirk", "public-code quirk: SNRF's β never applied (β = 1)"),
+    "--gqa-quirk": ("gqa_quirk", "public-code quirk: k/v units picked by query dimension i and mapped to k/v rows "
+                                 "by i // 4 (right: (h // group)·d_head + j)"),
+}
+
+
+def settings_for(settings, args):
+    """`settings` with --paper's choices, then each public-code quirk flag given (--swap-ratios, --pool-layers,
+    --beta-quirk, --gqa-quirk) switched on where `settings` has that field."""
+    from dataclasses import fields, replace
+
+    settings = paper.apply(settings, args)
+    names = {f.name for f in fields(settings)}
+    on = {field: True for field, _ in QUIRKS.values() if field in names and getattr(args, field, None)}
+    return replace(settings, **on) if on else settings
 
 
 def testbed_root(model) -> Path | None:
@@ -54,19 +85,62 @@ def testbed_root(model) -> Path | None:
     return folder.parent if (folder.parent / "metrics.json").is_file() else None
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _prompt_lines(value: str) -> list[str]:
+    path = Path(value)
+    if not path.is_file():
+        raise InterpError(f"--prompts {path} does not exist")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise InterpError(f"--prompts {path} has no prompts")
+    return prompts
+
+
+def image_files(value: str) -> list[Path]:
+    """The image files of --images DIR, sorted by name."""
+    folder = Path(value)
+    if not folder.is_dir():
+        raise InterpError(f"--images {folder} is not a folder")
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InterpError(f"--images {folder} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def image_pairs(prompts: list[str], files: list[Path], n: int) -> list[tuple[str, Path]]:
+    """(prompt, image) pairs: in order, or one prompt for every image; at most n."""
+    if len(prompts) == 1:
+        prompts = prompts * len(files)
+    if len(prompts) != len(files):
+        raise InterpError(f"--prompts has {len(prompts)} prompts for {len(files)} images in --images: give one "
+                          "prompt per image (paired in order of file name) or one prompt for all")
+    return list(zip(prompts, files))[:n]
+
+
 def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
     """Forward kwargs (batch 1) for the VLM and for the LLM."""
     from testbeds import vlm as tb
-    from probes.shared_neurons import text_inputs
+    from probes.shared_neurons import image_inputs, text_inputs
 
+    if getattr(args, "images", None):
+        from PIL import Image
+
+        if not args.prompts:
+            raise InterpError("--images needs --prompts FILE (one prompt per image, or one for all)")
+        pairs = image_pairs(_prompt_lines(args.prompts), image_files(args.images), args.samples)
+        prompts = [p for p, _ in pairs]
+        images = []
+        for _, f in pairs:
+            try:
+                with Image.open(f) as im:
+                    images.append(im.convert("RGB"))
+            except OSError as exc:
+                raise InterpError(f"--images: cannot read {f} ({type(exc).__name__})") from None
+        return image_inputs(vlm, prompts, images), text_inputs(llm, prompts)  # SharedNeuronsError: one line
     if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise InterpError(f"--prompts {path} does not exist")
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not prompts:
-            raise InterpError(f"--prompts {path} has no prompts")
-        prompts = prompts[:args.samples]
+        prompts = _prompt_lines(args.prompts)[:args.samples]
         return text_inputs(vlm, prompts), text_inputs(llm, prompts)
     if testbed_root(vlm) is None:
         raise InterpError(f"{vlm.name} is not the VLM testbed: give --prompts FILE for other models")
@@ -87,6 +161,10 @@ def _numbers(flag: str, value: str | None) -> list[float]:
 def check(args, steer: bool) -> None:
     if args.samples < 1 or not 0 < args.ratio <= 1:
         raise InterpError("--samples must be at least 1 and --ratio in (0, 1]")
+    if getattr(args, "images", None):  # before any model loads
+        if not args.prompts:
+            raise InterpError("--images needs --prompts FILE (one prompt per image, or one for all)")
+        image_pairs(_prompt_lines(args.prompts), image_files(args.images), args.samples)
     if steer:
         if not args.donor:
             raise InterpError("interp steer snrf needs --donor LLM (the model whose skill is fused in)")
@@ -107,7 +185,7 @@ def _sets(vlm, llm, args):
     from probes.shared_neurons import SharedSettings, neuron_sets
 
     v_in, l_in = samples(vlm, llm, args)
-    settings = paper.apply(SharedSettings(ratio_ffn=args.ratio, ratio_attn=args.ratio), args)
+    settings = settings_for(SharedSettings(ratio_ffn=args.ratio, ratio_attn=args.ratio), args)
     progress = not getattr(args, "quiet", False)
     return neuron_sets(llm, l_in, settings, progress=progress), neuron_sets(vlm, v_in, settings, progress=progress)
 
@@ -145,7 +223,8 @@ def analyze_command(args, out: Path) -> int:
 
         evaluate = tb.image_task_evaluator(vlm, args.held_out)  # one question set, the base row scored once
     for beta in betas:
-        table = snrf_table(vlm, llm, shared, evaluate, paper.apply(SnrfSettings(rank=args.snrf_rank, beta=beta), args))
+        settings = settings_for(SnrfSettings(rank=args.snrf_rank, beta=beta), args)
+        table = snrf_table(vlm, llm, shared, evaluate, settings)
         text += f"\n\nSNRF, held-out accuracy ({args.held_out} questions per task)\n" + table.text()
         tables[f"snrf beta={beta:g}"] = table.accuracy
     tensors = {}
@@ -172,8 +251,8 @@ def _paper_mode(args) -> dict:
     from probes.shared_neurons import SharedSettings
     from steering.snrf import SnrfSettings
 
-    return {"shared": paper.apply(SharedSettings(), args).provenance(),
-            "snrf": paper.apply(SnrfSettings(), args).provenance()}
+    return {"shared": settings_for(SharedSettings(), args).provenance(),
+            "snrf": settings_for(SnrfSettings(), args).provenance()}
 
 
 def steer_edits(args, model, notes: list[str]) -> list:
@@ -185,10 +264,13 @@ def steer_edits(args, model, notes: list[str]) -> list:
     donor = load(args, args.donor)
     llm_sets, vlm_sets = _sets(model, donor, args)
     shared = shared_sets(llm_sets, vlm_sets)
-    settings = paper.apply(SnrfSettings(rank=args.rank, beta=args.beta), args)
+    settings = settings_for(SnrfSettings(rank=args.rank, beta=args.beta), args)
     edits = snrf_edits(model, donor, shared, settings)
-    if settings.is_paper():
-        notes.append("paper mode: " + ", ".join(f"{k}={v}" for k, v in settings.provenance()["choices"].items()))
+    choices = {**_paper_mode(args)["shared"]["choices"], **settings.provenance()["choices"]}
+    if all(choices.values()):
+        notes.append("paper mode: " + ", ".join(f"{k}={v}" for k, v in choices.items()))
+    elif any(choices.values()):
+        notes.append("public-code quirks on: " + ", ".join(k for k, v in choices.items() if v))
     n = sum(int(m.sum()) for by_layer in shared.values() for m in by_layer.values())
     notes.append(f"SNRF from {donor.name}: rank {args.rank}, β {args.beta:g}, {n} shared units, {len(edits)} edits")
     if args.save_merged:
