@@ -43,9 +43,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--gate-site", choices=["post", "pre"], default="post",
+                   help="gates after (post) or before (pre) the hidden ReLUs; the paper does not say")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
-    results = [run(s, hidden=args.hidden) for s in range(args.seeds)]
+    results = [run(s, hidden=args.hidden, gate_site=args.gate_site) for s in range(args.seeds)]
     keys = ["frozen (rotated)", "gates smooth", "gates hard", "LoRA", "frozen (upright)"]
     rows = ["| seed | " + " | ".join(keys) + " | gates − frozen | fixed / broken | McNemar p |",
             "|---" * (len(keys) + 4) + "|"]
@@ -68,7 +70,8 @@ def main() -> int:
         f"Measured {datetime.date.today()} by `benchmarks/dopamine_digits.py`: an MLP 64 → {args.hidden} → "
         f"{args.hidden} → 10 pretrained on half of the training digits, each upright and rotated by 45°, then frozen "
         "and specialised to the rotated mode on the other half (new to the base; 300 steps, the best of every 25 on "
-        "a 20 % validation split by accuracy, ties to the lower loss, the same for gates and LoRA): Dopamine gates after both hidden ReLUs (τ, g per "
+        "a 20 % validation split by accuracy, ties to the lower loss, the same for gates and LoRA): Dopamine gates "
+        f"{'after' if args.gate_site == 'post' else 'before'} both hidden ReLUs (τ, g per "
         f"unit; τ from {g.init_threshold:g}, T annealed {g.temperature:g} → {g.final_temperature:g}), LoRA rank 4 on "
         "every linear layer (peft). Accuracy (%) on held-out rotated digits (30 % of the digits, never trained on):",
         "", *rows, "",

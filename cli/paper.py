@@ -20,11 +20,15 @@ def settings_classes() -> list[tuple[str, str, type]]:
     """(method, where the choice is made, settings class) for every method with settings."""
     from atlases.brain import BrainAtlasSettings
     from probes.hftp.run import HftpSettings
+    from probes.language_neurons import LanguageNeuronSettings
     from probes.shared_neurons import SharedSettings
+    from steering.axes import AxisSteerSettings
     from steering.snrf import SnrfSettings
 
-    return [("HFTP", "`analyze --probe hftp`", HftpSettings),
+    return [("Language neurons", "`analyze --probe language-neurons`", LanguageNeuronSettings),
+            ("HFTP", "`analyze --probe hftp`", HftpSettings),
             ("Brain axes", "`analyze --probe brain-axes`", BrainAtlasSettings),
+            ("Brain axes (steering)", "`steer brain-axis`", AxisSteerSettings),
             ("Shared neurons", "`analyze --probe shared-neurons`, `steer snrf`", SharedSettings),
             ("SNRF", "`steer snrf`, `analyze --probe shared-neurons --snrf-beta`", SnrfSettings)]
 

@@ -77,6 +77,10 @@ def _generic_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--concept", metavar="TOKEN",
                    help="clamp the neuron whose write direction most means TOKEN (e.g. ' dog'), after a sweep "
                         "of clamp values measuring P(TOKEN) on neutral prompts")
+    g.add_argument("--direction", choices=["write", "up"],
+                   help="how --concept finds and clamps its neuron: write (default): by the down_proj column, "
+                        "clamped at mlp.hook_post (the product feeding down_proj); up: by the up_proj row (read "
+                        "direction), clamped at mlp.hook_pre_linear (the up_proj output; mlp.hook_pre on ungated MLPs)")
     g.add_argument("--atlas", metavar="DIR", help="lm-head atlas for --concept (else the map is computed)")
     g.add_argument("--clamp-value", type=finite, help="value for --concept (default: picked from the sweep)")
     g.add_argument("--sweep", metavar="V,V,...", help="clamp values to try for --concept")
@@ -84,7 +88,7 @@ def _generic_options(p: argparse.ArgumentParser) -> None:
                    help="which tokens the --clamp/--add/--contrast edits act on (recipes keep their own)")
 
 
-PAPER_METHODS = ("snrf",)  # methods whose settings have choices that differ from their paper (cli/paper.py)
+PAPER_METHODS = ("brain-axis", "foxp2", "snrf")  # methods whose settings have choices that differ from their paper (cli/paper.py)
 
 
 def _method_options(name: str, p: argparse.ArgumentParser) -> None:
@@ -168,6 +172,8 @@ def _check_generic(args) -> None:
                     else f"recipe {args.recipe} is not a file")
     if args.concept is None and (args.clamp_value is not None or args.sweep):
         raise error("--clamp-value and --sweep go with --concept TOKEN")
+    if args.concept is None and args.direction is not None:
+        raise error("--direction goes with --concept TOKEN")
     if args.atlas and args.concept is None and args.method != "brain-axis":
         raise error("--atlas goes with --concept TOKEN or interp steer brain-axis")
     args._sweep = [number(v, "--sweep") for v in (args.sweep or "").split(",") if v.strip()]

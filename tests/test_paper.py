@@ -50,7 +50,8 @@ def test_the_readme_table_is_the_generated_one():
 
 def test_paper_goes_with_the_steer_methods_that_have_choices(capsys):
     assert main(["steer", "--paper", "--prompt", "x"]) == 2
-    assert "--paper goes with interp steer snrf" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--paper goes with" in err and all(f"interp steer {m}" in err for m in ("brain-axis", "foxp2", "snrf"))
 
 
 @pytest.mark.slow
@@ -62,8 +63,8 @@ def test_hftp_paper_run_records_the_self_z_score_and_marks_other_neurons(smollm2
     assert main(["analyze", *small, "--out", str(tmp_path / "ours")]) == 0
     assert main(["analyze", *small, "--paper", "--out", str(tmp_path / "paper")]) == 0
     ours, paper = load_atlas(tmp_path / "ours"), load_atlas(tmp_path / "paper")
-    assert paper.params["paper_mode"] == {"paper": True, "choices": {"null_control": False}}
-    assert ours.params["paper_mode"] == {"paper": False, "choices": {"null_control": True}}
+    assert paper.params["paper_mode"] == {"paper": True, "choices": {"null_control": False, "rsa_center": False}}
+    assert ours.params["paper_mode"] == {"paper": False, "choices": {"null_control": True, "rsa_center": True}}
     assert ours.params["counts"] != paper.params["counts"]
 
 
@@ -82,7 +83,8 @@ def test_shared_neurons_paper_run_records_the_public_codes_quirks_and_finds_othe
     assert main(["analyze", *common, "--paper", "--out", str(tmp_path / "paper")]) == 0
     ours, paper = load_atlas(tmp_path / "ours"), load_atlas(tmp_path / "paper")
     assert paper.params["paper_mode"]["shared"] == {"paper": True, "choices": {"swap_ratios": True,
-                                                                                "pool_layers": True}}
+                                                                                "pool_layers": True,
+                                                                                "gqa_quirk": True}}
     assert paper.params["paper_mode"]["snrf"] == {"paper": True, "choices": {"beta_quirk": True}}
     assert ours.params["paper_mode"]["shared"]["paper"] is False
     differ = [k for k in ours.tensors if not torch.equal(ours.tensors[k], paper.tensors[k])]
