@@ -99,3 +99,4 @@ def test_hftp_paper_run_records_the_raw_rsa_distance_and_gets_another_rsa(smollm
     assert paper["paper_mode"] == {"paper": True, "choices": {"null_control": False, "rsa_center": False}}
     assert ours["paper_mode"]["choices"]["rsa_center"] is True and raw["paper_mode"]["choices"]["rsa_center"] is False
     assert ours["rsa"]["rho"] != raw["rsa"]["rho"]  # the same neurons, the raw distance
+    assert ours["counts"] != paper["counts"]  # the self z-score marks other neurons

@@ -1,6 +1,8 @@
 """Paper mode (issue 30): `Settings.paper()` / `as_paper()` switch every marked choice to the paper's value and
 nothing else, provenance records them, the README's table is the generated one, and per method a `--paper` run
-records the paper's choices and gives a different output where the choice matters."""
+records the paper's choices and gives a different output where the choice matters (HFTP's: tests/test_cli_hftp.py;
+brain axes: tests/test_cli_brain_axes.py; language neurons: tests/test_language_answers.py; FOXP2:
+tests/test_foxp2_paper.py)."""
 
 from __future__ import annotations
 
@@ -52,20 +54,6 @@ def test_paper_goes_with_the_steer_methods_that_have_choices(capsys):
     assert main(["steer", "--paper", "--prompt", "x"]) == 2
     err = capsys.readouterr().err
     assert "--paper goes with" in err and all(f"interp steer {m}" in err for m in ("brain-axis", "foxp2", "snrf"))
-
-
-@pytest.mark.slow
-def test_hftp_paper_run_records_the_self_z_score_and_marks_other_neurons(smollm2, tmp_path):
-    from atlases import load_atlas
-
-    small = ["--probe", "hftp", "--layers", "28-29", "--streams", "10", "--groups", "5", "--sentences", "20",
-             "--permutations", "200", "--quiet"]
-    assert main(["analyze", *small, "--out", str(tmp_path / "ours")]) == 0
-    assert main(["analyze", *small, "--paper", "--out", str(tmp_path / "paper")]) == 0
-    ours, paper = load_atlas(tmp_path / "ours"), load_atlas(tmp_path / "paper")
-    assert paper.params["paper_mode"] == {"paper": True, "choices": {"null_control": False, "rsa_center": False}}
-    assert ours.params["paper_mode"] == {"paper": False, "choices": {"null_control": True, "rsa_center": True}}
-    assert ours.params["counts"] != paper.params["counts"]
 
 
 @pytest.mark.slow
