@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from interp.errors import InterpError
+from cli import paper
 from cli.argtypes import count, finite, positive
 from cli.loading import load
 
@@ -39,6 +40,21 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
                        help="use an SAE-Lens SAE from disk for a window layer instead of training one (repeatable)")
     group.add_argument("--foxp2-verses", type=positive, default=96, metavar="N",
                        help="parallel Bible verses for the directions and the SAEs (default 96)")
+    group.add_argument("--site", choices=["neurons", "resid"], default=None,
+                       help="where the differences are taken and the edits act: neurons (default: the MLP neurons, "
+                            "mlp.hook_post) or resid (the paper's h_l, the residual stream hook_resid_post; "
+                            "N_T / N_EN are then residual dimensions)" + ("" if steer else " (foxp2)"))
+    group.add_argument("--window-rule", choices=["best-run", "low-to-mid"], default=None,
+                       help="how the window is chosen without --window: best-run (default: the quarter of the layers "
+                            "in the first 90%% with the highest mean energy × stability) or low-to-mid (the paper's: "
+                            "in the first two thirds, the run around the best layer of layers within 0.8 of it)")
+    group.add_argument("--tracing", choices=["contribution", "decoder"], default=None,
+                       help="SAE features → units: contribution (default: mean activation × write weight) or "
+                            "decoder (the paper's largest |W_dec| entries)")
+    group.add_argument("--english-directions", type=count, default=None, metavar="K",
+                       help="the compensating shift's English directions: 1 (default: −d̄) or K ≥ 2: the top K of "
+                            "the English side of the difference spectrum (0: the eigengap rank, at least 2: the "
+                            "paper's top-k, what --paper uses)")
     if not steer:
         group.add_argument("--evaluate", action="store_true",
                            help="also generate on held-out neutral prompts: target share and perplexity for "
@@ -47,11 +63,25 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
         group.add_argument("--save-recipe", metavar="FILE", help="write the FOXP2 edits to FILE (.safetensors)")
 
 
-def settings_from(args, model):
-    from probes.foxp2 import Foxp2Settings
+def settings_from(args, model=None):
+    """Foxp2Settings from the options: --paper first switches every marked choice to the paper's, then the
+    options given explicitly (--site, --window-rule, --tracing, --english-directions) win."""
+    from probes.foxp2 import SITES, Foxp2Settings
 
-    window = model.adapter.parse_layers(args.window) if args.window else None
-    return Foxp2Settings(target=args.target, window=window, sae_steps=args.sae_steps, seed=args.seed, lift=args.lift)
+    window = model.adapter.parse_layers(args.window) if args.window and model is not None else None
+    settings = paper.apply(Foxp2Settings(target=args.target, window=window, sae_steps=args.sae_steps, seed=args.seed,
+                                         lift=args.lift), args)
+    if getattr(args, "site", None):
+        settings.site = SITES[args.site]
+    if getattr(args, "window_rule", None):
+        settings.window_rule = args.window_rule
+    if getattr(args, "tracing", None):
+        settings.tracing = args.tracing
+    k = getattr(args, "english_directions", None)
+    if k is not None:
+        settings.english_directions = "mean" if k == 1 else "top-k"
+        settings.english_k = k if k >= 2 else None
+    return settings
 
 
 def check_args(args) -> None:
@@ -115,7 +145,8 @@ def recipe_bytes(edits, model, provenance: dict) -> bytes:
 def provenance(args, analysis) -> dict:
     return {"writer": "steering.foxp2", "target": analysis.target, "alpha": args.strength, "beta": args.beta,
             "window": analysis.window, "corpus": f"parallel Bible en/{analysis.target}, {args.foxp2_verses} verses",
-            "seed": args.seed, "sae_steps": args.sae_steps, "lift": args.lift}
+            "seed": args.seed, "sae_steps": args.sae_steps, "lift": args.lift, "site": analysis.site,
+            "paper_mode": analysis.settings.provenance()}
 
 
 _REPORT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>interp FOXP2: {model}</title>
@@ -141,12 +172,13 @@ def analyze_command(args, out: Path) -> int:
              if args.evaluate else None)
     tensors = {}
     for w in window:
-        site = f"blocks.{w.layer}.mlp.hook_post"
+        site = w.site_name
         tensors[f"{site}/directions"] = w.directions.contiguous()
         tensors[f"{site}/mean_diff"] = w.mean_diff.contiguous()
+        tensors[f"{site}/english_directions"] = w.english_directions.contiguous()
     params = {**analysis.summary(), "alpha": args.strength, "beta": args.beta,
-              "evaluation": table.to_json() if table else None}
-    atlas = Atlas(model=model.name, revision=model.revision, sites=[f"blocks.{l}.mlp.hook_post" for l in analysis.window],
+              "evaluation": table.to_json() if table else None, "paper_mode": analysis.settings.provenance()}
+    atlas = Atlas(model=model.name, revision=model.revision, sites=[f"blocks.{l}.{analysis.site}" for l in analysis.window],
                   method="foxp2", tensors=tensors, params=params)
     ev = "" if table is None else f"<h2>Held-out neutral prompts</h2><pre>{html.escape(table.text())}</pre>"
     report = _REPORT.format(model=html.escape(model.name), target=html.escape(analysis.target),
@@ -176,7 +208,9 @@ def steer_edits(args, model, notes: list[str]) -> list:
     if args.save_recipe:
         save_recipe(args.save_recipe, edits, model, provenance(args, analysis))
         notes.append(f"recipe written to {args.save_recipe}")
-    notes.append(f"foxp2 → {args.target}: window {analysis.window}, α = {args.strength:g}, β = {args.beta:g}, "
+    if analysis.settings.is_paper():
+        notes.append("paper mode: " + ", ".join(f"{k}={v}" for k, v in analysis.settings.provenance()["choices"].items()))
+    notes.append(f"foxp2 → {args.target} at {analysis.site}: window {analysis.window}, α = {args.strength:g}, β = {args.beta:g}, "
                  f"{sum(len(w.target_neurons) for w in window)} target / "
                  f"{sum(len(w.english_neurons) for w in window)} English neurons")
     return edits

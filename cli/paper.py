@@ -19,6 +19,7 @@ HELP = ("the paper's choices where our defaults differ (README: 'Paper mode'); r
 def settings_classes() -> list[tuple[str, str, type]]:
     """(method, where the choice is made, settings class) for every method with settings."""
     from atlases.brain import BrainAtlasSettings
+    from probes.foxp2 import Foxp2Settings
     from probes.hftp.run import HftpSettings
     from probes.language_neurons import LanguageNeuronSettings
     from probes.shared_neurons import SharedSettings
@@ -26,6 +27,7 @@ def settings_classes() -> list[tuple[str, str, type]]:
     from steering.snrf import SnrfSettings
 
     return [("Language neurons", "`analyze --probe language-neurons`", LanguageNeuronSettings),
+            ("Neural FOXP2", "`analyze --probe foxp2`, `steer foxp2`", Foxp2Settings),
             ("HFTP", "`analyze --probe hftp`", HftpSettings),
             ("Brain axes", "`analyze --probe brain-axes`", BrainAtlasSettings),
             ("Brain axes (steering)", "`steer brain-axis`", AxisSteerSettings),

@@ -1,13 +1,15 @@
 """Neural FOXP2 edits (Saha et al. 2026; METHODS.md §D step 3): make a target language the default.
 
-In each layer of the intervention window, at the neurons (`blocks.L.mlp.hook_post`):
+In each layer of the intervention window, at the layer's steering site (`Foxp2Layer.site`: the neurons
+`blocks.L.mlp.hook_post` by default, or the paper's h_l, the residual stream `blocks.L.hook_resid_post`,
+where N_T / N_EN are residual dimensions):
 
 - positive shift: h ← h + α · 1_{N_T} ⊙ U_kᵀ U_k d̄ — the mean English→target shift d̄
   projected on the layer's top-k target directions U_k [k, d_mlp], on the target neurons
   N_T only (an `interp.Add`);
 - compensating negative shift: h ← h − β · 1_{N_EN} ⊙ (h E Eᵀ) — the component of h along
-  the English directions E [r, d_mlp], removed (β = 1) or shrunk on the English neurons
-  N_EN only (an `interp.Ablate` with strength β and units N_EN).
+  the English directions E [r, d_mlp] (−d̄, or the top-k of the spectrum's English side), removed
+  (β = 1) or shrunk on the English neurons N_EN only (an `interp.Ablate` with strength β and units N_EN).
 
 The directions and neuron sets come from `probes.foxp2.analyze` (spectra of parallel-text
 differences; SAE features traced to neurons) via `window_from_analysis`, or from
@@ -37,6 +39,11 @@ class Foxp2Layer:
     target_neurons: Sequence[int]  # N_T
     english_neurons: Sequence[int]  # N_EN
     english_directions: torch.Tensor  # E [r, d_mlp]
+    site: str = "mlp.hook_post"  # per-layer site name: mlp.hook_post (neurons) or hook_resid_post (the paper's h_l)
+
+    @property
+    def site_name(self) -> str:
+        return f"blocks.{self.layer}.{self.site}"
 
     def shift(self) -> torch.Tensor:
         """1_{N_T} ⊙ U_kᵀ U_k d̄ : [d_mlp] (U_k orthonormalised first)."""
@@ -45,6 +52,13 @@ class Foxp2Layer:
         mask = torch.zeros_like(along)
         mask[list(self.target_neurons)] = 1.0
         return mask * along
+
+
+def layer_scale(w: Foxp2Layer, window: Sequence[Foxp2Layer], alpha: float) -> float:
+    """α at a neuron site; α / (window layers) at the residual stream, which carries each layer's shift on to the
+    next: there the window's shifts add up, so α = 1 brings about one d̄ by the window's end (as at the neurons,
+    where each layer's shift is that layer's own)."""
+    return alpha / len(window) if w.site.startswith("hook_resid") else alpha
 
 
 def foxp2_edits(window: Sequence[Foxp2Layer], *, alpha: float = 1.0, beta: float = 1.0, positions: str = "all",
@@ -56,11 +70,11 @@ def foxp2_edits(window: Sequence[Foxp2Layer], *, alpha: float = 1.0, beta: float
         raise EditError("FOXP2 with neither the positive nor the negative shift does nothing")
     edits: list = []
     for w in window:
-        site = f"blocks.{w.layer}.mlp.hook_post"
+        site = w.site_name
         if positive:
             if not len(w.target_neurons):
                 raise EditError(f"layer {w.layer}: no target neurons")
-            edits.append(interp.Add(site, w.shift(), alpha, positions))
+            edits.append(interp.Add(site, w.shift(), layer_scale(w, window, alpha), positions))
         if negative:
             if not len(w.english_neurons):
                 raise EditError(f"layer {w.layer}: no English neurons")
@@ -81,37 +95,42 @@ def random_direction_edits(window: Sequence[Foxp2Layer], *, alpha: float = 1.0, 
         rand = torch.zeros_like(shift)
         rand[idx] = torch.randn(len(idx), generator=g)
         rand *= shift.norm() / rand.norm().clamp(min=1e-12)
-        edits.append(interp.Add(f"blocks.{w.layer}.mlp.hook_post", rand, alpha, positions))
+        edits.append(interp.Add(w.site_name, rand, layer_scale(w, window, alpha), positions))
         if negative:
             edits += foxp2_edits([w], alpha=alpha, beta=beta, positions=positions, positive=False)
     return edits
 
 
 def window_from_analysis(analysis) -> list[Foxp2Layer]:
-    """One Foxp2Layer per window layer of a `probes.foxp2.Foxp2Analysis` (its spectra and localisation)."""
+    """One Foxp2Layer per window layer of a `probes.foxp2.Foxp2Analysis` (its spectra, localisation, site and
+    English directions)."""
     if not analysis.layers:
         raise EditError("the analysis has no localised layers (run it with localisation)")
     return window_from_neuron_sets({l: analysis.spectra[l] for l in analysis.layers},
                                    {l: f.target_neurons for l, f in analysis.layers.items()},
-                                   {l: f.english_neurons for l, f in analysis.layers.items()})
+                                   {l: f.english_neurons for l, f in analysis.layers.items()},
+                                   site=getattr(analysis.settings, "site", "mlp.hook_post"),
+                                   english=getattr(analysis, "english", None))
 
 
 def window_from_neuron_sets(spectra: dict, target_neurons: dict[int, Sequence[int]],
-                            english_neurons: dict[int, Sequence[int]]) -> list[Foxp2Layer]:
+                            english_neurons: dict[int, Sequence[int]], *, site: str = "mlp.hook_post",
+                            english: dict | None = None) -> list[Foxp2Layer]:
     """One Foxp2Layer per layer that has target neurons and a spectrum.
 
-    spectra: {layer: probes.language_directions.Spectrum} of the English→target differences;
-    the English direction is −d̄ (the English side of the mean shift); a layer with no
-    English neurons of its own uses its target neurons for the compensating shift.
+    spectra: {layer: probes.language_directions.Spectrum} of the English→target differences at `site`;
+    the English directions are `english[layer]` where given, else −d̄ (the English side of the mean
+    shift); a layer with no English neurons of its own uses its target neurons for the compensating shift.
     """
     window = []
     for layer in sorted(target_neurons):
         if layer not in spectra or not len(target_neurons[layer]):
             continue
         sp = spectra[layer]
-        english = english_neurons.get(layer) or target_neurons[layer]
-        window.append(Foxp2Layer(layer, sp.directions, sp.mean_diff, list(target_neurons[layer]), list(english),
-                                 -sp.mean_diff[None, :]))
+        english_units = english_neurons.get(layer) or target_neurons[layer]
+        e = english[layer] if english and layer in english else -sp.mean_diff[None, :]
+        window.append(Foxp2Layer(layer, sp.directions, sp.mean_diff, list(target_neurons[layer]),
+                                 list(english_units), e, site))
     if not window:
         raise EditError("no layer has both target neurons and a spectrum")
     return window
