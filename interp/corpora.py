@@ -264,8 +264,8 @@ def read_corpus(path: str | Path, *, text_field: str = "text", group_field: str 
     return docs
 
 
-def _read_jsonl(p: Path, text: str, text_field: str, group_field: str) -> list[Document]:
-    docs = []
+def jsonl_objects(p: Path, text: str):
+    """(line number, object) for each non-blank line of a JSONL text; CorpusError naming `p:line` otherwise."""
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -275,6 +275,12 @@ def _read_jsonl(p: Path, text: str, text_field: str, group_field: str) -> list[D
             raise CorpusError(f"{p}:{n}: bad JSON ({e.msg}, column {e.colno})") from None
         if not isinstance(obj, dict):
             raise CorpusError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+        yield n, obj
+
+
+def _read_jsonl(p: Path, text: str, text_field: str, group_field: str) -> list[Document]:
+    docs = []
+    for n, obj in jsonl_objects(p, text):
         if text_field not in obj:
             raise CorpusError(f"{p}:{n}: missing text field {text_field!r}")
         fields: dict[str, Any] = {"text": obj[text_field], "group": obj.get(group_field)}

@@ -12,14 +12,13 @@ grow with the corpus.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
 import interp
-from interp.corpora import Document, bible_parallel, read_corpus
+from interp.corpora import Document, bible_parallel, jsonl_objects, read_corpus
 from interp.errors import CorpusError
 from interp.runs import stream
 
@@ -102,14 +101,8 @@ def read_answers(path: str | Path, langs: Sequence[str] | None = None) -> dict[s
     if not p.is_file():
         raise CorpusError(f"answers file not found: {p}")
     out: dict[str, list[tuple[str, str]]] = {}
-    for n, line in enumerate(p.read_text(encoding="utf-8").removeprefix("\ufeff").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{p}:{n}: bad JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(obj, dict) or any(not isinstance(obj.get(k), str) or not obj[k] for k in ANSWER_FIELDS):
+    for n, obj in jsonl_objects(p, p.read_text(encoding="utf-8").removeprefix("\ufeff")):
+        if any(not isinstance(obj.get(k), str) or not obj[k] for k in ANSWER_FIELDS):
             raise CorpusError(f"{p}:{n}: each line must be an object with non-empty strings "
                               f"{', '.join(repr(k) for k in ANSWER_FIELDS)}")
         out.setdefault(obj["lang"], []).append((obj["prompt"], obj["answer"]))
