@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cli.argtypes import positive
 from cli.base import error
+from cli.edits import read_prompts
 from cli.loading import load
 
 RECIPE_LAYER = -1  # the layer column of a recipe sweep: the recipe's own sites
@@ -58,16 +59,6 @@ def _numbers(text: str) -> list[float]:
     return values
 
 
-def _lines(path: str, what: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise error(f"{what} {path} does not exist")
-    lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise error(f"{what} {path} has no lines")
-    return lines
-
-
 def _effect(spec: str, model):
     """(scorer, the matched reference's prompts or None)."""
     from steering.evaluate import LanguageShare, MentionRate, TokenProbability
@@ -99,7 +90,7 @@ def _family(args, model):
         return (lambda layer, s: [with_strength(e, s) for e in edits]), [RECIPE_LAYER]
     from steering.actadd import contrast_direction
 
-    pos, neg = _lines(args.contrast[0], "--contrast"), _lines(args.contrast[1], "--contrast")
+    pos, neg = read_prompts(args.contrast[0], "--contrast positive"), read_prompts(args.contrast[1], "--contrast negative")
     n = model.adapter.n_layers
     layers = model.adapter.parse_layers(args.layers) if args.layers else list(range(1, n, 3))
     directions = {layer: contrast_direction(model, pos, neg, f"blocks.{layer}.{args.site}") for layer in layers}
@@ -141,7 +132,7 @@ def command(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "table.md").exists())):
         raise error(f"{out} exists and is not an interp eval folder; choose another --out")
-    prompts = _lines(args.prompts, "--prompts") if args.prompts else NEUTRAL["en"]
+    prompts = read_prompts(args.prompts, "--prompts") if args.prompts else NEUTRAL["en"]
     model = load(args)
     effect, matched = _effect(args.effect, model)
     family, layers = _family(args, model)

@@ -29,6 +29,7 @@ from pathlib import Path
 from interp.errors import InterpError
 from cli import paper
 from cli.argtypes import finite, positive
+from cli.edits import read_prompts
 from cli.loading import load
 
 
@@ -88,16 +89,6 @@ def testbed_root(model) -> Path | None:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def _prompt_lines(value: str) -> list[str]:
-    path = Path(value)
-    if not path.is_file():
-        raise InterpError(f"--prompts {path} does not exist")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not prompts:
-        raise InterpError(f"--prompts {path} has no prompts")
-    return prompts
-
-
 def image_files(value: str) -> list[Path]:
     """The image files of --images DIR, sorted by name."""
     folder = Path(value)
@@ -129,7 +120,7 @@ def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
 
         if not args.prompts:
             raise InterpError("--images needs --prompts FILE (one prompt per image, or one for all)")
-        pairs = image_pairs(_prompt_lines(args.prompts), image_files(args.images), args.samples)
+        pairs = image_pairs(read_prompts(args.prompts, "--prompts"), image_files(args.images), args.samples)
         prompts = [p for p, _ in pairs]
         images = []
         for _, f in pairs:
@@ -140,7 +131,7 @@ def samples(vlm, llm, args) -> tuple[list[dict], list[dict]]:
                 raise InterpError(f"--images: cannot read {f} ({type(exc).__name__})") from None
         return image_inputs(vlm, prompts, images), text_inputs(llm, prompts)  # SharedNeuronsError: one line
     if args.prompts:
-        prompts = _prompt_lines(args.prompts)[:args.samples]
+        prompts = read_prompts(args.prompts, "--prompts")[:args.samples]
         return text_inputs(vlm, prompts), text_inputs(llm, prompts)
     if testbed_root(vlm) is None:
         raise InterpError(f"{vlm.name} is not the VLM testbed: give --prompts FILE for other models")
@@ -164,7 +155,7 @@ def check(args, steer: bool) -> None:
     if getattr(args, "images", None):  # before any model loads
         if not args.prompts:
             raise InterpError("--images needs --prompts FILE (one prompt per image, or one for all)")
-        image_pairs(_prompt_lines(args.prompts), image_files(args.images), args.samples)
+        image_pairs(read_prompts(args.prompts, "--prompts"), image_files(args.images), args.samples)
     if steer:
         if not args.donor:
             raise InterpError("interp steer snrf needs --donor LLM (the model whose skill is fused in)")

@@ -171,12 +171,9 @@ class Distinct2:
     kind: str = "fluency"
 
     def __call__(self, out: Outputs) -> torch.Tensor:
-        values = []
-        for text in out.texts:
-            words = text.split()
-            pairs = list(zip(words, words[1:]))
-            values.append(len(set(pairs)) / len(pairs) if pairs else 1.0)
-        return torch.tensor(values, dtype=torch.float64)
+        from steering.language_eval import distinct2
+
+        return torch.tensor([distinct2([text]) for text in out.texts], dtype=torch.float64)
 
 
 @dataclass
