@@ -39,7 +39,7 @@ def test_steer_method_foxp2_localises_then_generates_and_saves_the_recipe(smollm
     assert main(["steer", "foxp2", "--target", "es", *SMALL, "--strength", "1.5", "--save-recipe", str(rec),
                  "--prompt", "The best way to learn is", "--max-new-tokens", "6", "--compare"]) == 0
     out = capsys.readouterr().out
-    assert "foxp2 → es: window [20, 21]" in out and "unsteered" in out
+    assert "foxp2 → es at mlp.hook_post: window [20, 21]" in out and "unsteered" in out
     assert json.loads(json.dumps(read_recipe(rec)[0]))["provenance"]["window"] == [20, 21]
 
 
