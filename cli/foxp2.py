@@ -59,8 +59,6 @@ def add_options(group: argparse._ArgumentGroup, *, steer: bool) -> None:
         group.add_argument("--evaluate", action="store_true",
                            help="also generate on held-out neutral prompts: target share and perplexity for "
                                 "FOXP2, its parts, a random direction and ActAdd (a few minutes)")
-    else:
-        group.add_argument("--save-recipe", metavar="FILE", help="write the FOXP2 edits to FILE (.safetensors)")
 
 
 def settings_from(args, model=None):
@@ -199,15 +197,11 @@ def analyze_command(args, out: Path) -> int:
 
 
 def steer_edits(args, model, notes: list[str]) -> list:
-    """interp steer foxp2: analyse (minutes on a CPU), optionally save the recipe, return the edits."""
-    from interp.recipes import save_recipe
-
+    """interp steer foxp2: analyse (minutes on a CPU), return the edits (and, for --save-recipe, their provenance)."""
     print(f"# FOXP2: localising English → {args.target} in {model.name} (SAEs on the window layers; "
           "save the recipe with --save-recipe or `interp analyze --probe foxp2` to skip this next time)")
     analysis, window, _, edits = build(args, model)
-    if args.save_recipe:
-        save_recipe(args.save_recipe, edits, model, provenance(args, analysis))
-        notes.append(f"recipe written to {args.save_recipe}")
+    args._provenance = provenance(args, analysis)
     if analysis.settings.is_paper():
         notes.append("paper mode: " + ", ".join(f"{k}={v}" for k, v in analysis.settings.provenance()["choices"].items()))
     notes.append(f"foxp2 → {args.target} at {analysis.site}: window {analysis.window}, α = {args.strength:g}, β = {args.beta:g}, "

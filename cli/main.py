@@ -4,7 +4,7 @@ Bad input (unknown model, site, empty corpus, unreadable file …) prints one
 line to stderr and exits with code 2; nothing is written.
 
 Each command builds its own parser: `cli.info` (models, sites), `cli.analyze` (and one module
-per probe), `cli.atlas`, `cli.steer` (and one module per steering method), `cli.eval`, `cli.serve`.
+per probe), `cli.atlas`, `cli.steer` (and one module per steering method), `cli.eval`, `cli.recipe`, `cli.serve`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import analyze, atlas, eval as eval_cli, info, serve, steer
+from cli import analyze, atlas, eval as eval_cli, info, recipe, serve, steer
 from cli.analyze import PROBES
 from cli.base import Parser
 from cli.steer import STEER_METHODS
@@ -20,7 +20,8 @@ from cli.steer import STEER_METHODS
 __all__ = ["PROBES", "STEER_METHODS", "build_parser", "main"]
 
 COMMANDS = {"models": info.models_command, "sites": info.sites_command, "analyze": analyze.command,
-            "atlas": atlas.command, "steer": steer.command, "serve": serve.command, "eval": eval_cli.command}
+            "atlas": atlas.command, "steer": steer.command, "serve": serve.command, "eval": eval_cli.command,
+            "recipe": recipe.command}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_parser(sub)
     steer.add_parser(sub)
     eval_cli.add_parser(sub)
+    recipe.add_parser(sub)
     serve.add_parser(sub)
     return p
 

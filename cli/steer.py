@@ -57,6 +57,9 @@ def _generation_options(p: argparse.ArgumentParser, prompt_note: str = "") -> No
     p.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
                    help="transformers (default), or vllm: generate inside vLLM with a recipe, clamps or added "
                         "vectors (needs vLLM: make install-vllm)")
+    p.add_argument("--save-recipe", metavar="FILE",
+                   help="also write every edit this command applies (the generic edits and the method's) to FILE "
+                        "as one recipe (.safetensors), e.g. for interp recipe export-gguf")
     placement_options(p.add_argument_group("large models"))
 
 
@@ -221,20 +224,36 @@ def command(args) -> int:
                     f"interp steer {'|'.join(STEER_METHODS)}")
 
     if args.engine == "vllm":
+        if args.save_recipe:
+            raise error("--save-recipe goes with --engine transformers (save the recipe there, then serve it)")
         return _steer_on_vllm(args, prompts)
     model = load(args)
     edits, notes = generic_edits(args, model)
     if args.method:
         edits += _method_edits(args, model, prompts, notes)
         if training_only:
+            if args.save_recipe:
+                _save_recipe(args, model, edits, notes)
             print("\n".join(f"# {n}" for n in notes))
             return 0
     if args.concept is not None:
         edits.append(concept_edit(args, model, notes))
+    if args.save_recipe:
+        _save_recipe(args, model, edits, notes)
     gen = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
     steered = interp.generate(model, prompts, edits, **gen)  # first: a bad recipe edit fails before any output
     plain = interp.generate(model, prompts, [], **gen) if args.compare else None
     return _print(args, model.name, prompts, steered, plain, notes)
+
+
+def _save_recipe(args, model, edits: list, notes: list[str]) -> None:
+    """--save-recipe: the edits this command applies, with the method's provenance (if it gives one) and the argv."""
+    from interp.recipes import save_recipe
+
+    provenance = {"writer": f"interp steer{' ' + args.method if args.method else ''}", "argv": args.argv,
+                  **getattr(args, "_provenance", {})}
+    save_recipe(args.save_recipe, edits, model, provenance)
+    notes.append(f"recipe written to {args.save_recipe} ({len(edits)} edit(s))")
 
 
 def _steer_on_vllm(args, prompts: list[str]) -> int:

@@ -136,8 +136,8 @@ def test_steer_help():
         assert opt in proc.stdout
 
 
-SHARED = ("--prompt", "--model", "--compare", "--max-new-tokens", "--repetition-penalty", "--engine")
-OWN = {"foxp2": ("--target", "--window", "--save-recipe", "--strength", "--beta"),
+SHARED = ("--prompt", "--model", "--compare", "--max-new-tokens", "--repetition-penalty", "--engine", "--save-recipe")
+OWN = {"foxp2": ("--target", "--window", "--strength", "--beta"),
        "brain-axis": ("--atlas", "--axis", "--layer", "--strength", "--norm-fraction"),
        "snrf": ("--donor", "--rank", "--save-merged", "--beta"),
        "dopamine": ("--train", "--out", "--gate-layers", "--gate-steps")}

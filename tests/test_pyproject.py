@@ -80,3 +80,9 @@ def test_the_ranges_admit_both_environments() -> None:
                 version = subprocess.run([str(py), "-c", f"import importlib.metadata as m; print(m.version({name!r}))"],
                                          capture_output=True, text=True, check=True).stdout.strip()
             assert Version(version) in reqs[name].specifier, f"{env}: {name} {version} is outside {reqs[name]}"
+
+
+def test_the_makefile_builds_the_llama_cpp_the_llamacpp_extra_pins() -> None:
+    pinned = PROJECT["optional-dependencies"]["llamacpp"]
+    built = re.search(r"^LLAMACPP := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert built is not None and pinned == [built[1]]
