@@ -267,13 +267,16 @@ def edit(model: Model, edits: Sequence, *, fused: bool = True, compile: bool = F
     """Apply `edits` inside the context (one hook per site); always restore on exit.
 
     fused=False uses the one-by-one reference path; compile=True runs each
-    fused site function through torch.compile.
+    fused site function through torch.compile. No edits: no hook at all; no position rule
+    ("prompt" / "generated"): no position pre-hook (nothing is paid for what is not asked).
     """
     state = PositionState(prompt_len=prompt_len)
     by_site: dict[str, list] = {}
     for e in edits:
         by_site.setdefault(e.site, []).append(e)
-    regs = [lambda: model.hf.register_forward_pre_hook(_position_hook(state), with_kwargs=True)]
+    regs = []
+    if any(getattr(e, "positions", "all") != "all" for e in edits):  # only position rules need to know where tokens are
+        regs.append(lambda: model.hf.register_forward_pre_hook(_position_hook(state), with_kwargs=True))
     for site, mine in by_site.items():
         if all(isinstance(e, LowRank) for e in mine):
             module = resolve_module(model, site)

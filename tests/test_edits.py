@@ -263,3 +263,50 @@ def test_partial_masked_ablation_by_hand() -> None:
         FusedSite.build([interp.Ablate("s", d, units=[12])], 12)
     with pytest.raises(interp.EditError, match="empty"):
         interp.Ablate("s", d, units=[])
+
+
+def _word_tokenizer():
+    """A whitespace word-level tokenizer over the tiny models' first ids (no file, no network)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "the a cat dog sat on mat and ran far away".split()
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="</s>", padding_side="left")
+
+
+def _hooks_during_generate(model, edits) -> tuple[int, int]:
+    """(forward pre-hooks, forward hooks) on all of the model's modules while `interp.generate` runs."""
+    seen = []
+    real = model.hf.generate
+
+    def spy(**kwargs):
+        mods = list(model.hf.modules())
+        seen.append((sum(len(m._forward_pre_hooks) for m in mods), sum(len(m._forward_hooks) for m in mods)))
+        return real(**kwargs)
+
+    model.hf.generate = spy
+    try:
+        interp.generate(model, ["the cat sat", "a dog"], edits, max_new_tokens=3)
+    finally:
+        del model.hf.generate
+    return seen[0]
+
+
+def test_generate_registers_only_the_hooks_its_edits_need() -> None:
+    """No edits: no hook at all (plain HF generate); Add edits without a position rule: one hook per site and no
+    position pre-hook; a position rule brings the pre-hook that tells prompt from generated tokens."""
+    hf = TINY_FAMILIES["llama"]()
+    model = interp.Model(hf=hf, tokenizer=_word_tokenizer(), adapter=interp.adapters.adapter_for(hf),
+                         name="tiny-llama", source="test")
+    before = _hooks_during_generate(model, [])
+    assert before == (0, 0)
+    v = torch.ones(model.adapter.d_model)
+    adds = [interp.Add("blocks.0.hook_resid_post", v), interp.Add("blocks.1.hook_resid_post", v),
+            interp.Add("blocks.1.hook_resid_post", -v)]
+    assert _hooks_during_generate(model, adds) == (0, 2)
+    ruled = adds + [interp.Add("blocks.0.hook_resid_post", v, positions="generated")]
+    assert _hooks_during_generate(model, ruled) == (1, 2)
+    assert sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.hf.modules()) == 0
