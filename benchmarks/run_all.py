@@ -48,6 +48,7 @@ SPEED: list[str] = [
     "serve.py",
     "vllm.py",
     "cards.py",
+    "eval.py",
 ]
 ACCEPTANCE: list[str] = [  # longest first, so that runs side by side end together
     "snrf.py",

@@ -14,7 +14,10 @@ output"):
   activation), so `up` clamps there.
 
 The writer returns `interp.Clamp` edits; `clamp_sweep` measures P(concept) as
-the next token after neutral prompts over a sweep of values.
+the next token after neutral prompts over a sweep of values on the steering harness
+(`steering.evaluate.sweep`, no generation: the family `(layer, value) → [clamp]`, the
+`TokenProbability` scorer); what stays here is what is specific to clamps: the edit,
+its site, and `pick_value`, the least value that multiplies P(concept) by a target gain.
 """
 
 from __future__ import annotations
@@ -120,14 +123,19 @@ class ClampSweep:
 
 def clamp_sweep(model: interp.Model, token: str, layer: int, neuron: int, values: Sequence[float],
                 prompts: Sequence[str] = NEUTRAL_PROMPTS, *, site: str = "mlp.hook_post") -> ClampSweep:
-    """Clamp (layer, neuron) at `site` to each value in turn; P(token) as the next token after each prompt."""
+    """Clamp (layer, neuron) at `site` to each value in turn; P(token) as the next token after each prompt
+    (one `steering.evaluate.sweep` over the values at one layer, one forward per value)."""
+    from steering.evaluate import Outputs, TokenProbability, sweep
+
     ids = single_token_ids(model.tokenizer, token)
     prompts = list(prompts)
     if not prompts or not values:
         raise EditError("clamp sweep needs at least one prompt and one value")
-    base = next_token_probability(model, prompts, ids)
-    probs = torch.stack([next_token_probability(model, prompts, ids, [concept_clamp(layer, neuron, v, site=site)])
-                         for v in values])
+    scorer = TokenProbability(ids, name=f"p({token})")
+    result = sweep(model, lambda l, v: [concept_clamp(l, neuron, v, site=site)], prompts, [layer], list(values),
+                   [scorer], generation={"max_new_tokens": 0})
+    probs = torch.stack([s.scores[scorer.name] for s in result.settings]).float()  # [n_values, n_prompts]
+    base = scorer(Outputs(model, prompts, (), [])).float()
     return ClampSweep(token, layer, neuron, [float(v) for v in values], probs, base, prompts, site)
 
 

@@ -9,7 +9,9 @@ class with one job that returns one value per prompt `[P]`:
   `WordFeature` (a per-word feature's mean, e.g. Zipf frequency), or `Effect(name, fn)` around any callable;
 - fluency: `Perplexity` of the continuation under the unsteered model (all prompts in one forward; as a ratio to
   a matched reference when the sweep is given one) and `Distinct2`;
-- side effects: `NeutralKL`, KL(unsteered ‖ steered) of the next-token distributions on neutral prompts.
+- side effects: `NeutralKL`, KL(unsteered ‖ steered) of the next-token distributions on neutral prompts,
+  and `steering.capability.Capability`, the greedy next-token accuracy on a held-out set of arithmetic,
+  copying and factual items (higher is better: bound it with a floor).
 
 `Sweep` holds the per-prompt scores; `Sweep.steerability(effect, layer)` fits the effect against strength (the
 slope, a bootstrap interval over prompts, and steering-bench's consistency: the fraction of prompts whose own
@@ -178,14 +180,18 @@ class Distinct2:
 
 @dataclass
 class NeutralKL:
-    """KL(unsteered ‖ steered) of the next-token distribution after each neutral prompt (a side effect) [N]."""
+    """KL(unsteered ‖ steered) of the next-token distribution after each neutral prompt (a side effect) [N].
+    The unsteered distributions are computed once per model and reused by every setting."""
 
     prompts: Sequence[str]
     name: str = "KL neutral"
     kind: str = "side"
+    _base: tuple | None = field(default=None, repr=False)  # (model.hf, unsteered log-probs [N, vocab])
 
     def __call__(self, out: Outputs) -> torch.Tensor:
-        base = out.next_logprobs(self.prompts, steered=False)
+        if self._base is None or self._base[0] is not out.model.hf:
+            self._base = (out.model.hf, out.next_logprobs(self.prompts, steered=False))
+        base = self._base[1]
         steered = out.next_logprobs(self.prompts)
         return (base.exp() * (base - steered)).sum(1).double()
 
@@ -334,7 +340,9 @@ def sweep(model: interp.Model, family: Family, prompts: Sequence[str], layers: S
           generation: dict | None = None, progress: bool = False) -> Sweep:
     """Score `family(layer, strength)` for every layer × strength on `prompts`: one batched generate per setting.
     `reference_texts`: the matched reference's continuations of the same prompts (e.g. the unsteered model's own
-    answers to translated prompts), scored like a setting so fluency is reported as a ratio to them."""
+    answers to translated prompts), scored like a setting so fluency is reported as a ratio to them.
+    `generation={"max_new_tokens": 0}`: no generation (continuations empty), for scorers that read the next token
+    only (`TokenProbability`, `NeutralKL`, `Capability`)."""
     prompts = list(prompts)
     if not prompts or not layers or not strengths or not scorers:
         raise InterpError("a sweep needs prompts, layers, strengths and scorers")
@@ -350,7 +358,7 @@ def sweep(model: interp.Model, family: Family, prompts: Sequence[str], layers: S
     settings = []
     for layer, strength in grid:
         edits = list(family(layer, strength))
-        texts = interp.generate(model, prompts, edits, **gen)
+        texts = interp.generate(model, prompts, edits, **gen) if gen["max_new_tokens"] else [""] * len(prompts)
         out = Outputs(model, prompts, edits, texts)
         settings.append(Setting(layer, float(strength), {s.name: s(out) for s in scorers}, texts[0]))
     reference = {}

@@ -81,8 +81,14 @@ def test_clamp_sweep_of_a_concept_neuron(smollm2) -> None:
     top, _ = brute_force_top(smollm2, layer, neuron, k=1)
     assert top.tolist() == ids  # its write direction's top token is the concept
     sweep = clamp_sweep(smollm2, " book", layer, neuron, [0.0, 10.0, 20.0], prompts=NEUTRAL_PROMPTS[:3])
-    again = next_token_probability(smollm2, NEUTRAL_PROMPTS[:3], ids, [concept_clamp(layer, neuron, 20.0)])
-    torch.testing.assert_close(sweep.probs[2], again)  # the sweep repeats the single measurement
+    # the sweep runs on steering.evaluate's harness; the per-value loop it replaced, one direct forward per value:
+    direct = ClampSweep(" book", layer, neuron, [0.0, 10.0, 20.0], torch.stack([
+        next_token_probability(smollm2, NEUTRAL_PROMPTS[:3], ids, [concept_clamp(layer, neuron, v)])
+        for v in (0.0, 10.0, 20.0)]), next_token_probability(smollm2, NEUTRAL_PROMPTS[:3], ids))
+    torch.testing.assert_close(sweep.probs, direct.probs)  # the sweep repeats the single measurements
+    torch.testing.assert_close(sweep.baseline, direct.baseline)
+    for target in (1.0, 2.0, 5.0, 10.0, 1e9):  # and so picks the same value
+        assert pick_value(sweep, target) == pick_value(direct, target)
     g0, g10, g20 = sweep.gain().tolist()
     assert 0.5 < g0 < 2.0, sweep.table()
     assert 5.0 <= g10 < g20, sweep.table()
