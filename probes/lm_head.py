@@ -47,6 +47,8 @@ class LMHeadOptions:
     k: int = 10  # top tokens kept per neuron
     index_k: int = 0  # neurons kept per token in the concept index (0: none; it costs about one more map)
     chunk: int = 1024  # neurons per matrix product
+    dtype: str = "float32"  # or "bfloat16": bf16 products (fp32 accumulation), candidates re-ranked exactly in fp32
+    candidates: int = 0  # bfloat16: tokens per neuron re-ranked in fp32 (0: max(4k, 32))
 
     def __post_init__(self) -> None:
         bad = [d for d in self.directions if d not in DIRECTIONS]
@@ -54,6 +56,14 @@ class LMHeadOptions:
             raise InterpError(f"lm-head directions must be among {', '.join(DIRECTIONS)}, got {list(self.directions)}")
         if self.k < 1 or self.index_k < 0 or self.chunk < 1:
             raise InterpError(f"lm-head needs k ≥ 1, index_k ≥ 0, chunk ≥ 1 (got {self.k}, {self.index_k}, {self.chunk})")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise InterpError(f"lm-head dtype must be float32 or bfloat16, not {self.dtype!r}")
+        if self.candidates and self.candidates < self.k:
+            raise InterpError(f"lm-head candidates ({self.candidates}) must be at least k ({self.k})")
+
+    @property
+    def n_candidates(self) -> int:
+        return self.candidates or max(4 * self.k, 32)
 
 
 @dataclass
@@ -63,7 +73,8 @@ class LMHeadMap:
     Per direction d (keys `"{d}.{name}"`):
     `top_ids` [n_layers, d_mlp, k] int64, `top_logits` / `top_probs` [n_layers, d_mlp, k],
     `lse` [n_layers, d_mlp] (log-sum-exp of the neuron's logits, so p = exp(logit − lse)),
-    and with an index: `index_neurons` [vocab, index_k] (flat neuron = layer · d_mlp + n,
+    in bfloat16 `recomputed` [n_layers, d_mlp] bool (neurons whose bf16 candidates could not be shown to hold
+    the fp32 top-k, decoded again in fp32), and with an index: `index_neurons` [vocab, index_k] (flat neuron = layer · d_mlp + n,
     best first) and `index_probs` [vocab, index_k].
     """
 
@@ -128,8 +139,10 @@ BLOCK = 256  # vocabulary block for the two-stage top-k
 
 
 def _row_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass over [n, vocab] (vocab a multiple of BLOCK): per-block maxima [n, vocab/BLOCK] and log-sum-exp [n]."""
+    """One pass over [n, vocab] (vocab a multiple of BLOCK): per-block maxima [n, vocab/BLOCK] and log-sum-exp [n],
+    in fp32 whatever the logits' dtype (a bf16 block is upcast inside the fused pass)."""
     n = logits.shape[0]
+    logits = logits.float()
     block_max = logits.view(n, -1, BLOCK).amax(-1)
     m = block_max.amax(-1, keepdim=True)
     return block_max, (logits - m).exp().sum(-1).log() + m[:, 0]
@@ -175,20 +188,59 @@ def block_topk(logits: torch.Tensor, block_max: torch.Tensor, k: int) -> tuple[t
 class _Decoder:
     """Chunked W @ W_Uᵀ into one reused buffer, padded to whole vocabulary blocks (pad logits = −inf)."""
 
-    def __init__(self, unembed_t: torch.Tensor, chunk: int) -> None:
+    def __init__(self, unembed_t: torch.Tensor, chunk: int, dtype: torch.dtype = torch.float32) -> None:
         d_model, self.vocab = unembed_t.shape
         padded = -(-self.vocab // BLOCK) * BLOCK
-        self.unembed_t = torch.zeros(d_model, padded, device=unembed_t.device)
+        self.unembed_t = torch.zeros(d_model, padded, device=unembed_t.device, dtype=dtype)
         self.unembed_t[:, : self.vocab] = unembed_t
-        self.buffer = torch.empty(chunk, padded, device=unembed_t.device)
+        self.buffer = torch.empty(chunk, padded, device=unembed_t.device, dtype=dtype)
 
     def logits(self, w: torch.Tensor) -> torch.Tensor:
         """[n, d_model] -> [n, padded vocab] (a view of the buffer, valid until the next call)."""
         out = self.buffer[: w.shape[0]]
-        torch.mm(w, self.unembed_t, out=out)
+        torch.mm(w.to(out.dtype), self.unembed_t, out=out)
         if out.shape[1] > self.vocab:
             out[:, self.vocab:] = -torch.inf
         return out
+
+
+class _Rerank:
+    """bfloat16 decoding made exact: each neuron's top `c` tokens by its bf16 logits are scored again in fp32.
+
+    A bf16 logit differs from the fp32 one by at most  e(w) = ‖w − w̃‖·max‖ũ‖ + ‖w̃‖·max‖u − ũ‖ (rounding the
+    inputs; Cauchy–Schwarz) + d·2⁻²⁴·‖w̃‖·max‖ũ‖ (fp32 accumulation) + 2⁻⁸·|logit| (rounding the output). A token
+    outside the candidates has a bf16 logit ≤ the c-th candidate's, so when the fp32 k-th best candidate beats that
+    by more than e(w), the candidates hold the fp32 top-k: the neuron is *covered*. Neurons that are not covered
+    are decoded again in fp32 (`recomputed`). The log-sum-exp swaps the candidates' bf16 terms for fp32 ones.
+    """
+
+    def __init__(self, unembed: torch.Tensor, c: int) -> None:
+        self.unembed = unembed  # [vocab, d_model] fp32
+        rounded = unembed.bfloat16().float()
+        self.u_max = float(rounded.norm(dim=-1).max())
+        self.u_err = float((unembed - rounded).norm(dim=-1).max())
+        self.c = c
+
+    def bound(self, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """e(w) [n] for fp32 directions w [n, d_model], output magnitudes `scale` [n]."""
+        rounded = w.bfloat16().float()
+        w_err, w_norm = (w - rounded).norm(dim=-1), rounded.norm(dim=-1)
+        accumulate = w.shape[1] * 2.0 ** -24 * w_norm * self.u_max
+        return (w_err * self.u_max + w_norm * self.u_err + accumulate) * 1.001 + 2.0 ** -8 * scale + 1e-6
+
+    def top(self, w: torch.Tensor, logits: torch.Tensor, block_max: torch.Tensor, lse: torch.Tensor, k: int):
+        """(top logits [n, k] fp32, ids [n, k], lse [n] fp32, covered [n] bool) from bf16 `logits` of w [n, d]."""
+        cand_bf, cand = block_topk(logits, block_max, self.c)  # [n, c], largest first
+        exact = torch.bmm(self.unembed[cand], w[:, :, None]).squeeze(-1)  # [n, c] fp32 logits of the candidates
+        values, j = exact.topk(k, dim=-1)
+        ids = cand.gather(1, j)
+        floor = cand_bf[:, -1].float()  # every other token's bf16 logit is at most this
+        covered = values[:, -1] > floor + self.bound(w, torch.maximum(floor.abs(), values[:, -1].abs()))
+        m = block_max.amax(-1)
+        inside_bf = (cand_bf.float() - m[:, None]).exp().sum(-1)
+        inside = (exact - m[:, None]).exp().sum(-1)
+        rest = ((lse - m).exp() - inside_bf).clamp(min=0)
+        return values, ids, m + (rest + inside).log(), covered
 
 
 @torch.inference_mode()
@@ -200,11 +252,13 @@ def lm_head_map(model: interp.Model, layers: Sequence[int] | None = None, option
     layers = list(range(a.n_layers)) if layers is None else [int(l) for l in layers]
     for l in layers:
         a.layer(l)  # range check, one clear error
-    unembed_t = a.unembed().detach().float().T.contiguous()  # [d_model, vocab]
-    vocab = unembed_t.shape[1]
+    unembed = a.unembed().detach().float()  # [vocab, d_model]
+    vocab = unembed.shape[0]
     k = min(opts.k, vocab)
-    dec = _Decoder(unembed_t, min(opts.chunk, a.d_mlp))
-    del unembed_t
+    low = opts.dtype == "bfloat16"
+    dec = _Decoder(unembed.T, min(opts.chunk, a.d_mlp), torch.bfloat16 if low else torch.float32)
+    exact = None  # bfloat16: an fp32 decoder, made when a neuron is not covered
+    rerank = _Rerank(unembed, min(opts.n_candidates, vocab)) if low else None
     norm_weight = a.final_norm_weight().detach() if opts.final_norm else None
     out = LMHeadMap(layers=layers, d_mlp=a.d_mlp, vocab=vocab, options=opts)
     bar = _progress(len(opts.directions) * len(layers) * a.d_mlp, progress)
@@ -213,22 +267,36 @@ def lm_head_map(model: interp.Model, layers: Sequence[int] | None = None, option
         top_ids = torch.empty(*shape, k, dtype=torch.int64)
         top_logits = torch.empty(*shape, k)
         lse_all = torch.empty(*shape)
+        recomputed = torch.zeros(*shape, dtype=torch.bool)
         index = _Index(vocab, min(opts.index_k, len(layers) * a.d_mlp), dec.buffer.device) if opts.index_k else None
         for i, l in enumerate(layers):
             w = prepare(neuron_directions(model, l, d).detach(), norm_weight, opts.unit)
             for s in range(0, a.d_mlp, opts.chunk):
-                logits = dec.logits(w[s:s + opts.chunk])
+                ws = w[s:s + opts.chunk]
+                logits = dec.logits(ws)
                 n = logits.shape[0]
                 block_max, lse = row_stats(logits)
-                tl, ti = block_topk(logits, block_max, k)
+                if low:
+                    tl, ti, lse, covered = rerank.top(ws, logits, block_max, lse, k)
+                    if not covered.all():  # decode these neurons again in fp32
+                        exact = exact or _Decoder(unembed.T, min(opts.chunk, a.d_mlp))
+                        redo = (~covered).nonzero().squeeze(-1)
+                        exact_logits = exact.logits(ws[redo])
+                        bm, lse[redo] = row_stats(exact_logits)
+                        tl[redo], ti[redo] = block_topk(exact_logits, bm, k)
+                        recomputed[i, s + redo.cpu()] = True
+                else:
+                    tl, ti = block_topk(logits, block_max, k)
                 top_logits[i, s:s + n], top_ids[i, s:s + n], lse_all[i, s:s + n] = tl.cpu(), ti.cpu(), lse.cpu()
-                if index is not None:
-                    index.update(logits[:, :vocab].sub_(lse[:, None]), i * a.d_mlp + s)
+                if index is not None:  # bfloat16: the index ranks by the bf16 logits
+                    index.update(logits[:, :vocab].float().sub_(lse[:, None]), i * a.d_mlp + s)
                 bar.update(n)
         out.tensors[f"{d}.top_ids"] = top_ids
         out.tensors[f"{d}.top_logits"] = top_logits
         out.tensors[f"{d}.top_probs"] = (top_logits - lse_all[..., None]).exp()
         out.tensors[f"{d}.lse"] = lse_all
+        if low:
+            out.tensors[f"{d}.recomputed"] = recomputed
         if index is not None:
             neurons, probs = index.result()
             out.tensors[f"{d}.index_neurons"], out.tensors[f"{d}.index_probs"] = neurons.cpu(), probs.cpu()
