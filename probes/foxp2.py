@@ -54,8 +54,8 @@ class Foxp2Settings(PaperSettings):
         "mlp.hook_post", paper="hook_resid_post",
         why="the method names neurons: the differences, the shift and the masks live on the MLP neurons; the "
             "paper's h_l is the residual stream (masks over its dimensions)",
-        effect="smollm2 → es at test size (48 verses, 8 calibration prompts): resid does not switch it (share "
-               "≤ 0.50 with its own window 2–9, text broken; 0.00 at 19–26 for α ≤ 6); neurons: 1.00 at α 1.5")
+        effect="smollm2 → es, 96 verses, window 19–26 at both sites (RESULTS.md): resid share 0.00 at α 3 (text "
+               "English), neurons 0.88 at α 1.25 (perplexity 0.64 × matched)")
     window: list[int] | None = None  # layers to intervene on; None = chosen from the spectra (window_rule)
     window_rule: str = differs(
         "best-run", paper="low-to-mid",
