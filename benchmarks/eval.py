@@ -8,7 +8,8 @@ model, distinct-2 and the KL on 8 neutral prompts:
   harness   `steering.evaluate.sweep`: per setting one batched generate of the 16 prompts, one padded forward for
             the 16 perplexities, one batched forward for the neutral KL (the unsteered one is computed once);
   old       the per-writer code it replaces: each prompt generated on its own, each continuation's perplexity in
-            its own forward (`steering.language_eval.continuation_perplexity`, as `language_eval` scores), the
+            its own forward (`steering.language_eval.continuation_perplexity` on one prompt at a time, as
+            `language_eval` scored before it used the harness's batched `continuation_token_nll`), the
             neutral KL one prompt at a time (unsteered and steered forward each).
 
 The two paths alternate setting by setting, so the machine's load falls on both alike. Goal: old / harness ≥ 3×.

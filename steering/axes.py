@@ -178,15 +178,10 @@ def reencode(model: interp.Model, prompts: Sequence[str], continuations: Sequenc
 
 
 def _perplexities(model: interp.Model, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
-    from steering.language_eval import continuation_perplexity
+    """Each continuation's perplexity given its prompt under the unedited model (NaN where empty): one forward."""
+    from steering.evaluate import continuation_nll
 
-    out = []
-    for p, c in zip(prompts, continuations):
-        try:
-            out.append(continuation_perplexity(model, [p], [c]))
-        except InterpError:  # an empty continuation
-            out.append(math.nan)
-    return np.array(out)
+    return continuation_nll(model, prompts, continuations).exp().numpy()
 
 
 # --------------------------------------------------------------------------- statistics

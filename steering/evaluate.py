@@ -88,10 +88,16 @@ class LanguageShare:
     kind: str = "effect"
 
     def __call__(self, out: Outputs) -> torch.Tensor:
-        from interp.language_id import language_share
+        return language_hits(out.texts, self.language, self.candidates)
 
-        langs = sorted({*self.candidates, self.language})
-        return torch.tensor([language_share([t], self.language, langs) for t in out.texts], dtype=torch.float64)
+
+def language_hits(texts: Sequence[str], language: str, candidates: Sequence[str]) -> torch.Tensor:
+    """1 where a text is identified as `language` among `candidates` ∪ {language} (Lingua), else 0 [P]; its mean
+    is the language share (`steering.language_eval` reports it so)."""
+    from interp.language_id import identify_language
+
+    ids = identify_language(texts, sorted({*candidates, language}))
+    return torch.tensor([float(i == language) for i in ids], dtype=torch.float64)
 
 
 @dataclass
@@ -128,9 +134,10 @@ class WordFeature:
 
 
 @torch.inference_mode()
-def continuation_nll(model: interp.Model, prompts: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
-    """Per prompt, the mean negative log-likelihood of its continuation under the model without edits [P]:
-    all prompt + continuation pairs right-padded into one forward (NaN where a continuation is empty)."""
+def continuation_token_nll(model: interp.Model, prompts: Sequence[str], texts: Sequence[str]
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt, the summed negative log-likelihood of its continuation's tokens under the model without edits
+    and their number ([P] float64, [P] long): all prompt + continuation pairs right-padded into one forward."""
     tok = model.tokenizer
     rows, spans = [], []
     for p, c in zip(prompts, texts, strict=True):
@@ -146,11 +153,23 @@ def continuation_nll(model: interp.Model, prompts: Sequence[str], texts: Sequenc
     logits = model.hf(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False).logits
     nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(model.device),
                                             reduction="none").cpu()  # [P, width - 1]: token t+1 given ..t
-    out = torch.full((len(rows),), math.nan, dtype=torch.float64)
+    total = torch.zeros(len(rows), dtype=torch.float64)
     for i, (n_p, n_c) in enumerate(spans):
-        if n_c:
-            out[i] = nll[i, n_p - 1:n_p - 1 + n_c].double().mean()
-    return out
+        total[i] = nll[i, n_p - 1:n_p - 1 + n_c].double().sum()
+    return total, torch.tensor([n_c for _, n_c in spans], dtype=torch.long)
+
+
+def continuation_nll(model: interp.Model, prompts: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
+    """Per prompt, the mean negative log-likelihood of its continuation under the model without edits [P]:
+    one forward (`continuation_token_nll`; NaN where a continuation is empty)."""
+    total, count = continuation_token_nll(model, prompts, texts)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+
+
+def distinct2(texts: Sequence[str]) -> float:
+    """Distinct word bigrams over all word bigrams of `texts` taken together (1 = no repeated pair)."""
+    pairs = [tuple(w[i:i + 2]) for w in (t.split() for t in texts) for i in range(len(w) - 1)]
+    return len(set(pairs)) / len(pairs) if pairs else 1.0
 
 
 @dataclass
@@ -173,8 +192,6 @@ class Distinct2:
     kind: str = "fluency"
 
     def __call__(self, out: Outputs) -> torch.Tensor:
-        from steering.language_eval import distinct2
-
         return torch.tensor([distinct2([text]) for text in out.texts], dtype=torch.float64)
 
 

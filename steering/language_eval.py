@@ -16,6 +16,12 @@ the ratio to the English continuations is printed too.
 
 Generation defaults: greedy, 32 new tokens, repetition penalty 1.3 (greedy decoding of a
 small model otherwise loops, and loops look fluent to perplexity).
+
+The numbers come from the harness's pieces (`steering.evaluate`, issue 31): every prompt of a row
+generated in one batch, the share from `language_hits` (as the `LanguageShare` scorer), the
+perplexity from one batched forward (`continuation_token_nll`, as `Perplexity`; pooled over the
+row's tokens here) and `distinct2` (over the row's texts together here, per text in `Distinct2`).
+What is this module's own: the table, its matched reference and the variant list.
 """
 
 from __future__ import annotations
@@ -24,38 +30,23 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import torch
-
 import interp
 from interp.errors import InterpError
-from interp.language_id import language_share
+
+from .evaluate import continuation_token_nll, distinct2, language_hits
+
+__all__ = ["GENERATION", "LanguageSteeringTable", "Row", "continuation_perplexity", "distinct2", "evaluate"]
 
 GENERATION = {"max_new_tokens": 32, "repetition_penalty": 1.3}
 
 
-@torch.inference_mode()
 def continuation_perplexity(model: interp.Model, prompts: Sequence[str], continuations: Sequence[str]) -> float:
-    """exp(mean NLL) of the continuation tokens given their prompt, under the model as it is (no edits)."""
-    tok = model.tokenizer
-    total, count = 0.0, 0
-    for p, c in zip(prompts, continuations, strict=True):
-        p_ids = tok(p)["input_ids"]
-        c_ids = tok(c, add_special_tokens=False)["input_ids"]
-        if not c_ids:
-            continue
-        ids = torch.tensor([p_ids + c_ids], device=model.device)
-        logits = model.hf(input_ids=ids, use_cache=False).logits[0, len(p_ids) - 1:-1].float()
-        total += float(torch.nn.functional.cross_entropy(logits, ids[0, len(p_ids):], reduction="sum"))
-        count += len(c_ids)
-    if count == 0:
+    """exp(mean NLL) over all the continuations' tokens given their prompts (token-weighted across prompts), under
+    the model as it is (no edits): one batched forward (`steering.evaluate.continuation_token_nll`)."""
+    total, count = continuation_token_nll(model, prompts, continuations)
+    if int(count.sum()) == 0:
         raise InterpError("perplexity of empty continuations")
-    return math.exp(total / count)
-
-
-def distinct2(texts: Sequence[str]) -> float:
-    """Distinct word bigrams over all word bigrams (1 = no repeated pair)."""
-    pairs = [tuple(w[i:i + 2]) for w in (t.split() for t in texts) for i in range(len(w) - 1)]
-    return len(set(pairs)) / len(pairs) if pairs else 1.0
+    return math.exp(float(total.sum()) / int(count.sum()))
 
 
 @dataclass
@@ -94,8 +85,8 @@ class LanguageSteeringTable:
 
 
 def _row(model, name, strength, prompts, score_prompts, edits, target, candidates, generation) -> Row:
-    out = interp.generate(model, list(prompts), edits, **generation)
-    share = language_share(out, target, candidates)
+    out = interp.generate(model, list(prompts), edits, **generation)  # every prompt in one batch
+    share = float(language_hits(out, target, candidates).mean())
     return Row(name, strength, share, continuation_perplexity(model, score_prompts, out), distinct2(out), out[0])
 
 
