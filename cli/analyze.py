@@ -50,9 +50,10 @@ def add_parser(sub) -> None:
     a.add_argument("--sites", default="mlp.hook_post", help="comma list of site names or per-layer names")
     a.add_argument("--layers", default=None, help="layers for per-layer names, e.g. 0-5,10 (default: all)")
     a.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="compute dtype of stats and language-neurons; auto (default): bfloat16 where it runs "
-                        "natively (a CPU with AVX512-BF16 or AMX, or a GPU), float32 elsewhere, where bfloat16 "
-                        "is emulated and ~9x slower (bf16 statistics agree with fp32 to <0.5%%)")
+                   help="compute dtype of stats, language-neurons and lm-head; auto (default): bfloat16 where it "
+                        "runs natively (a CPU with AVX512-BF16 or AMX, or a GPU), float32 elsewhere, where bfloat16 "
+                        "is emulated and ~9x slower (bf16 statistics agree with fp32 to <0.5%%; the lm-head map's "
+                        "bf16 products are re-ranked in fp32, so its top-k is the fp32 one)")
     a.add_argument("--batch-size", type=positive, default=8)
     a.add_argument("--max-length", type=positive, default=256, help="tokens per document (truncated)")
     a.add_argument("--top-k", type=positive, default=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from cli.argtypes import count
@@ -31,6 +32,13 @@ def options(args):
                          k=args.top_k if args.top_k is not None else 10, index_k=args.index_k)
 
 
+def map_dtype(args) -> str:
+    """--dtype for the map's products (auto: bfloat16 where native); the weights stay fp32 for the exact re-ranking."""
+    from cli.analyze import compute_dtype
+
+    return compute_dtype(args)
+
+
 def analyze_command(args, out: Path) -> int:
     from atlases import decoded_vocab, lm_head_atlas
     from atlases.lm_head_report import render_lm_head_report
@@ -39,6 +47,7 @@ def analyze_command(args, out: Path) -> int:
     if args.corpus is not None:
         raise error("--probe lm-head reads weights only; drop --corpus")
     opts = options(args)  # bad options fail before the model loads
+    opts = dataclasses.replace(opts, dtype=map_dtype(args))
     model = load(args, dtype="float32")
     lm_map = lm_head_map(model, model.adapter.parse_layers(args.layers) if args.layers else None, opts, progress=not args.quiet)
     atlas = lm_head_atlas(lm_map, model=model.name, revision=model.revision,
@@ -46,4 +55,9 @@ def analyze_command(args, out: Path) -> int:
     atlas.save(out, extra_files={"report.html": render_lm_head_report(atlas)})
     print(f"wrote {out}/atlas.json, tensors.safetensors, vocab.json and report.html "
           f"({len(lm_map.layers)} layers × {lm_map.d_mlp} neurons, directions {', '.join(opts.directions)})")
+    if opts.dtype == "bfloat16":
+        redone = {d: int(lm_map.get(d, "recomputed").sum()) for d in opts.directions}
+        print("bfloat16 products, each neuron's candidates re-ranked in fp32; decoded again in fp32 where the "
+              "candidates could not be shown to hold the fp32 top-k: "
+              + ", ".join(f"{d} {n} neuron(s)" for d, n in redone.items()))
     return 0

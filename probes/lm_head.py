@@ -136,6 +136,8 @@ class _Index:
 
 
 BLOCK = 256  # vocabulary block for the two-stage top-k
+BF16_CHUNK = 256  # bfloat16: neurons per product at most (its logits stay in cache for the passes that follow;
+                  # measured on smollm2, 8 layers: 2.42 s at 1024, 1.97 s at 256)
 
 
 def _row_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +258,8 @@ def lm_head_map(model: interp.Model, layers: Sequence[int] | None = None, option
     vocab = unembed.shape[0]
     k = min(opts.k, vocab)
     low = opts.dtype == "bfloat16"
-    dec = _Decoder(unembed.T, min(opts.chunk, a.d_mlp), torch.bfloat16 if low else torch.float32)
+    step = min(opts.chunk, BF16_CHUNK) if low else opts.chunk
+    dec = _Decoder(unembed.T, min(step, a.d_mlp), torch.bfloat16 if low else torch.float32)
     exact = None  # bfloat16: an fp32 decoder, made when a neuron is not covered
     rerank = _Rerank(unembed, min(opts.n_candidates, vocab)) if low else None
     norm_weight = a.final_norm_weight().detach() if opts.final_norm else None
@@ -271,15 +274,15 @@ def lm_head_map(model: interp.Model, layers: Sequence[int] | None = None, option
         index = _Index(vocab, min(opts.index_k, len(layers) * a.d_mlp), dec.buffer.device) if opts.index_k else None
         for i, l in enumerate(layers):
             w = prepare(neuron_directions(model, l, d).detach(), norm_weight, opts.unit)
-            for s in range(0, a.d_mlp, opts.chunk):
-                ws = w[s:s + opts.chunk]
+            for s in range(0, a.d_mlp, step):
+                ws = w[s:s + step]
                 logits = dec.logits(ws)
                 n = logits.shape[0]
                 block_max, lse = row_stats(logits)
                 if low:
                     tl, ti, lse, covered = rerank.top(ws, logits, block_max, lse, k)
                     if not covered.all():  # decode these neurons again in fp32
-                        exact = exact or _Decoder(unembed.T, min(opts.chunk, a.d_mlp))
+                        exact = exact or _Decoder(unembed.T, min(step, a.d_mlp))
                         redo = (~covered).nonzero().squeeze(-1)
                         exact_logits = exact.logits(ws[redo])
                         bm, lse[redo] = row_stats(exact_logits)
