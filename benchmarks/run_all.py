@@ -54,6 +54,7 @@ ACCEPTANCE: list[str] = [  # longest first, so that runs side by side end togeth
     "snrf.py",
     "foxp2.py",
     "foxp2_hindi.py",
+    "foxp2_eval.py",
     "milan_known_roles.py",
     "language_ablation.py",
     "milan_ood.py",
