@@ -32,13 +32,6 @@ def options(args):
                          k=args.top_k if args.top_k is not None else 10, index_k=args.index_k)
 
 
-def map_dtype(args) -> str:
-    """--dtype for the map's products (auto: bfloat16 where native); the weights stay fp32 for the exact re-ranking."""
-    from cli.analyze import compute_dtype
-
-    return compute_dtype(args)
-
-
 def analyze_command(args, out: Path) -> int:
     from atlases import decoded_vocab, lm_head_atlas
     from atlases.lm_head_report import render_lm_head_report
@@ -46,8 +39,11 @@ def analyze_command(args, out: Path) -> int:
 
     if args.corpus is not None:
         raise error("--probe lm-head reads weights only; drop --corpus")
-    opts = options(args)  # bad options fail before the model loads
-    opts = dataclasses.replace(opts, dtype=map_dtype(args))
+    from cli.analyze import compute_dtype
+
+    # bad options fail before the model loads; --dtype sets the products' dtype (the weights stay fp32 for the
+    # exact re-ranking)
+    opts = dataclasses.replace(options(args), dtype=compute_dtype(args))
     model = load(args, dtype="float32")
     lm_map = lm_head_map(model, model.adapter.parse_layers(args.layers) if args.layers else None, opts, progress=not args.quiet)
     atlas = lm_head_atlas(lm_map, model=model.name, revision=model.revision,

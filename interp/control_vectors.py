@@ -56,8 +56,14 @@ class ControlVector:
 
 
 def _describe(i: int, e) -> str:
-    where = f" ({e.positions})" if getattr(e, "positions", "all") != "all" else ""
+    where = f" ({e.positions})" if e.positions != "all" else ""
     return f"edit {i}: {e.kind} at {e.site}{where}"
+
+
+def _one_width(directions: dict[int, torch.Tensor], what: str) -> None:
+    widths = {v.numel() for v in directions.values()}
+    if len(widths) > 1:
+        raise ControlVectorError(f"{what} have different sizes {sorted(widths)}")
 
 
 def from_edits(edits: Sequence, *, model_hint: str = "", drop_others: bool = False) -> ControlVector:
@@ -82,9 +88,7 @@ def from_edits(edits: Sequence, *, model_hint: str = "", drop_others: bool = Fal
                                  + "; ".join(refused))
     if not directions:
         raise ControlVectorError("the recipe has no residual addition that a control vector can carry")
-    widths = {v.numel() for v in directions.values()}
-    if len(widths) > 1:
-        raise ControlVectorError(f"the additions have different widths {sorted(widths)}")
+    _one_width(directions, "the additions")
     return ControlVector(directions, model_hint, refused)
 
 
@@ -92,13 +96,13 @@ def write_gguf(path: str | Path, cv: ControlVector, *, scale: float = 1.0) -> Pa
     """Write `cv` × `scale` as a llama.cpp control-vector GGUF, atomically."""
     import gguf
 
-    path = Path(path)
+    path, cv = Path(path), cv.scaled(scale)
     with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(str(tmp), ARCHITECTURE)
         w.add_string(f"{ARCHITECTURE}.model_hint", cv.model_hint)
         w.add_uint32(f"{ARCHITECTURE}.layer_count", len(cv.directions))
         for n, v in sorted(cv.directions.items()):
-            w.add_tensor(f"direction.{n}", (v.to(torch.float32) * scale).numpy().astype(np.float32))
+            w.add_tensor(f"direction.{n}", v.to(torch.float32).numpy())
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -141,9 +145,7 @@ def read_gguf(path: str | Path) -> ControlVector:
             raise ControlVectorError(f"{path}: {name} has shape {shape}, not one dimension")
         v = torch.from_numpy(data.astype(np.float32).reshape(-1).copy())
         directions[n] = directions[n] + v if n in directions else v
-    widths = {v.numel() for v in directions.values()}
-    if len(widths) > 1:
-        raise ControlVectorError(f"{path}: direction tensors have different sizes {sorted(widths)}")
+    _one_width(directions, f"{path}: direction tensors")
     return ControlVector(directions, model_hint)
 
 
