@@ -1,12 +1,15 @@
 """One harness that says where and how hard to steer (issue 31): sweep layers × strengths, score every setting on
 the same prompts, and recommend.
 
-A steering family is a function `(layer, strength) → edits`. For each setting the harness generates every prompt's
-continuation in one batched `interp.generate` call and hands the result (`Outputs`) to the scorers, each a small
-class with one job that returns one value per prompt `[P]`:
+A steering family is a function `(layer, strength) → edits`; "layer" may be any label of a family's variants
+(a method's name, "shared" vs "random (seed 0)" units), so comparisons of writers are sweeps too. For each
+setting the harness generates every prompt's continuation in one batched `interp.generate` call (or the
+caller's `generate`, e.g. a VLM answering image questions) and hands the result (`Outputs`) to the scorers,
+each a small class with one job that returns one value per prompt `[P]`:
 
 - target effect: `TokenProbability` (next-token probability of a concept), `LanguageShare`, `MentionRate`,
-  `WordFeature` (a per-word feature's mean, e.g. Zipf frequency), or `Effect(name, fn)` around any callable;
+  `WordFeature` (a per-word feature's mean, e.g. Zipf frequency), `ExactMatch` (a task's accuracy against gold
+  answers), `Changed` (answers that differ from reference answers), or `Effect(name, fn)` around any callable;
 - fluency: `Perplexity` of the continuation under the unsteered model (all prompts in one forward; as a ratio to
   a matched reference when the sweep is given one) and `Distinct2`;
 - side effects: `NeutralKL`, KL(unsteered ‖ steered) of the next-token distributions on neutral prompts,
@@ -17,7 +20,8 @@ class with one job that returns one value per prompt `[P]`:
 slope, a bootstrap interval over prompts, and steering-bench's consistency: the fraction of prompts whose own
 slope has the mean slope's sign), `recommend` picks the largest mean effect whose costs stay within stated bounds,
 and `pareto` lists the settings no other setting beats on the effect and every cost at once. `compare(a, b)` gives
-Cohen's d and a permutation p for two conditions.
+Cohen's d and a permutation p for two conditions, `compare_matched` the mean difference over pairs matched on a
+cost (e.g. perplexity, so an effect is not just a side effect of broken text) with a sign-flip p.
 """
 
 from __future__ import annotations
@@ -32,15 +36,18 @@ import interp
 from interp.batching import encode_left
 from interp.errors import InterpError
 
-Family = Callable[[int, float], Sequence]
+Label = int | str  # a layer, or the name of a family's variant
+Family = Callable[[Label, float], Sequence]
+Generate = Callable[[list, Sequence], list[str]]  # (prompts, edits) → one continuation per prompt
 
 
 @dataclass
 class Outputs:
-    """What one setting produced, for the scorers: its prompts, edits and steered continuations."""
+    """What one setting produced, for the scorers: its prompts, edits and steered continuations. `model` is None
+    only for a sweep with its own `generate` whose scorers read the texts alone."""
 
-    model: interp.Model
-    prompts: list[str]
+    model: interp.Model | None
+    prompts: list
     edits: Sequence
     texts: list[str]
 
@@ -131,6 +138,33 @@ class WordFeature:
             got = [v for v in (self.feature(w) for w in re.findall(r"[^\W\d_]+", text.lower())) if v is not None]
             values.append(sum(got) / len(got) if got else math.nan)
         return torch.tensor(values, dtype=torch.float64)
+
+
+@dataclass
+class ExactMatch:
+    """1 where the stripped continuation equals the prompt's gold answer, else 0 (a task's accuracy)."""
+
+    gold: Sequence[str]
+    name: str = "accuracy"
+    kind: str = "effect"
+
+    def __call__(self, out: Outputs) -> torch.Tensor:
+        return torch.tensor([float(t.strip() == g.strip()) for t, g in zip(out.texts, self.gold, strict=True)],
+                            dtype=torch.float64)
+
+
+@dataclass
+class Changed:
+    """1 where the stripped continuation differs from the reference answer to the same prompt (e.g. the
+    unsteered model's), else 0."""
+
+    reference: Sequence[str]
+    name: str = "changed"
+    kind: str = "effect"
+
+    def __call__(self, out: Outputs) -> torch.Tensor:
+        return torch.tensor([float(t.strip() != r.strip()) for t, r in zip(out.texts, self.reference, strict=True)],
+                            dtype=torch.float64)
 
 
 @torch.inference_mode()
@@ -226,7 +260,7 @@ class Steerability:
     the fraction of prompts whose own slope has the mean slope's sign (steering-bench's consistency), and the share
     of the within-prompt variance (each prompt about its own mean) that the common slope explains."""
 
-    layer: int
+    layer: Label
     slope: float
     ci: tuple[float, float]
     consistency: float
@@ -247,9 +281,16 @@ class Comparison:
     p: float
 
 
+def _finite(x) -> torch.Tensor:
+    x = torch.as_tensor(x, dtype=torch.float64)
+    return x[x.isfinite()]
+
+
 def compare(a: torch.Tensor, b: torch.Tensor, *, permutations: int = 2000, seed: int = 0) -> Comparison:
-    """Cohen's d (pooled sd) of a − b and a two-sided permutation p over condition labels."""
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    """Cohen's d (pooled sd) of a − b and a two-sided permutation p over condition labels (NaNs dropped)."""
+    a, b = _finite(a), _finite(b)
+    if len(a) < 2 or len(b) < 2:
+        raise InterpError(f"a comparison needs two finite values per condition, got {len(a)} and {len(b)}")
     diff = float(a.mean() - b.mean())
     pooled = math.sqrt(((len(a) - 1) * float(a.var()) + (len(b) - 1) * float(b.var())) / max(1, len(a) + len(b) - 2))
     both, g = torch.cat([a, b]), torch.Generator().manual_seed(seed)
@@ -260,15 +301,63 @@ def compare(a: torch.Tensor, b: torch.Tensor, *, permutations: int = 2000, seed:
     return Comparison(diff, diff / pooled if pooled > 0 else math.inf * (diff != 0), (hits + 1) / (permutations + 1))
 
 
+@dataclass
+class MatchedComparison:
+    """a − b over one-to-one pairs matched on a cost: how many pairs, their mean difference, a sign-flip p."""
+
+    pairs: list[tuple[int, int]]
+    difference: float
+    p: float
+
+
+def matched_pairs(cost_a: Sequence[float], cost_b: Sequence[float], *, log: bool = True) -> list[tuple[int, int]]:
+    """Greedy one-to-one pairs (i, j) of a's and b's items by nearest cost (log cost by default, for perplexities);
+    items with a non-finite cost are left out."""
+    f = math.log if log else float
+    cand = sorted((abs(f(p) - f(q)), i, j) for i, p in enumerate(cost_a) for j, q in enumerate(cost_b)
+                  if math.isfinite(p) and math.isfinite(q))
+    used_i, used_j, out = set(), set(), []
+    for _, i, j in cand:
+        if i not in used_i and j not in used_j:
+            used_i.add(i), used_j.add(j), out.append((i, j))
+    return out
+
+
+def sign_flip_p(diff: torch.Tensor, *, permutations: int = 2000, seed: int = 0) -> float:
+    """Two-sided sign-flip p of the mean of paired differences (NaNs dropped)."""
+    diff = _finite(diff)
+    if not len(diff):
+        return math.nan
+    g = torch.Generator().manual_seed(seed)
+    flips = torch.randint(0, 2, (permutations, len(diff)), generator=g, dtype=torch.float64) * 2 - 1
+    hits = int(((flips * diff).mean(1).abs() >= abs(float(diff.mean())) - 1e-12).sum())
+    return (hits + 1) / (permutations + 1)
+
+
+def compare_matched(a, b, cost_a, cost_b, *, permutations: int = 2000, seed: int = 0) -> MatchedComparison:
+    """a − b on items paired by nearest cost (`matched_pairs`): whether a difference survives when both sides
+    cost the same, e.g. an axis score on continuations of equal perplexity."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    pairs = matched_pairs([float(c) for c in cost_a], [float(c) for c in cost_b])
+    diff = torch.tensor([float(a[i] - b[j]) for i, j in pairs], dtype=torch.float64)
+    finite = _finite(diff)
+    return MatchedComparison(pairs, float(finite.mean()) if len(finite) else math.nan,
+                             sign_flip_p(diff, permutations=permutations, seed=seed))
+
+
 # ----------------------------------------------------------------------------------------------- the sweep
 @dataclass
 class Setting:
-    """One (layer, strength) and each scorer's per-prompt values."""
+    """One (layer or variant, strength), each scorer's per-prompt values and the continuations."""
 
-    layer: int
+    layer: Label
     strength: float
     scores: dict[str, torch.Tensor]
-    sample: str = ""
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def sample(self) -> str:
+        return self.texts[0] if self.texts else ""
 
     def mean(self, name: str) -> float:
         v = self.scores[name]
@@ -290,7 +379,7 @@ class Sweep:
         mean = s.mean(name)
         return mean / self.reference[name] if name in self.reference else mean
 
-    def steerability(self, effect: str, layer: int) -> Steerability:
+    def steerability(self, effect: str, layer: Label) -> Steerability:
         rows = sorted((s for s in self.settings if s.layer == layer), key=lambda s: s.strength)
         if len(rows) < 2:
             raise InterpError(f"layer {layer} has {len(rows)} strengths in this sweep; a slope needs two")
@@ -320,9 +409,10 @@ class Sweep:
 
     def recommend(self, effect: str, bounds: dict[str, float], floors: dict[str, float] | None = None
                   ) -> Setting | None:
-        """The admissible setting with the largest mean effect (ties: the weaker strength, then the lower layer)."""
+        """The admissible setting with the largest mean effect (ties: the weaker strength, then the earlier layer)."""
         pool = self.admissible(bounds, floors)
-        return max(pool, key=lambda s: (self.value(s, effect), -abs(s.strength), -s.layer)) if pool else None
+        order = {id(s): i for i, s in enumerate(self.settings)}
+        return max(pool, key=lambda s: (self.value(s, effect), -abs(s.strength), -order[id(s)])) if pool else None
 
     def pareto(self, effect: str, costs: Sequence[str]) -> list[Setting]:
         """Settings that no other setting matches or beats on the effect (higher) and every cost (lower) while
@@ -352,21 +442,32 @@ class Sweep:
         return "\n".join(lines)
 
 
-def sweep(model: interp.Model, family: Family, prompts: Sequence[str], layers: Sequence[int],
+def sweep(model: interp.Model | None, family: Family, prompts: Sequence, layers: Sequence[Label],
           strengths: Sequence[float], scorers: Sequence, *, reference_texts: Sequence[str] | None = None,
-          generation: dict | None = None, progress: bool = False) -> Sweep:
+          generation: dict | None = None, generate: Generate | None = None, seed: int | None = None,
+          progress: bool = False) -> Sweep:
     """Score `family(layer, strength)` for every layer × strength on `prompts`: one batched generate per setting.
+
+    layers: layers, or labels of the family's variants (methods, unit sets) — anything `family` takes.
     `reference_texts`: the matched reference's continuations of the same prompts (e.g. the unsteered model's own
     answers to translated prompts), scored like a setting so fluency is reported as a ratio to them.
     `generation={"max_new_tokens": 0}`: no generation (continuations empty), for scorers that read the next token
-    only (`TokenProbability`, `NeutralKL`, `Capability`)."""
+    only (`TokenProbability`, `NeutralKL`, `Capability`) or score the edits themselves (`Effect`).
+    `generate(prompts, edits) → texts`: how a setting's continuations are made when not by `interp.generate`
+    (e.g. a VLM's answers to image questions; `model` may then be None). `seed`: `torch.manual_seed(seed)`
+    before every setting's generation, so sampled settings draw the same random stream."""
     prompts = list(prompts)
     if not prompts or not layers or not strengths or not scorers:
         raise InterpError("a sweep needs prompts, layers, strengths and scorers")
     names = [s.name for s in scorers]
     if len(set(names)) != len(names):
         raise InterpError(f"two scorers share a name: {names}")
+    if model is None and generate is None:
+        raise InterpError("a sweep without a model needs its own generate")
     gen = {"max_new_tokens": 32, "repetition_penalty": 1.3, **(generation or {})}
+    if generate is None:
+        def generate(batch: list, edits: Sequence) -> list[str]:
+            return interp.generate(model, batch, edits, **gen) if gen["max_new_tokens"] else [""] * len(batch)
     grid = [(layer, strength) for layer in layers for strength in strengths]
     if progress:
         from tqdm.auto import tqdm
@@ -375,9 +476,11 @@ def sweep(model: interp.Model, family: Family, prompts: Sequence[str], layers: S
     settings = []
     for layer, strength in grid:
         edits = list(family(layer, strength))
-        texts = interp.generate(model, prompts, edits, **gen) if gen["max_new_tokens"] else [""] * len(prompts)
+        if seed is not None:
+            torch.manual_seed(seed)
+        texts = list(generate(prompts, edits))
         out = Outputs(model, prompts, edits, texts)
-        settings.append(Setting(layer, float(strength), {s.name: s(out) for s in scorers}, texts[0]))
+        settings.append(Setting(layer, float(strength), {s.name: s(out) for s in scorers}, texts))
     reference = {}
     if reference_texts is not None:
         ref = Outputs(model, prompts, (), list(reference_texts))

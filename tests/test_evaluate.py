@@ -140,3 +140,54 @@ def test_compare_separates_shifted_conditions_and_not_equal_ones():
     same = compare(a, b, permutations=500)
     shifted = compare(a + 1.5, b, permutations=500)
     assert shifted.p < 0.01 and shifted.cohens_d > 1 and same.p > 0.05
+
+
+def test_compare_drops_nans_and_refuses_too_few_values():
+    from interp.errors import InterpError
+
+    a = torch.tensor([1.0, 2.0, math.nan, 3.0])
+    assert compare(a, torch.tensor([0.0, 1.0, 2.0]), permutations=50).difference == pytest.approx(1.0)
+    with pytest.raises(InterpError, match="two finite values"):
+        compare(torch.tensor([1.0, math.nan]), torch.tensor([0.0, 1.0]))
+
+
+def test_matched_pairs_pair_nearest_costs_one_to_one_and_the_paired_test_reads_their_differences():
+    from steering.evaluate import compare_matched, matched_pairs, sign_flip_p
+
+    assert sorted(matched_pairs([2.0, 10.0, 5.0], [9.0, 2.1])) == [(0, 1), (1, 0)]
+    assert matched_pairs([2.0, math.nan], [math.nan, 3.0]) == [(0, 1)]
+    assert sign_flip_p(torch.full((12,), 0.3)) < 0.01 and sign_flip_p(torch.tensor([1.0, -1.0] * 6)) > 0.5
+    # a's effect only shows on its broken text (high cost, no partner of similar cost on b's side): b's three
+    # low-cost items pair with a's three, and the matched difference is 0 where the plain one is not
+    cost_a, cost_b = [1.0, 2.0, 4.0, 100.0, 200.0], [1.1, 2.1, 3.9]
+    a, b = torch.tensor([0.0, 1.0, 2.0, 50.0, 60.0]), torch.tensor([0.0, 1.0, 2.0])
+    m = compare_matched(a, b, cost_a, cost_b, permutations=200)
+    assert sorted(m.pairs) == [(0, 0), (1, 1), (2, 2)] and m.difference == 0 and m.p == 1.0
+    assert compare(a, b, permutations=200).difference > 20
+
+
+def test_a_sweep_of_labelled_variants_with_its_own_generate_and_seed():
+    """Comparisons of writers are sweeps whose "layers" are variant labels; a caller's `generate` (here a stub
+    answering from the edits it is given) replaces interp.generate, `ExactMatch` / `Changed` score its answers,
+    and a seed makes every setting draw the same random stream."""
+    from steering.evaluate import Changed, ExactMatch
+
+    gold, base = ["4", "6", "9"], ["4", "5", "9"]
+    shift = {"none": 0, "one": 1}
+
+    def generate(questions, edits):
+        k = edits[0] if edits else 0
+        draw = torch.rand(1).item()
+        return [str(int(b) + k * (i == 1)) + (" " if draw < 2 else "") for i, b in enumerate(base)]
+
+    result = sweep(None, lambda name, s: [shift[name] * int(s)] if shift[name] * s else [], ["q1", "q2", "q3"],
+                   ["none", "one"], [1.0], [ExactMatch(gold), Changed(base)], generate=generate, seed=3)
+    means = {s.layer: (s.mean("accuracy"), s.mean("changed")) for s in result.settings}
+    assert means == {"none": (pytest.approx(2 / 3), 0.0), "one": (1.0, pytest.approx(1 / 3))}
+    assert result.recommend("accuracy", {}).layer == "one"
+    with pytest.raises(interp.errors.InterpError, match="own generate"):
+        sweep(None, lambda *_: [], ["q"], ["a"], [1.0], [ExactMatch(["x"])])
+    draws = []
+    sweep(None, lambda *_: [], ["q"], ["a", "b"], [1.0], [ExactMatch(["x"])], seed=5,
+          generate=lambda q, e: draws.append(torch.rand(1).item()) or ["x"])
+    assert draws[0] == draws[1]
