@@ -212,10 +212,10 @@ def analyze_command(args, out: Path) -> int:
         from steering.snrf import SnrfSettings
         from steering.snrf_eval import snrf_table
 
-        evaluate = tb.image_task_evaluator(vlm, args.held_out)  # one question set, the base row scored once
+        tasks = tb.image_tasks(vlm, args.held_out)  # one question set for every β
     for beta in betas:
         settings = settings_for(SnrfSettings(rank=args.snrf_rank, beta=beta), args)
-        table = snrf_table(vlm, llm, shared, evaluate, settings)
+        table = snrf_table(vlm, llm, shared, tasks, settings, combined=tb.ARITHMETIC)
         text += f"\n\nSNRF, held-out accuracy ({args.held_out} questions per task)\n" + table.text()
         tables[f"snrf beta={beta:g}"] = table.accuracy
     tensors = {}

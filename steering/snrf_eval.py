@@ -1,8 +1,10 @@
-"""Tables for the shared-neuron causal probes: amplification and SNRF against their controls.
+"""Tables for the shared-neuron causal probes: amplification and SNRF against their controls, as sweeps of the
+evaluation harness (`steering.evaluate`) whose "layers" are unit sets or variants.
 
-Both take `answers(edits) -> list[str]` (the model's answers to a fixed question set with
-`edits` applied) and the reference answers, so they work for any model and task; the VLM
-testbed provides them for its tasks.
+Both work for any model and task: amplification takes `answers(edits) -> list[str]` (the model's answers to a
+fixed question set with `edits` applied) and the gold answers; SNRF takes, per task, `correct(edits) -> [bool]`
+(whether each of the task's questions is answered right with `edits` applied). The VLM testbed provides both.
+What is this module's own: the unit sets and variants, and the tables' layout.
 """
 
 from __future__ import annotations
@@ -12,18 +14,15 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .evaluate import Changed, Effect, ExactMatch, sweep
 from .snrf import SnrfSettings, amplify, full_delta_edits, random_like, snrf_edits
 
 Answers = Callable[[Sequence], list[str]]
+Correct = Callable[[Sequence], Sequence[bool]]
 
 
 def accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
     return sum(p.strip() == g.strip() for p, g in zip(predicted, gold, strict=True)) / max(len(gold), 1)
-
-
-def changed(predicted: Sequence[str], reference: Sequence[str]) -> float:
-    """Share of answers that differ from the reference answers."""
-    return sum(p.strip() != r.strip() for p, r in zip(predicted, reference, strict=True)) / max(len(reference), 1)
 
 
 @dataclass
@@ -56,16 +55,18 @@ class AmplificationTable:
 
 def amplification_table(answers: Answers, gold: Sequence[str], shared: Mapping[str, Mapping[int, torch.Tensor]],
                         alphas: Sequence[float] = (1.5, 2.0, 3.0), n_random: int = 3) -> AmplificationTable:
-    """Answers with the shared units × α against random units of the same counts (mean over `n_random` draws)."""
+    """Answers with the shared units × α against random units of the same counts (mean over `n_random` draws):
+    one sweep over unit sets × α, scoring accuracy and the share of answers that changed from the unamplified ones."""
     base = answers([])
     n_units = sum(int(m.sum()) for module in ("up", "o") for m in shared.get(module, {}).values())
+    units = {"shared": shared, **{f"random (seed {k})": random_like(shared, seed=k) for k in range(n_random)}}
+    result = sweep(None, lambda name, alpha: amplify(units[name], alpha), list(gold), list(units), alphas,
+                   [Changed(base), ExactMatch(gold)], generate=lambda _questions, edits: answers(edits))
     table = AmplificationTable(accuracy(base, gold), n_units)
-    for alpha in alphas:
-        out = answers(amplify(shared, alpha))
-        table.rows.append(AmplificationRow(alpha, "shared", changed(out, base), accuracy(out, gold)))
-        for k in range(n_random):
-            out = answers(amplify(random_like(shared, seed=k), alpha))
-            table.rows.append(AmplificationRow(alpha, f"random (seed {k})", changed(out, base), accuracy(out, gold)))
+    for alpha in alphas:  # the published row order: α, then shared before the random draws
+        for name in units:
+            s = next(s for s in result.settings if s.layer == name and s.strength == float(alpha))
+            table.rows.append(AmplificationRow(alpha, name, s.mean("changed"), s.mean("accuracy")))
     return table
 
 
@@ -83,16 +84,27 @@ class SnrfTable:
         return "\n".join(lines)
 
 
-def snrf_table(vlm, llm, shared: Mapping[str, Mapping[int, torch.Tensor]],
-               evaluate: Callable[[Sequence], dict[str, float]], settings: SnrfSettings | None = None,
-               n_random: int = 1) -> SnrfTable:
+def snrf_table(vlm, llm, shared: Mapping[str, Mapping[int, torch.Tensor]], tasks: Mapping[str, Correct],
+               settings: SnrfSettings | None = None, n_random: int = 1,
+               combined: Mapping[str, Sequence[str]] | None = None) -> SnrfTable:
     """Base VLM; SNRF on the shared units; the full delta β·ΔW on every row and column (no truncation, the
-    merge SNRF is compared with); and SNRF's rank-r delta on random units of the same counts."""
+    merge SNRF is compared with); and SNRF's rank-r delta on random units of the same counts — one sweep over
+    these variants at β, each task's accuracy a scorer (teacher-forced `tasks[name](edits)`, no generation).
+    `combined`: extra columns, the mean of other tasks' accuracies (e.g. {"arithmetic": ("sum", "product")})."""
     settings = settings or SnrfSettings()
-    rows = {"base VLM": evaluate([]),
-            f"SNRF (r={settings.rank}, β={settings.beta:g})": evaluate(snrf_edits(vlm, llm, shared, settings)),
-            f"full delta (β={settings.beta:g})": evaluate(full_delta_edits(
-                vlm, llm, SnrfSettings(rank=None, beta=settings.beta, modules=settings.modules)))}
+    variants = {"base VLM": [],
+                f"SNRF (r={settings.rank}, β={settings.beta:g})": snrf_edits(vlm, llm, shared, settings),
+                f"full delta (β={settings.beta:g})": full_delta_edits(
+                    vlm, llm, SnrfSettings(rank=None, beta=settings.beta, modules=settings.modules))}
     for k in range(n_random):
-        rows[f"random units (seed {k})"] = evaluate(snrf_edits(vlm, llm, random_like(shared, seed=k), settings))
-    return SnrfTable(rows)
+        variants[f"random units (seed {k})"] = snrf_edits(vlm, llm, random_like(shared, seed=k), settings)
+    scorers = [Effect(task, lambda out, c=correct: torch.tensor(list(c(out.edits)), dtype=torch.float64))
+               for task, correct in tasks.items()]
+    result = sweep(vlm, lambda name, _beta: variants[name], [""], list(variants), [settings.beta], scorers,
+                   generation={"max_new_tokens": 0})
+    accuracy = {}
+    for s in result.settings:
+        acc = {task: s.mean(task) for task in tasks}
+        accuracy[s.layer] = acc | {name: sum(acc[t] for t in parts) / len(parts)
+                                   for name, parts in (combined or {}).items()}
+    return SnrfTable(accuracy)

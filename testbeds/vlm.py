@@ -45,7 +45,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -324,23 +324,15 @@ def correct(model, examples: Sequence[Example], edits: Sequence = (), batch_size
         return _correct(model.hf, model.tokenizer, examples, batch_size)
 
 
-def image_task_evaluator(model, n: int = 200, seed: int = 0):
-    """evaluate(edits) -> held-out accuracy of `model` (the testbed VLM) per image task with `edits`
-    applied, and "arithmetic", the mean of sums and products: `n` fixed questions per task. The unedited
-    scores are computed once and reused."""
+def image_tasks(model, n: int = 200, seed: int = 0) -> dict[str, Callable[[Sequence], list[bool]]]:
+    """Per image task, `correct(edits) -> [bool]`: whether `model` (the testbed VLM) answers each of `n` fixed
+    held-out questions right with `edits` applied (`correct`). With `ARITHMETIC`, what `steering.snrf_eval`'s
+    SNRF table scores."""
     questions = {t: task_examples(t, "held_out", n=n, seed=seed) for t in IMAGE_TASKS}
-    unedited: dict[str, float] = {}
+    return {t: (lambda edits, ex=ex: correct(model, ex, edits)) for t, ex in questions.items()}
 
-    def evaluate(edits: Sequence = ()) -> dict[str, float]:
-        if not edits and unedited:
-            return dict(unedited)
-        acc = {t: sum(correct(model, ex, edits)) / len(ex) for t, ex in questions.items()}
-        acc["arithmetic"] = (acc["sum"] + acc["product"]) / 2
-        if not edits:
-            unedited.update(acc)
-        return acc
 
-    return evaluate
+ARITHMETIC = {"arithmetic": ("sum", "product")}  # the tables' combined column: the mean of sums and products
 
 
 def _accuracy(hf, tokenizer, examples: Sequence[Example]) -> float:

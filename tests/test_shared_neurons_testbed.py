@@ -62,10 +62,10 @@ def test_amplifying_shared_neurons_changes_arithmetic_answers_more_than_random(t
 
 def test_snrf_raises_image_arithmetic_and_keeps_recognition(testbed) -> None:
     vlm, llm, _, _, shared = testbed
-    evaluate = tb.image_task_evaluator(vlm, N_EVAL)
+    tasks = tb.image_tasks(vlm, N_EVAL)
     # β = 2: on the reduced testbed the paper's 0.5 moves products by a few points only (README: the full
     # testbed and a β sweep); the table's full-delta row uses the same β
-    table = snrf_table(vlm, llm, shared, evaluate, SnrfSettings(rank=4, beta=2.0))
+    table = snrf_table(vlm, llm, shared, tasks, SnrfSettings(rank=4, beta=2.0), combined=tb.ARITHMETIC)
     print("\n" + table.text())
     rows = list(table.accuracy.values())
     base, snrf, full, rand = rows[0], rows[1], rows[2], rows[3]
