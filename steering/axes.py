@@ -10,15 +10,15 @@ residual norm); `sign` orients the axis (e.g. +1 when its scores rise with log f
 The adapter is the steering layer's own by default; the paper's is fitted at the last layer
 (`AxisSteerSettings.adapter`, its direction then added at the steering layer).
 
-Evaluation (`evaluate_axis`): sampled continuations (T 0.7, top-p 0.9) of neutral prompts
-per strength; each is re-encoded (mean hidden state over its tokens, given its prompt)
-and projected through the adapter; text metrics: mean Zipf log frequency of its words and
-the function/content word ratio; perplexity under the unsteered model. Positive against
-negative strengths: Cohen's d and a two-sided permutation p; the perplexity-matched
-control pairs each positive continuation with the negative one of nearest perplexity
-and tests the paired differences (sign flips). The same for a text-probe direction
-(ridge from hidden states to log frequency) and ActAdd (common- vs rare-word prompts),
-at the same norm.
+Evaluation (`evaluate_axis`, a sweep of the evaluation harness `steering.evaluate` over methods × strengths):
+sampled continuations (T 0.7, top-p 0.9) of neutral prompts per strength; each is re-encoded (mean hidden
+state over its tokens, given its prompt) and projected through the adapter (`AxisScore`); text metrics: mean
+Zipf log frequency of its words and the function/content word ratio; perplexity under the unsteered model.
+Positive against negative strengths: Cohen's d and a two-sided permutation p (`evaluate.compare`); the
+perplexity-matched control pairs each positive continuation with the negative one of nearest perplexity and
+tests the paired differences with sign flips (`evaluate.compare_matched`). The same for a text-probe
+direction (ridge from hidden states to log frequency) and ActAdd (common- vs rare-word prompts), at the same
+norm.
 """
 
 from __future__ import annotations
@@ -177,52 +177,31 @@ def reencode(model: interp.Model, prompts: Sequence[str], continuations: Sequenc
     return np.stack(out)
 
 
-def _perplexities(model: interp.Model, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
-    """Each continuation's perplexity given its prompt under the unedited model (NaN where empty): one forward."""
-    from steering.evaluate import continuation_nll
+@dataclass
+class AxisScore:
+    """A harness scorer: the adapter's `axis` score of each continuation re-encoded at `layer` (`reencode`),
+    times `sign` (the orientation of the axis)."""
 
-    return continuation_nll(model, prompts, continuations).exp().numpy()
+    adapter: object  # probes.brain_axes.AxisAdapter
+    axis: int
+    layer: int
+    sign: float = 1.0
+    name: str = "axis_score"
+    kind: str = "effect"
 
-
-# --------------------------------------------------------------------------- statistics
-
-
-def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / max(len(a) + len(b) - 2, 1))
-    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else 0.0
-
-
-def permutation_p(a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0) -> float:
-    """Two-sided p of the mean difference under label shuffles."""
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    rng = np.random.default_rng(seed)
-    both, real = np.concatenate([a, b]), abs(a.mean() - b.mean())
-    hits = 0
-    for _ in range(n):
-        rng.shuffle(both)
-        hits += abs(both[:len(a)].mean() - both[len(a):].mean()) >= real
-    return (hits + 1) / (n + 1)
+    def __call__(self, out) -> torch.Tensor:
+        scores = self.adapter.predict(reencode(out.model, out.prompts, out.texts, self.layer))[:, self.axis]
+        return torch.as_tensor(self.sign * np.asarray(scores), dtype=torch.float64)
 
 
-def matched_pairs(ppl_pos: np.ndarray, ppl_neg: np.ndarray) -> list[tuple[int, int]]:
-    """Greedy one-to-one pairs (i, j) of positive and negative continuations by nearest log perplexity."""
-    cand = sorted((abs(math.log(p) - math.log(q)), i, j) for i, p in enumerate(ppl_pos) for j, q in enumerate(ppl_neg)
-                  if math.isfinite(p) and math.isfinite(q))
-    used_i, used_j, out = set(), set(), []
-    for _, i, j in cand:
-        if i not in used_i and j not in used_j:
-            used_i.add(i), used_j.add(j), out.append((i, j))
-    return out
+def text_metric_scorers() -> list:
+    """`text_metrics` as two harness scorers: "log_freq" and "function_ratio" per continuation."""
+    from .evaluate import Effect
 
+    def column(k: int):
+        return lambda out: torch.tensor([text_metrics(t)[k] for t in out.texts], dtype=torch.float64)
 
-def paired_p(diff: np.ndarray, n: int = 1000, seed: int = 0) -> float:
-    """Two-sided sign-flip p of the mean paired difference."""
-    diff = diff[np.isfinite(diff)]
-    rng = np.random.default_rng(seed)
-    real = abs(diff.mean())
-    flips = rng.choice([-1.0, 1.0], size=(n, diff.size))
-    return float(((np.abs((flips * diff).mean(1)) >= real).sum() + 1) / (n + 1))
+    return [Effect("log_freq", column(0)), Effect("function_ratio", column(1))]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -288,34 +267,33 @@ def evaluate_axis(model: interp.Model, directions: dict[str, np.ndarray], adapte
     """Steer with each {method: direction [d]} at every strength; score continuations (see the module docstring).
 
     adapter: a `probes.brain_axes.AxisAdapter` at `layer`; `axis` indexes its outputs; `sign` orients the
-    reported axis score (the same sign that oriented the axis direction)."""
+    reported axis score (the same sign that oriented the axis direction). One harness sweep over methods ×
+    strengths (every setting sampled from the same seed), then positive against negative strengths."""
+    from .evaluate import Perplexity, compare, compare_matched, sweep
+
     if not prompts or any(not p.strip() for p in prompts):
         raise InterpError("need non-empty prompts")
-    gen = {**SAMPLING, **(generation or {})}
+    gen = {"repetition_penalty": 1.0, **SAMPLING, **(generation or {})}
     unit = norm_fraction * residual_norm(model, layer, prompts)
     repeated = [p for p in prompts for _ in range(samples)]
+    scorers = [*text_metric_scorers(), AxisScore(adapter, axis, layer, sign), Perplexity()]
+    result = sweep(model, lambda method, strength: axis_edits(directions[method], layer, strength, unit), repeated,
+                   list(directions), strengths, scorers, generation=gen, seed=seed)
     table = AxisSteeringTable()
-    for method, direction in directions.items():
-        for strength in strengths:
-            torch.manual_seed(seed)
-            texts = interp.generate(model, repeated, axis_edits(direction, layer, strength, unit), **gen)
-            scores = sign * adapter.predict(reencode(model, repeated, texts, layer))[:, axis]
-            ppl = _perplexities(model, repeated, texts)
-            for p, t, sc, pp in zip(repeated, texts, scores, ppl):
-                lf, fr = text_metrics(t)
-                table.samples.append(Sample(method, float(strength), p, t, lf, fr, float(sc), float(pp)))
+    for st in result.settings:
+        v = {name: st.scores[name].tolist() for name in result.kinds}
+        for i, (p, t) in enumerate(zip(repeated, st.texts)):
+            table.samples.append(Sample(st.layer, st.strength, p, t, v["log_freq"][i], v["function_ratio"][i],
+                                        v["axis_score"][i], v["ppl"][i]))
     for method in directions:
-        pos = [s for s in table.samples if s.method == method and s.strength > 0]
-        neg = [s for s in table.samples if s.method == method and s.strength < 0]
+        pos = [st for st in result.settings if st.layer == method and st.strength > 0]
+        neg = [st for st in result.settings if st.layer == method and st.strength < 0]
         if not pos or not neg:
             continue
-        pairs = matched_pairs(np.array([s.perplexity for s in pos]), np.array([s.perplexity for s in neg]))
+        ppl_pos, ppl_neg = (torch.cat([st.scores["ppl"] for st in side]) for side in (pos, neg))
         for metric in ("log_freq", "function_ratio", "axis_score"):
-            a, b = np.array([getattr(s, metric) for s in pos]), np.array([getattr(s, metric) for s in neg])
-            diff = np.array([a[i] - b[j] for i, j in pairs])
-            table.contrasts.append(Contrast(method, metric, cohens_d(a, b), permutation_p(a, b, seed=seed), len(pairs),
-                                            float(np.nanmean(diff)) if len(diff) else math.nan,
-                                            paired_p(diff, seed=seed) if len(diff) else math.nan,
-                                            float(np.nanmedian([s.perplexity for s in pos])),
-                                            float(np.nanmedian([s.perplexity for s in neg]))))
+            a, b = (torch.cat([st.scores[metric] for st in side]) for side in (pos, neg))
+            c, m = compare(a, b, seed=seed), compare_matched(a, b, ppl_pos, ppl_neg, seed=seed)
+            table.contrasts.append(Contrast(method, metric, c.cohens_d, c.p, len(m.pairs), m.difference, m.p,
+                                            float(np.nanmedian(ppl_pos.numpy())), float(np.nanmedian(ppl_neg.numpy()))))
     return table

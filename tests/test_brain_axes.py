@@ -26,13 +26,9 @@ def test_adapter_direction_is_the_gradient_of_the_score() -> None:
     assert not np.allclose(a.direction(1, public_code=True), v)
 
 
-def test_perplexity_matching_and_statistics() -> None:
-    from steering.axes import cohens_d, matched_pairs, paired_p, permutation_p, text_metrics
+def test_text_metrics_separate_common_from_rare_words() -> None:
+    from steering.axes import text_metrics
 
-    assert sorted(matched_pairs(np.array([2.0, 10.0, 5.0]), np.array([9.0, 2.1]))) == [(0, 1), (1, 0)]
-    a, b = np.arange(10.0) + 5, np.arange(10.0)
-    assert cohens_d(a, b) > 1.5 and permutation_p(a, b) < 0.01 and permutation_p(a, a) > 0.5
-    assert paired_p(np.full(12, 0.3)) < 0.01 and paired_p(np.array([1.0, -1.0] * 6)) > 0.5
     common, rare = text_metrics("the man went to the house"), text_metrics("quixotic lexicographers peruse palimpsests")
     assert common[0] > rare[0] + 2 and common[1] > rare[1]
 
