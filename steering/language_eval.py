@@ -17,11 +17,11 @@ the ratio to the English continuations is printed too.
 Generation defaults: greedy, 32 new tokens, repetition penalty 1.3 (greedy decoding of a
 small model otherwise loops, and loops look fluent to perplexity).
 
-The numbers come from the harness's pieces (`steering.evaluate`, issue 31): every prompt of a row
-generated in one batch, the share from `language_hits` (as the `LanguageShare` scorer), the
-perplexity from one batched forward (`continuation_token_nll`, as `Perplexity`; pooled over the
-row's tokens here) and `distinct2` (over the row's texts together here, per text in `Distinct2`).
-What is this module's own: the table, its matched reference and the variant list.
+The rows are one sweep of the evaluation harness (`steering.evaluate.sweep`, issue 31) whose "layers"
+are the variants: every prompt of a row generated in one batch, the share from `LanguageShare`, the
+perplexity from one batched forward (`continuation_token_nll`; pooled over the row's tokens here, where
+`Perplexity` averages per prompt) and `distinct2` (over the row's texts together here, per text in
+`Distinct2`). What is this module's own: the table, its matched reference and the variant list.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import torch
+
 import interp
 from interp.errors import InterpError
 
-from .evaluate import continuation_token_nll, distinct2, language_hits
+from .evaluate import Effect, LanguageShare, Outputs, continuation_token_nll, distinct2, sweep
 
 __all__ = ["GENERATION", "LanguageSteeringTable", "Row", "continuation_perplexity", "distinct2", "evaluate"]
 
@@ -84,26 +86,39 @@ class LanguageSteeringTable:
                 "rows": [vars(r) for r in self.rows]}
 
 
-def _row(model, name, strength, prompts, score_prompts, edits, target, candidates, generation) -> Row:
-    out = interp.generate(model, list(prompts), edits, **generation)  # every prompt in one batch
-    share = float(language_hits(out, target, candidates).mean())
-    return Row(name, strength, share, continuation_perplexity(model, score_prompts, out), distinct2(out), out[0])
+def _pooled_nll() -> list[Effect]:
+    """Two scorers whose row sums give the token-pooled perplexity: each continuation's summed NLL under the
+    unsteered model after its English prompt (one batched forward), and its number of tokens."""
+    return [Effect("nll", lambda out: continuation_token_nll(out.model, out.prompts, out.texts)[0]),
+            Effect("tokens", lambda out: torch.tensor([len(out.model.tokenizer(t, add_special_tokens=False)
+                                                           ["input_ids"]) for t in out.texts], dtype=torch.float64))]
+
+
+def _row(name: str, strength: float | None, texts: list[str], scores: dict[str, torch.Tensor]) -> Row:
+    if float(scores["tokens"].sum()) == 0:
+        raise InterpError("perplexity of empty continuations")
+    ppl = math.exp(float(scores["nll"].sum()) / float(scores["tokens"].sum()))
+    return Row(name, strength, float(scores["share"].mean()), ppl, distinct2(texts), texts[0])
 
 
 def evaluate(model: interp.Model, variants: Sequence[tuple[str, float | None, Sequence]], target: str,
              english_prompts: Sequence[str], target_prompts: Sequence[str], *,
              candidates: Sequence[str] = ("en", "es", "fr", "de"), generation: dict | None = None,
              ) -> LanguageSteeringTable:
-    """The table for `variants` [(name, strength, edits)] on parallel prompt lists."""
+    """The table for `variants` [(name, strength, edits)] on parallel prompt lists: one sweep over the unsteered
+    model and the variants, plus the matched reference (the translated prompts' continuations, scored after the
+    English prompts)."""
     if len(english_prompts) != len(target_prompts) or not english_prompts:
         raise InterpError("need the same number (> 0) of English and target-language prompts")
     candidates = sorted({*candidates, target, "en"})
     gen = {**GENERATION, **(generation or {})}
-    base = _row(model, "unsteered", None, english_prompts, english_prompts, (), target, candidates, gen)
-    matched = _row(model, f"{target} prompts (matched ref.)", None, target_prompts, english_prompts, (), target,
-                   candidates, gen)
-    table = LanguageSteeringTable(target, base, matched)
-    for name, strength, edits in variants:
-        table.rows.append(_row(model, name, strength, english_prompts, english_prompts, edits, target, candidates,
-                               gen))
-    return table
+    scorers = [LanguageShare(target, candidates), *_pooled_nll()]
+    rows = [("unsteered", None, ()), *variants]
+    result = sweep(model, lambda i, _strength: rows[i][2], english_prompts, range(len(rows)), [0.0], scorers,
+                   generation=gen)
+    english = list(english_prompts)
+    matched_texts = interp.generate(model, list(target_prompts), (), **gen)  # every prompt in one batch
+    matched_out = Outputs(model, english, (), matched_texts)
+    matched = _row(f"{target} prompts (matched ref.)", None, matched_texts, {s.name: s(matched_out) for s in scorers})
+    base, *steered = [_row(name, strength, st.texts, st.scores) for (name, strength, _), st in zip(rows, result.settings)]
+    return LanguageSteeringTable(target, base, matched, steered)
