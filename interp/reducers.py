@@ -260,10 +260,10 @@ class TopK(Reducer):
     def update(self, site: str, acts: torch.Tensor, batch: Batch) -> None:
         st = self.state[site]
         if self.per_document:
-            acts = (acts.flatten(2) if acts.dim() > 3 else acts).float()
-            masked = acts.masked_fill(~batch.mask.unsqueeze(-1), float("-inf"))
+            acts = acts.flatten(2) if acts.dim() > 3 else acts  # maxima in the activations' dtype: exact
+            masked = acts if bool(batch.mask.all()) else acts.masked_fill(~batch.mask.unsqueeze(-1), float("-inf"))
             vals, at = masked.max(dim=1)  # [batch, width]: each document's maximum and where
-            self.add_maxima(site, vals, batch.doc_index, batch.positions.gather(1, at))
+            self.add_maxima(site, vals.float(), batch.doc_index, batch.positions.gather(1, at))
             return
         x, rows = _valid(acts, batch)
         if x.shape[0] == 0:
@@ -283,7 +283,16 @@ class TopK(Reducer):
         doc [docs], pos [docs, width] where each maximum occurred. Engines that see a document in several
         chunks (vLLM's chunked prefill) keep its running maximum and add it once, here."""
         docs = doc.view(-1, 1).expand_as(pos).where(values > float("-inf"), -1)
-        self.state[site] = self._merge(self.state[site], {"values": values.float().T, "doc": docs.T, "pos": pos.T})
+        st = self.state[site]
+        # only units where some document beats (or ties) the current k-th value can change; ties go through
+        # the merge so that (document, position) break them as in a full merge
+        need = (values.amax(0) >= st["values"][:, -1]).nonzero().squeeze(1)
+        if need.numel() == 0:
+            return
+        merged = self._merge({n: v[need] for n, v in st.items()},
+                             {"values": values[:, need].float().T, "doc": docs[:, need].T, "pos": pos[:, need].T})
+        for n, v in merged.items():
+            st[n][need] = v
 
     def _merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The k best of both, ties broken by (document, position): the same result whatever the

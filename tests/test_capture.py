@@ -284,3 +284,21 @@ def test_a_loaded_reducer_keeps_its_site_order(tmp_path) -> None:
         freq.bind(s, 3, ["en"])
     freq.save(tmp_path / "f.safetensors")
     assert interp.ActivationFrequency.load(tmp_path / "f.safetensors").sites == sites
+
+
+def test_topk_merging_only_the_units_a_batch_can_change_keeps_the_full_merge_and_its_ties():
+    """TopK folds a batch into the units whose best new value reaches their k-th; ties (many here: integer
+    values) are broken by (document, position) exactly as one merge of every document at once."""
+    g = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 6, (40, 12), generator=g).float()  # 40 documents' maxima, 12 units
+    pos = torch.randint(0, 50, (40, 12), generator=g)
+    whole = interp.TopK(4)
+    whole.bind("s", 12, ["all"])
+    whole.add_maxima("s", values, torch.arange(40), pos)
+    for order in (torch.arange(40), torch.randperm(40, generator=g)):
+        parts = interp.TopK(4)
+        parts.bind("s", 12, ["all"])
+        for chunk in order.split(6):
+            parts.add_maxima("s", values[chunk], chunk, pos[chunk])
+        for name in ("values", "doc", "pos"):
+            assert torch.equal(parts.state["s"][name], whole.state["s"][name]), name
