@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import interp  # noqa: E402
 from benchmarks.capture import machine, versions  # noqa: E402
 from benchmarks.goals import Goals  # noqa: E402
-from benchmarks.results import write_section  # noqa: E402
+from benchmarks.results import cpu_flags, write_section  # noqa: E402
 from interp.models import native_bf16  # noqa: E402
 from probes.lm_head import LMHeadOptions, brute_force_top, lm_head_map, neuron_directions  # noqa: E402
 
@@ -198,17 +198,6 @@ def main(argv=None) -> int:
         if amx():
             goals.below("bf16 full smollm2 map, seconds (AMX)", med["map-bf16"], AMX_SECONDS)
     return goals.finish()
-
-
-def cpu_flags() -> str:
-    """The CPU's matrix-relevant flags (what decides native bfloat16)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    keep = [f for f in flags if f.startswith(("avx", "amx", "fma"))]
-    return " ".join(keep) or "none of avx/amx/fma"
 
 
 def amx() -> bool:

@@ -36,3 +36,14 @@ def publish(title: str, text: str, *, write: bool = True) -> None:
     print(text)
     if write:
         write_section(title, text)
+
+
+def cpu_flags() -> str:
+    """The CPU's matrix-relevant flags (what decides native bfloat16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    keep = [f for f in flags if f.startswith(("avx", "amx", "fma"))]
+    return " ".join(keep) or "none of avx/amx/fma"

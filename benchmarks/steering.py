@@ -54,7 +54,7 @@ import interp  # noqa: E402
 import steer_common as sc  # noqa: E402  (benchmarks/peers: edit specs shared with the peers)
 from benchmarks.capture import loadavg, machine, versions  # noqa: E402
 from benchmarks.goals import Goals  # noqa: E402
-from benchmarks.results import RESULTS, write_section  # noqa: E402
+from benchmarks.results import RESULTS, cpu_flags, write_section  # noqa: E402
 from interp.batching import encode_left  # noqa: E402
 from interp.cache import cache_dir  # noqa: E402
 
@@ -563,7 +563,7 @@ def render(rows, checks, goals, info, peer_reports, specs, args, reps, peer_reps
         "",
         f"Environment: torch {v['torch']}, transformers {v['transformers']}, transformer-lens "
         f"{v['transformer_lens']}, python {v['python']}" + (f"; {peer_env}" if peer_env else "")
-        + f". Machine: {machine()}, {args.threads} threads.",
+        + f". Machine: {machine()}, {args.threads} threads; CPU flags: {cpu_flags()}.",
         "",
         "Contention (share of the machine's CPU used by other processes, from /proc/stat), per kept "
         "repetition: interp group " + ", ".join(f"{f:.0%}" for f in c["reps"])
