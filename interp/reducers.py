@@ -262,8 +262,16 @@ class TopK(Reducer):
         if self.per_document:
             acts = acts.flatten(2) if acts.dim() > 3 else acts  # maxima in the activations' dtype: exact
             masked = acts if bool(batch.mask.all()) else acts.masked_fill(~batch.mask.unsqueeze(-1), float("-inf"))
-            vals, at = masked.max(dim=1)  # [batch, width]: each document's maximum and where
-            self.add_maxima(site, vals.float(), batch.doc_index, batch.positions.gather(1, at))
+            vals = masked.amax(dim=1)  # [batch, width]: each document's maximum (amax: far cheaper than max)
+            need = (vals.amax(0) >= st["values"][:, -1]).nonzero().squeeze(1)  # units this batch can change
+            if need.numel() == 0:
+                return
+            # where the maxima occurred, for those units only (all of them while the lists fill up)
+            if 2 * need.numel() > vals.shape[1]:  # [batch, needed units]; max's indices (argmax is slower)
+                at = masked.max(dim=1).indices[:, need]
+            else:
+                at = masked.index_select(2, need).max(dim=1).indices
+            self._fold(site, vals[:, need].float(), batch.doc_index, batch.positions.gather(1, at), need)
             return
         x, rows = _valid(acts, batch)
         if x.shape[0] == 0:
@@ -282,17 +290,20 @@ class TopK(Reducer):
         """Fold in whole documents' maxima (per-document lists): values [docs, width] (-inf: no token),
         doc [docs], pos [docs, width] where each maximum occurred. Engines that see a document in several
         chunks (vLLM's chunked prefill) keep its running maximum and add it once, here."""
-        docs = doc.view(-1, 1).expand_as(pos).where(values > float("-inf"), -1)
-        st = self.state[site]
         # only units where some document beats (or ties) the current k-th value can change; ties go through
         # the merge so that (document, position) break them as in a full merge
-        need = (values.amax(0) >= st["values"][:, -1]).nonzero().squeeze(1)
-        if need.numel() == 0:
-            return
-        merged = self._merge({n: v[need] for n, v in st.items()},
-                             {"values": values[:, need].float().T, "doc": docs[:, need].T, "pos": pos[:, need].T})
+        need = (values.amax(0) >= self.state[site]["values"][:, -1]).nonzero().squeeze(1)
+        if need.numel():
+            self._fold(site, values[:, need].float(), doc, pos[:, need], need)
+
+    def _fold(self, site: str, values: torch.Tensor, doc: torch.Tensor, pos: torch.Tensor, units: torch.Tensor
+              ) -> None:
+        """Merge documents' maxima of `units` (values, pos [docs, units]; doc [docs]) into those units' lists."""
+        st = self.state[site]
+        docs = doc.view(-1, 1).expand_as(pos).where(values > float("-inf"), -1)
+        merged = self._merge({n: v[units] for n, v in st.items()}, {"values": values.T, "doc": docs.T, "pos": pos.T})
         for n, v in merged.items():
-            st[n][need] = v
+            st[n][units] = v
 
     def _merge(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The k best of both, ties broken by (document, position): the same result whatever the
