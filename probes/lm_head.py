@@ -135,7 +135,8 @@ class _Index:
         return self.neuron.T.contiguous(), self.logp.exp().T.contiguous()
 
 
-BLOCK = 256  # vocabulary block for the two-stage top-k
+BLOCK = 64  # vocabulary block for the two-stage top-k (measured on smollm2, bf16 map of 8 layers: 1.85 s at 64,
+            # 2.07 s at 256; fewer entries to gather and rank after the block maxima)
 BF16_CHUNK = 256  # bfloat16: neurons per product at most (its logits stay in cache for the passes that follow;
                   # measured on smollm2, 8 layers: 2.42 s at 1024, 1.97 s at 256)
 
@@ -233,7 +234,8 @@ class _Rerank:
     def top(self, w: torch.Tensor, logits: torch.Tensor, block_max: torch.Tensor, lse: torch.Tensor, k: int):
         """(top logits [n, k] fp32, ids [n, k], lse [n] fp32, covered [n] bool) from bf16 `logits` of w [n, d]."""
         cand_bf, cand = block_topk(logits, block_max, self.c)  # [n, c], largest first
-        exact = torch.bmm(self.unembed[cand], w[:, :, None]).squeeze(-1)  # [n, c] fp32 logits of the candidates
+        rows = self.unembed.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)  # [n, c, d] (3× faster than [])
+        exact = torch.bmm(rows, w[:, :, None]).squeeze(-1)  # [n, c] fp32 logits of the candidates
         values, j = exact.topk(k, dim=-1)
         ids = cand.gather(1, j)
         floor = cand_bf[:, -1].float()  # every other token's bf16 logit is at most this
