@@ -314,6 +314,8 @@ def command(args) -> int:
 
 
 def _report(result, effect: str, layers: list, best, limits: str, described: str, args) -> str:
+    from interp.errors import InterpError
+
     lines = [f"# interp eval: {args.effect} on {args.model}", "", f"Family: {described}.", "", result.markdown(), "",
              "| layer | slope per unit strength | 95 % interval | consistency | R² |", "|---|---|---|---|---|"]
     for layer in layers:
@@ -321,7 +323,7 @@ def _report(result, effect: str, layers: list, best, limits: str, described: str
             name = "recipe" if layer == RECIPE_LAYER else str(layer)
             try:
                 st = result.steerability(effect, layer)
-            except RuntimeError:  # no prompt has the effect at every strength (e.g. zipf: with no words)
+            except InterpError:  # no prompt has the effect at every strength (e.g. zipf: with no words)
                 lines.append(f"| {name} | n/a | n/a | n/a | n/a |")
                 continue
             lines.append(f"| {name} | {st.slope:.4g} | [{st.ci[0]:.3g}, {st.ci[1]:.3g}] | {st.consistency:.2f} | "

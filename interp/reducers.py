@@ -263,7 +263,7 @@ class TopK(Reducer):
             acts = acts.flatten(2) if acts.dim() > 3 else acts  # maxima in the activations' dtype: exact
             masked = acts if bool(batch.mask.all()) else acts.masked_fill(~batch.mask.unsqueeze(-1), float("-inf"))
             vals = masked.amax(dim=1)  # [batch, width]: each document's maximum (amax: far cheaper than max)
-            need = (vals.amax(0) >= st["values"][:, -1]).nonzero().squeeze(1)  # units this batch can change
+            need = self._changeable(site, vals)
             if need.numel() == 0:
                 return
             # where the maxima occurred, for those units only (all of them while the lists fill up)
@@ -290,11 +290,15 @@ class TopK(Reducer):
         """Fold in whole documents' maxima (per-document lists): values [docs, width] (-inf: no token),
         doc [docs], pos [docs, width] where each maximum occurred. Engines that see a document in several
         chunks (vLLM's chunked prefill) keep its running maximum and add it once, here."""
-        # only units where some document beats (or ties) the current k-th value can change; ties go through
-        # the merge so that (document, position) break them as in a full merge
-        need = (values.amax(0) >= self.state[site]["values"][:, -1]).nonzero().squeeze(1)
+        need = self._changeable(site, values)
         if need.numel():
             self._fold(site, values[:, need].float(), doc, pos[:, need], need)
+
+    def _changeable(self, site: str, values: torch.Tensor) -> torch.Tensor:
+        """The units [n] where some document's maximum (values [docs, width]) beats or ties the current k-th
+        value: only their lists can change. Ties go through the merge, so that (document, position) break them
+        as in a full merge."""
+        return (values.amax(0) >= self.state[site]["values"][:, -1]).nonzero().squeeze(1)
 
     def _fold(self, site: str, values: torch.Tensor, doc: torch.Tensor, pos: torch.Tensor, units: torch.Tensor
               ) -> None:

@@ -310,11 +310,10 @@ class MatchedComparison:
     p: float
 
 
-def matched_pairs(cost_a: Sequence[float], cost_b: Sequence[float], *, log: bool = True) -> list[tuple[int, int]]:
-    """Greedy one-to-one pairs (i, j) of a's and b's items by nearest cost (log cost by default, for perplexities);
+def matched_pairs(cost_a: Sequence[float], cost_b: Sequence[float]) -> list[tuple[int, int]]:
+    """Greedy one-to-one pairs (i, j) of a's and b's items by nearest log cost (costs are perplexities: positive);
     items with a non-finite cost are left out."""
-    f = math.log if log else float
-    cand = sorted((abs(f(p) - f(q)), i, j) for i, p in enumerate(cost_a) for j, q in enumerate(cost_b)
+    cand = sorted((abs(math.log(p) - math.log(q)), i, j) for i, p in enumerate(cost_a) for j, q in enumerate(cost_b)
                   if math.isfinite(p) and math.isfinite(q))
     used_i, used_j, out = set(), set(), []
     for _, i, j in cand:
@@ -386,6 +385,8 @@ class Sweep:
         x = torch.tensor([s.strength for s in rows], dtype=torch.float64)
         y = torch.stack([s.scores[effect] for s in rows], 1)  # [P, S]
         y = y[~y.isnan().any(1)]
+        if not len(y):
+            raise InterpError(f"no prompt has a {effect} value at every strength of layer {layer}")
         mean_y = y.mean(0)
         slope = float(_slope(x, mean_y))
         g = torch.Generator().manual_seed(self.seed)

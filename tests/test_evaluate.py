@@ -191,3 +191,16 @@ def test_a_sweep_of_labelled_variants_with_its_own_generate_and_seed():
     sweep(None, lambda *_: [], ["q"], ["a", "b"], [1.0], [ExactMatch(["x"])], seed=5,
           generate=lambda q, e: draws.append(torch.rand(1).item()) or ["x"])
     assert draws[0] == draws[1]
+
+
+def test_steerability_without_a_complete_prompt_is_a_clear_error():
+    """An effect with no value at some strength for every prompt (e.g. word frequency of wordless text) has no
+    slope: a typed error the CLI reports as n/a, not a torch error from an empty tensor."""
+    from interp.errors import InterpError
+    from steering.evaluate import Effect
+
+    nan_at_2 = Effect("f", lambda out: torch.full((2,), math.nan if out.edits else 1.0))
+    result = sweep(None, lambda _l, s: [s] if s == 2 else [], ["a", "b"], [0], [1.0, 2.0], [nan_at_2],
+                   generate=lambda q, e: ["x", "y"])
+    with pytest.raises(InterpError, match="no prompt has a f value at every strength"):
+        result.steerability("f", 0)
